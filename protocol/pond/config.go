@@ -1,0 +1,101 @@
+package pond
+
+import (
+	"errors"
+	"fmt"
+	"math"
+)
+
+// Truncation selects how a product of two fixed-point numbers is brought
+// back to the fixed-point scale.
+type Truncation int
+
+const (
+	// Interactive truncation (the default, as in TF Encrypted) costs one
+	// message from server0 to server1 and is always within one unit in the
+	// last place, provided values stay in range. Server1 sees the value
+	// masked statistically: the mask has StatGap more bits than the value.
+	Interactive Truncation = iota
+	// Local truncation (SecureML) costs no message. Each element is within
+	// one unit in the last place except with probability below
+	// 2^(IntBits+2·FracBits+1-64), when it is wildly wrong.
+	Local
+)
+
+// String names the mode.
+func (t Truncation) String() string {
+	switch t {
+	case Interactive:
+		return "interactive"
+	case Local:
+		return "local"
+	}
+	return fmt.Sprintf("Truncation(%d)", int(t))
+}
+
+// Defaults of Config. The integer bits default to what the ring leaves
+// once the fractional bits (twice, for a product) and the statistical gap
+// are taken: 62 − 2·16 − 20 = 10, so |x| < 1024 by default.
+const (
+	DefaultFracBits = 16
+	DefaultStatGap  = 20
+)
+
+// ErrConfig is wrapped by every configuration error.
+var ErrConfig = errors.New("pond: invalid config")
+
+// Config is Pond's fixed-point configuration. The zero value means the
+// defaults; New checks it.
+type Config struct {
+	// FracBits is the number of fractional bits: values are stored as
+	// round(x · 2^FracBits). Resolution is 2^-FracBits (1.5e-5 for 16).
+	FracBits int
+	// IntBits bounds every value the computation handles: |x| < 2^IntBits.
+	// Inputs outside the range are refused; sums and products must stay
+	// inside it too, which the protocol cannot check without revealing.
+	// Zero means 62 − 2·FracBits − StatGap.
+	IntBits int
+	// StatGap is the statistical security, in bits, of the masks of
+	// interactive truncation (TF Encrypted uses 20).
+	StatGap int
+	// Truncation is the truncation protocol.
+	Truncation Truncation
+}
+
+func (c Config) withDefaults() Config {
+	if c.FracBits == 0 {
+		c.FracBits = DefaultFracBits
+	}
+	if c.StatGap == 0 {
+		c.StatGap = DefaultStatGap
+	}
+	if c.IntBits == 0 {
+		c.IntBits = 62 - 2*c.FracBits - c.StatGap
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.FracBits < 1 || c.FracBits > 30:
+		return fmt.Errorf("%w: FracBits is %d, want 1 to 30", ErrConfig, c.FracBits)
+	case c.StatGap < 8 || c.StatGap > 40:
+		return fmt.Errorf("%w: StatGap is %d, want 8 to 40", ErrConfig, c.StatGap)
+	case c.IntBits < 1:
+		return fmt.Errorf("%w: IntBits is %d: with FracBits %d and StatGap %d no integer bits are left (62 − 2·FracBits − StatGap); use fewer fractional bits",
+			ErrConfig, c.IntBits, c.FracBits, c.StatGap)
+	case c.Truncation != Interactive && c.Truncation != Local:
+		return fmt.Errorf("%w: unknown Truncation %d", ErrConfig, int(c.Truncation))
+	}
+	if need := c.IntBits + 2*c.FracBits + c.StatGap; need > 62 {
+		return fmt.Errorf("%w: IntBits %d + 2·FracBits %d + StatGap %d = %d bits, but the ring Z_2^64 leaves 62 for a truncated product",
+			ErrConfig, c.IntBits, 2*c.FracBits, c.StatGap, need)
+	}
+	return nil
+}
+
+// Bound returns the exclusive bound on the magnitude of every value, 2^IntBits.
+func (c Config) Bound() float64 { return math.Ldexp(1, c.IntBits) }
+
+// Resolution returns the value of one unit in the last place, 2^-FracBits.
+func (c Config) Resolution() float64 { return math.Ldexp(1, -c.FracBits) }

@@ -1,0 +1,89 @@
+package pond
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"io"
+)
+
+// SeedSize is the size of a seed in bytes.
+const SeedSize = 32
+
+// Seed is the key of a mask stream. Seeds are drawn fresh for every mask
+// from a cryptographic source and are secret.
+type Seed [SeedSize]byte
+
+// Purpose separates the mask streams drawn for different steps.
+type Purpose uint8
+
+// The purposes of mask streams.
+const (
+	PurposeInput      Purpose = 1 // masks of private inputs
+	PurposeTruncation Purpose = 2 // the mask server0 adds before truncation
+	PurposeRerandom   Purpose = 3 // fresh shares after truncation
+)
+
+// Domain binds a mask stream to its place in a run, so that no stream is
+// reused even when a seed were: session, iteration, tensor and purpose all
+// enter the stream's key.
+type Domain struct {
+	Session   string
+	Iteration uint64
+	Tensor    uint64
+	Purpose   Purpose
+}
+
+// NewSeed reads a fresh seed from rng, which must be cryptographic
+// (crypto/rand.Reader) outside tests.
+func NewSeed(rng io.Reader) (Seed, error) {
+	var s Seed
+	if _, err := io.ReadFull(rng, s[:]); err != nil {
+		return s, fmt.Errorf("pond: drawing a seed: %w", err)
+	}
+	return s, nil
+}
+
+// streamKey derives the AES-256 key of a mask stream: SHA-256 over a
+// version label, the seed and the length-prefixed domain.
+func streamKey(seed Seed, d Domain) [32]byte {
+	h := sha256.New()
+	h.Write([]byte("shareflow/pond/mask/v1\x00"))
+	h.Write(seed[:])
+	var b [8 + 8 + 8 + 1]byte
+	binary.LittleEndian.PutUint64(b[0:], uint64(len(d.Session)))
+	binary.LittleEndian.PutUint64(b[8:], d.Iteration)
+	binary.LittleEndian.PutUint64(b[16:], d.Tensor)
+	b[24] = byte(d.Purpose)
+	h.Write(b[:])
+	h.Write([]byte(d.Session))
+	var k [32]byte
+	h.Sum(k[:0])
+	return k
+}
+
+// Expand fills dst with the mask stream of seed in domain d: AES-256 in
+// counter mode under a key derived from both, read as little-endian
+// uint64s. The same seed and domain always give the same stream.
+func Expand(dst []uint64, seed Seed, d Domain) {
+	key := streamKey(seed, d)
+	block, err := aes.NewCipher(key[:])
+	if err != nil {
+		panic("pond: aes.NewCipher with a 32-byte key: " + err.Error())
+	}
+	var iv [aes.BlockSize]byte
+	stream := cipher.NewCTR(block, iv[:])
+	var buf [4096]byte
+	for len(dst) > 0 {
+		n := min(len(dst), len(buf)/8)
+		b := buf[:8*n]
+		clear(b)
+		stream.XORKeyStream(b, b)
+		for i := range n {
+			dst[i] = binary.LittleEndian.Uint64(b[8*i:])
+		}
+		dst = dst[n:]
+	}
+}

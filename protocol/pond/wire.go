@@ -1,0 +1,102 @@
+package pond
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+)
+
+// Share is one server's additive share of a private tensor, flattened:
+// the tensor is the element-wise sum of the two servers' shares mod 2^64.
+// On the wire it is its element count (uint64) then the elements, all
+// little-endian.
+type Share []uint64
+
+// ErrWire is wrapped by every decoding error.
+var ErrWire = errors.New("pond: malformed message")
+
+// AppendBinary appends the encoding of s to b.
+func (s Share) AppendBinary(b []byte) ([]byte, error) {
+	b = binary.LittleEndian.AppendUint64(b, uint64(len(s)))
+	b = slices.Grow(b, 8*len(s))
+	out := b[len(b) : len(b)+8*len(s)]
+	for i, v := range s {
+		binary.LittleEndian.PutUint64(out[8*i:], v)
+	}
+	return b[:len(b)+8*len(s)], nil
+}
+
+// MarshalBinary encodes s.
+func (s Share) MarshalBinary() ([]byte, error) {
+	return s.AppendBinary(make([]byte, 0, 8+8*len(s)))
+}
+
+// UnmarshalBinary decodes data into s, reusing its storage when it can. The
+// element count must match the data's length exactly.
+func (s *Share) UnmarshalBinary(data []byte) error {
+	rest, err := s.decode(data)
+	if err != nil {
+		return err
+	}
+	if len(rest) != 0 {
+		return fmt.Errorf("%w: %d bytes after the share", ErrWire, len(rest))
+	}
+	return nil
+}
+
+func (s *Share) decode(data []byte) ([]byte, error) {
+	if len(data) < 8 {
+		return nil, fmt.Errorf("%w: share of %d bytes has no length", ErrWire, len(data))
+	}
+	n := binary.LittleEndian.Uint64(data)
+	data = data[8:]
+	if n > uint64(len(data)/8) {
+		return nil, fmt.Errorf("%w: share announces %d elements but carries %d bytes", ErrWire, n, len(data))
+	}
+	if uint64(cap(*s)) >= n {
+		*s = (*s)[:n]
+	} else {
+		*s = make(Share, n)
+	}
+	for i := range *s {
+		(*s)[i] = binary.LittleEndian.Uint64(data[8*i:])
+	}
+	return data[8*n:], nil
+}
+
+// MarshalBinary encodes the seed as its 32 bytes.
+func (s Seed) MarshalBinary() ([]byte, error) { return s[:], nil }
+
+// UnmarshalBinary decodes a 32-byte seed.
+func (s *Seed) UnmarshalBinary(data []byte) error {
+	if len(data) != SeedSize {
+		return fmt.Errorf("%w: seed of %d bytes, want %d", ErrWire, len(data), SeedSize)
+	}
+	copy(s[:], data)
+	return nil
+}
+
+// TruncationMessage is what server0 sends server1 in interactive
+// truncation: its masked share and the seed of server1's fresh share. On
+// the wire: the seed, then Masked as a Share.
+type TruncationMessage struct {
+	Seed   Seed
+	Masked Share
+}
+
+// MarshalBinary encodes m.
+func (m *TruncationMessage) MarshalBinary() ([]byte, error) {
+	b := make([]byte, 0, SeedSize+8+8*len(m.Masked))
+	b = append(b, m.Seed[:]...)
+	return m.Masked.AppendBinary(b)
+}
+
+// UnmarshalBinary decodes data into m.
+func (m *TruncationMessage) UnmarshalBinary(data []byte) error {
+	if len(data) < SeedSize {
+		return fmt.Errorf("%w: truncation message of %d bytes", ErrWire, len(data))
+	}
+	copy(m.Seed[:], data)
+	return m.Masked.UnmarshalBinary(data[SeedSize:])
+}

@@ -1,0 +1,314 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	mrand "math/rand/v2"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"gorgonia.org/tensor"
+
+	"github.com/shareflow/shareflow/graph"
+	"github.com/shareflow/shareflow/players"
+	"github.com/shareflow/shareflow/protocol/pond"
+)
+
+// seededRand is a reproducible byte source for tests only.
+type seededRand struct{ r *mrand.ChaCha8 }
+
+func newSeededRand(seed byte) *seededRand {
+	var s [32]byte
+	s[0] = seed
+	return &seededRand{mrand.NewChaCha8(s)}
+}
+
+func (s *seededRand) Read(p []byte) (int, error) { return s.r.Read(p) }
+
+// fixed returns an input function producing the given tensors.
+func fixed(values ...[]float64) graph.Func {
+	return func(context.Context, []*tensor.Dense) ([]*tensor.Dense, error) {
+		out := make([]*tensor.Dense, len(values))
+		for i, v := range values {
+			out[i] = tensor.New(tensor.WithShape(len(v)), tensor.WithBacking(append([]float64(nil), v...)))
+		}
+		return out, nil
+	}
+}
+
+// meanGraph builds the secure mean of every owner's tensors and returns the
+// op and a pointer to the revealed values.
+func meanGraph(inputs [][][]float64, shapes []graph.Shape) (*graph.Graph, *graph.Op, *[][]float64) {
+	g := graph.New()
+	var rows [][]*graph.Private
+	for i, in := range inputs {
+		fn := func(context.Context, []*tensor.Dense) ([]*tensor.Dense, error) {
+			out := make([]*tensor.Dense, len(in))
+			for j, v := range in {
+				out[j] = tensor.New(tensor.WithShape(shapes[j]...), tensor.WithBacking(append([]float64(nil), v...)))
+			}
+			return out, nil
+		}
+		rows = append(rows, g.DefinePrivateInput(players.DataOwner(i), fn, shapes))
+	}
+	mean := make([]*graph.Private, len(shapes))
+	for j := range shapes {
+		mean[j] = g.Div(g.AddN(graph.Column(rows, j)...), float64(len(inputs)))
+	}
+	got := new([][]float64)
+	op := g.DefineOutput(players.ModelOwner, mean, func(_ context.Context, vs []*tensor.Dense) error {
+		*got = nil
+		for _, v := range vs {
+			*got = append(*got, v.Float64s())
+		}
+		return nil
+	})
+	return g, op, got
+}
+
+func randomInputs(r *mrand.Rand, owners int, shapes []graph.Shape, bound float64) [][][]float64 {
+	in := make([][][]float64, owners)
+	for i := range in {
+		for _, s := range shapes {
+			v := make([]float64, s.Size())
+			for k := range v {
+				switch k % 4 {
+				case 0: // large, up to the bound
+					v[k] = (r.Float64()*2 - 1) * bound * 0.999
+				case 1: // tiny
+					v[k] = (r.Float64()*2 - 1) * 1e-4
+				case 2:
+					v[k] = -r.Float64()
+				default:
+					v[k] = r.Float64() * 50
+				}
+			}
+			in[i] = append(in[i], v)
+		}
+	}
+	return in
+}
+
+// TestSecureMeanMatchesPlaintext compares the secure mean with the
+// plaintext mean on random tensors, for 1 to 10 owners, several shapes and
+// each way of dividing: in the clear after reveal (the default), and
+// inside the protocol with either truncation. The documented bounds: an
+// input is encoded within half a unit in the last place (ulp); a division
+// in the clear is then exact in float64; inside the protocol, multiplying
+// by the encoding of 1/n adds |sum|·ulp/2 and truncation under one ulp.
+func TestSecureMeanMatchesPlaintext(t *testing.T) {
+	modes := []struct {
+		name    string
+		private bool
+		trunc   pond.Truncation
+	}{
+		{"clear division", false, pond.Interactive},
+		{"interactive truncation", true, pond.Interactive},
+		{"local truncation", true, pond.Local},
+	}
+	r := mrand.New(mrand.NewPCG(7, 7))
+	shapeSets := [][]graph.Shape{{{1}}, {{3, 4}, {5}}, {{2, 3, 4}}, {{257}}}
+	for _, m := range modes {
+		for owners := 1; owners <= 10; owners += 3 {
+			for si, shapes := range shapeSets {
+				t.Run(fmt.Sprintf("%s/%d owners/shapes %d", m.name, owners, si), func(t *testing.T) {
+					proto, err := pond.New(pond.Config{Truncation: m.trunc})
+					require.NoError(t, err)
+					cfg := proto.Config()
+					inputs := randomInputs(r, owners, shapes, cfg.Bound())
+					g, op, got := meanGraph(inputs, shapes)
+					s, err := NewLocal(g, Options{Protocol: cfg, PrivateDivision: m.private, Rand: newSeededRand(byte(owners + 16*si))})
+					require.NoError(t, err)
+					defer s.Close()
+					require.NoError(t, s.Run(context.Background(), op))
+
+					ulp := cfg.Resolution()
+					for j, shape := range shapes {
+						require.Len(t, (*got)[j], shape.Size())
+						for k := range (*got)[j] {
+							var sum float64
+							for i := range inputs {
+								sum += inputs[i][j][k]
+							}
+							want := sum / float64(owners)
+							tol := ulp / 2 * 1.0000001
+							if m.private {
+								tol = ulp/2 + math.Abs(sum)*ulp/2 + ulp
+							}
+							require.InDelta(t, want, (*got)[j][k], tol, "tensor %d element %d", j, k)
+						}
+					}
+				})
+			}
+		}
+	}
+}
+
+// TestIterationsRunAgain checks that every Run is a new iteration with new
+// inputs and fresh masks, and that the session keeps working after a
+// failed iteration.
+func TestIterationsRunAgain(t *testing.T) {
+	calls := 0
+	fail := false
+	g := graph.New()
+	x := g.DefinePrivateInput("data-owner-0", func(context.Context, []*tensor.Dense) ([]*tensor.Dense, error) {
+		calls++
+		if fail {
+			return nil, errors.New("disk on fire")
+		}
+		return []*tensor.Dense{tensor.New(tensor.WithShape(1), tensor.WithBacking([]float64{float64(calls)}))}, nil
+	}, []graph.Shape{{1}})
+	var got []float64
+	op := g.DefineOutput("model-owner", x, func(_ context.Context, v []*tensor.Dense) error {
+		got = append(got, v[0].Float64s()[0])
+		return nil
+	})
+	s, err := NewLocal(g, Options{})
+	require.NoError(t, err)
+	defer s.Close()
+	for range 3 {
+		require.NoError(t, s.Run(context.Background(), op))
+	}
+	fail = true
+	err = s.Run(context.Background(), op)
+	var pe *PlayerError
+	require.ErrorAs(t, err, &pe)
+	assert.Equal(t, "data-owner-0", pe.Player)
+	assert.Equal(t, uint64(3), pe.Iteration)
+	assert.ErrorContains(t, err, `player "data-owner-0", iteration 3: private-input#0 on "data-owner-0": disk on fire`)
+	fail = false
+	require.NoError(t, s.Run(context.Background(), op))
+	assert.Equal(t, []float64{1, 2, 3, 5}, got)
+	assert.Equal(t, uint64(5), s.Iterations())
+}
+
+// TestLinkCountersShowSeededSharing checks the wire cost of a private
+// input: about 8 bytes per element from the owner (a 32-byte seed to one
+// server, the masked tensor to the other), not 16.
+func TestLinkCountersShowSeededSharing(t *testing.T) {
+	const n = 10000
+	inputs := [][][]float64{{make([]float64, n)}, {make([]float64, n)}, {make([]float64, n)}}
+	g, op, _ := meanGraph(inputs, []graph.Shape{{n}})
+	s, err := NewLocal(g, Options{})
+	require.NoError(t, err)
+	defer s.Close()
+	require.NoError(t, s.Run(context.Background(), op))
+
+	perOwner := map[string]uint64{}
+	for _, l := range s.Stats() {
+		if strings.HasPrefix(l.From, "data-owner-") {
+			perOwner[l.From] += l.Bytes
+		}
+	}
+	require.Len(t, perOwner, 3)
+	for owner, bytes := range perOwner {
+		perElement := float64(bytes) / n
+		assert.InDelta(t, 8.0, perElement, 0.01, "%s sent %d bytes for %d elements", owner, bytes, n)
+	}
+	// The seed alternates between the servers: both receive masked tensors.
+	links := map[Link]LinkStats{}
+	for _, l := range s.Stats() {
+		links[l.Link] = l
+	}
+	assert.Equal(t, uint64(32), links[Link{"data-owner-0", "server0"}].Bytes)
+	assert.Equal(t, uint64(32), links[Link{"data-owner-1", "server1"}].Bytes)
+	assert.Greater(t, links[Link{"server0", "model-owner"}].Bytes, uint64(8*n))
+}
+
+func TestBadInputsNameThePlayerAndTensor(t *testing.T) {
+	tests := []struct {
+		name string
+		fn   graph.Func
+		want string
+	}{
+		{"NaN", fixed([]float64{1, math.NaN()}), `player "data-owner-0", iteration 0: private input private-input#0 on "data-owner-0": pond: element 1 is NaN`},
+		{"Inf", fixed([]float64{math.Inf(-1), 0}), "element 0 is -Inf"},
+		{"out of range", fixed([]float64{0, 5000}), "element 1 is 5000, outside the fixed-point range (-1024, 1024)"},
+		{"wrong shape", fixed([]float64{1, 2, 3}), "function returned shape (3), declared (2)"},
+		{"wrong count", fixed([]float64{1, 2}, []float64{1, 2}), "function returned 2 tensors, declared 1"},
+		{"wrong type", func(context.Context, []*tensor.Dense) ([]*tensor.Dense, error) {
+			return []*tensor.Dense{tensor.New(tensor.WithShape(2), tensor.WithBacking([]float32{1, 2}))}, nil
+		}, "function returned a float32 tensor, want float64"},
+		{"nil tensor", func(context.Context, []*tensor.Dense) ([]*tensor.Dense, error) {
+			return []*tensor.Dense{nil}, nil
+		}, "nil tensor"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := graph.New()
+			x := g.DefinePrivateInput("data-owner-0", tt.fn, []graph.Shape{{2}})
+			y := g.DefinePrivateInput("data-owner-1", fixed([]float64{1, 2}), []graph.Shape{{2}})
+			op := g.DefineOutput("model-owner", []*graph.Private{g.Add(x[0], y[0])}, func(context.Context, []*tensor.Dense) error {
+				t.Error("the output must not be reached")
+				return nil
+			})
+			s, err := NewLocal(g, Options{})
+			require.NoError(t, err)
+			defer s.Close()
+			err = s.Run(context.Background(), op)
+			var pe *PlayerError
+			require.ErrorAs(t, err, &pe)
+			assert.Equal(t, "data-owner-0", pe.Player)
+			assert.ErrorContains(t, err, tt.want)
+		})
+	}
+}
+
+func TestBuildErrorsRefused(t *testing.T) {
+	g := graph.New()
+	a := g.DefinePrivateInput("a", fixed([]float64{1}), []graph.Shape{{1}})
+	b := g.DefinePrivateInput("b", fixed([]float64{1, 2}), []graph.Shape{{2}})
+	g.AddN(a[0], b[0])
+	_, err := NewLocal(g, Options{})
+	require.ErrorIs(t, err, graph.ErrBuild)
+	assert.ErrorContains(t, err, "shape mismatch")
+
+	g = graph.New()
+	x := g.DefinePrivateInput("a", fixed([]float64{1}), []graph.Shape{{1}})
+	op := g.DefineOutput("m", []*graph.Private{g.Div(x[0], 1e9)}, func(context.Context, []*tensor.Dense) error { return nil })
+	s, err := NewLocal(g, Options{PrivateDivision: true})
+	require.NoError(t, err)
+	defer s.Close()
+	assert.ErrorContains(t, s.Run(context.Background(), op), "below the fixed-point resolution")
+
+	_, err = NewLocal(graph.New(), Options{Protocol: pond.Config{FracBits: 40}})
+	assert.ErrorIs(t, err, pond.ErrConfig)
+}
+
+func TestCancelAndCloseLeaveNoGoroutines(t *testing.T) {
+	before := runtime.NumGoroutine()
+	block := make(chan struct{})
+	g := graph.New()
+	x := g.DefinePrivateInput("slow", func(ctx context.Context, _ []*tensor.Dense) ([]*tensor.Dense, error) {
+		select {
+		case <-block:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		return nil, nil
+	}, []graph.Shape{{1}})
+	y := g.DefinePrivateInput("fast", fixed([]float64{1}), []graph.Shape{{1}})
+	op := g.DefineOutput("m", []*graph.Private{g.Add(x[0], y[0])}, func(context.Context, []*tensor.Dense) error { return nil })
+	s, err := NewLocal(g, Options{})
+	require.NoError(t, err)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	err = s.Run(ctx, op)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.NoError(t, s.Close())
+	assert.ErrorIs(t, s.Run(context.Background(), op), ErrClosed)
+
+	// Polled by hand: assert.Eventually runs goroutines of its own.
+	deadline := time.Now().Add(time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	assert.LessOrEqual(t, runtime.NumGoroutine(), before, "goroutines left behind")
+}

@@ -1,0 +1,270 @@
+package session
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	"github.com/shareflow/shareflow/graph"
+	"github.com/shareflow/shareflow/players"
+	"github.com/shareflow/shareflow/protocol/pond"
+)
+
+// Plan is a graph compiled for one op: for every player the ordered steps
+// it alone executes each iteration. Every edge between players is a send
+// on one side and a receive on the other, paired by an edge number that
+// becomes the message's rendezvous key. All players' steps follow one
+// global order and sends never wait, so a plan cannot deadlock.
+//
+// A Plan is immutable and safe for concurrent use.
+type Plan struct {
+	op          *graph.Op
+	servers     [2]string
+	players     []string
+	steps       map[string][]step
+	edges       uint64
+	fingerprint string
+}
+
+// Players returns the players that take part, sorted.
+func (p *Plan) Players() []string { return p.players }
+
+// Fingerprint returns a hex SHA-256 digest of the whole plan. Players on
+// different hosts compare fingerprints before the first iteration and
+// refuse to run unless they compiled the same plan.
+func (p *Plan) Fingerprint() string { return p.fingerprint }
+
+// Edges returns the number of messages one iteration sends.
+func (p *Plan) Edges() uint64 { return p.edges }
+
+// WriteTo writes the plan in a readable form: player by player, every
+// step with its peers and edges. It shows exactly where each private
+// tensor is shared and who sees what.
+func (p *Plan) WriteTo(w io.Writer) (int64, error) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "plan for %s: %d players, %d messages per iteration\n", p.op.Node(), len(p.players), p.edges)
+	for _, pl := range p.players {
+		fmt.Fprintf(&b, "player %s:\n", pl)
+		for _, s := range p.steps[pl] {
+			fmt.Fprintf(&b, "  %s\n", s)
+		}
+	}
+	n, err := io.WriteString(w, b.String())
+	return int64(n), err
+}
+
+// String returns the plan as WriteTo writes it.
+func (p *Plan) String() string {
+	var b strings.Builder
+	p.WriteTo(&b)
+	return b.String()
+}
+
+// compiler lowers a graph into per-player steps.
+type compiler struct {
+	proto    *pond.Protocol
+	servers  [2]string
+	steps    map[string][]step
+	edge     uint64
+	sent     map[sentKey]bool // public tensors already moved to a player
+	inputs   int              // private input tensors so far, to alternate seeds
+	clearDiv bool
+}
+
+type sentKey struct {
+	ref graph.Ref
+	to  string
+}
+
+func (c *compiler) emit(player string, s step) { c.steps[player] = append(c.steps[player], s) }
+
+func (c *compiler) newEdge() uint64 {
+	e := c.edge
+	c.edge++
+	return e
+}
+
+// compile lowers the part of g that op needs.
+func compile(g *graph.Graph, op *graph.Op, proto *pond.Protocol, opts Options) (*Plan, error) {
+	if err := g.Err(); err != nil {
+		return nil, fmt.Errorf("session: graph has build errors: %w", err)
+	}
+	if op == nil || op.Node() == nil || !containsNode(g, op.Node()) {
+		return nil, fmt.Errorf("session: op does not belong to the graph")
+	}
+	c := &compiler{
+		proto:    proto,
+		servers:  opts.servers(),
+		steps:    map[string][]step{},
+		sent:     map[sentKey]bool{},
+		clearDiv: !opts.PrivateDivision,
+	}
+	reveal := c.revealRefs(op.Node())
+	needed := neededNodes(op.Node(), reveal)
+
+	for _, n := range g.Nodes() {
+		if !needed[n.ID()] {
+			continue
+		}
+		if err := c.lower(n, reveal); err != nil {
+			return nil, err
+		}
+	}
+	plan := &Plan{op: op, servers: c.servers, steps: c.steps, edges: c.edge}
+	for p := range c.steps {
+		plan.players = append(plan.players, p)
+	}
+	sort.Strings(plan.players)
+	sum := sha256.Sum256([]byte(plan.String()))
+	plan.fingerprint = hex.EncodeToString(sum[:])
+	return plan, nil
+}
+
+func containsNode(g *graph.Graph, n *graph.Node) bool {
+	nodes := g.Nodes()
+	return n.ID() < len(nodes) && nodes[n.ID()] == n
+}
+
+// revealTarget is what the servers reveal for one output tensor: the ref
+// itself, or, for a division revealed in the clear, the dividend and the
+// divisor the output player applies.
+type revealTarget struct {
+	ref     graph.Ref
+	divisor float64 // 0: none
+}
+
+// revealRefs decides what is revealed for each input of the output node.
+// A division that feeds the output is done in the clear on the output
+// player unless PrivateDivision is set: exact, and it reveals nothing the
+// quotient does not, as the divisor is public.
+func (c *compiler) revealRefs(out *graph.Node) []revealTarget {
+	targets := make([]revealTarget, len(out.Inputs()))
+	for i, in := range out.Inputs() {
+		targets[i] = revealTarget{ref: in}
+		if c.clearDiv && in.Node.Kind() == graph.KindDiv {
+			targets[i] = revealTarget{ref: in.Node.Inputs()[0], divisor: in.Node.Constant()}
+		}
+	}
+	return targets
+}
+
+// neededNodes returns the IDs of the nodes the output depends on.
+func neededNodes(out *graph.Node, reveal []revealTarget) map[int]bool {
+	needed := map[int]bool{out.ID(): true}
+	var visit func(n *graph.Node)
+	visit = func(n *graph.Node) {
+		if needed[n.ID()] {
+			return
+		}
+		needed[n.ID()] = true
+		for _, in := range n.Inputs() {
+			visit(in.Node)
+		}
+	}
+	for _, r := range reveal {
+		visit(r.ref.Node)
+	}
+	return needed
+}
+
+func (c *compiler) lower(n *graph.Node, reveal []revealTarget) error {
+	s0, s1 := c.servers[0], c.servers[1]
+	switch n.Kind() {
+	case graph.KindPublicInput, graph.KindLocal, graph.KindPrivateInput:
+		for _, in := range n.Inputs() {
+			c.movePublic(in, n.Player())
+		}
+		c.emit(n.Player(), &callStep{node: n})
+		if n.Kind() != graph.KindPrivateInput {
+			return nil
+		}
+		for i := range n.Outputs() {
+			ref := graph.Ref{Node: n, Index: i}
+			// Alternate which server gets the seed, to balance the load.
+			seedTo, maskedTo := s0, s1
+			if c.inputs%2 == 1 {
+				seedTo, maskedTo = s1, s0
+			}
+			c.inputs++
+			st := &shareStep{ref: ref, seedTo: seedTo, maskedTo: maskedTo, seedEdge: c.newEdge(), maskedEdge: c.newEdge()}
+			c.emit(n.Player(), st)
+			c.emit(seedTo, &recvSeedStep{ref: ref, from: n.Player(), edge: st.seedEdge})
+			c.emit(maskedTo, &recvMaskedStep{ref: ref, from: n.Player(), edge: st.maskedEdge})
+		}
+	case graph.KindAddN, graph.KindSub, graph.KindNeg:
+		c.emit(s0, &linearStep{node: n})
+		c.emit(s1, &linearStep{node: n})
+	case graph.KindMulPublic, graph.KindDiv:
+		k := n.Constant()
+		if n.Kind() == graph.KindDiv {
+			k = 1 / k
+		}
+		enc, err := c.proto.EncodeConstant(k)
+		if err != nil {
+			return fmt.Errorf("session: %s: %w", n, err)
+		}
+		switch c.proto.Config().Truncation {
+		case pond.Interactive:
+			e := c.newEdge()
+			c.emit(s0, &mulPublicStep{node: n, c: enc, party: 0, peer: s1, edge: e})
+			c.emit(s1, &mulPublicStep{node: n, c: enc, party: 1, peer: s0, edge: e})
+		default:
+			c.emit(s0, &mulPublicStep{node: n, c: enc, party: 0, local: true})
+			c.emit(s1, &mulPublicStep{node: n, c: enc, party: 1, local: true})
+		}
+	case graph.KindOutput:
+		rs := &revealStep{node: n, targets: reveal, servers: c.servers}
+		for _, t := range reveal {
+			e0, e1 := c.newEdge(), c.newEdge()
+			rs.edges = append(rs.edges, [2]uint64{e0, e1})
+			c.emit(s0, &sendShareStep{ref: t.ref, to: n.Player(), edge: e0})
+			c.emit(s1, &sendShareStep{ref: t.ref, to: n.Player(), edge: e1})
+		}
+		c.emit(n.Player(), rs)
+	default:
+		return fmt.Errorf("session: %s: unknown kind", n)
+	}
+	return nil
+}
+
+// movePublic sends a public tensor to player, once, unless it is there.
+func (c *compiler) movePublic(ref graph.Ref, to string) {
+	from := ref.Node.Player()
+	if from == to || c.sent[sentKey{ref, to}] {
+		return
+	}
+	c.sent[sentKey{ref, to}] = true
+	e := c.newEdge()
+	c.emit(from, &sendPublicStep{ref: ref, to: to, edge: e})
+	c.emit(to, &recvPublicStep{ref: ref, from: from, edge: e})
+}
+
+// Options configure a session. The zero value is ready to use.
+type Options struct {
+	// Protocol is Pond's fixed-point configuration; zero means defaults.
+	Protocol pond.Config
+	// Servers names the two compute servers; empty means server0 and
+	// server1.
+	Servers [2]string
+	// SessionID distinguishes this run's messages and mask streams from
+	// every other run's. Empty means a fresh random id (local sessions);
+	// players on separate hosts must agree on it.
+	SessionID string
+	// Rand is the source of every seed. Nil means crypto/rand.Reader. Only
+	// tests should set it, to a seeded reader.
+	Rand io.Reader
+	// PrivateDivision keeps a division that feeds an output inside the
+	// protocol (multiply by 1/d and truncate) instead of revealing the
+	// dividend and dividing on the output player.
+	PrivateDivision bool
+}
+
+func (o Options) servers() [2]string {
+	if o.Servers[0] == "" && o.Servers[1] == "" {
+		return [2]string{players.Server0, players.Server1}
+	}
+	return o.Servers
+}

@@ -1,0 +1,121 @@
+package session
+
+import (
+	"context"
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"gorgonia.org/tensor"
+
+	"github.com/shareflow/shareflow/graph"
+	"github.com/shareflow/shareflow/players"
+	"github.com/shareflow/shareflow/protocol/pond"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files under testdata/")
+
+// flGraph is TF Encrypted's federated-learning graph in miniature: the
+// model owner's weights go to every data owner, whose gradients are
+// averaged privately and revealed to the model owner.
+func flGraph(owners int) (*graph.Graph, *graph.Op) {
+	shapes := []graph.Shape{{2, 2}, {2}}
+	g := graph.New()
+	weights := g.DefinePublicInput(players.ModelOwner, func(context.Context, []*tensor.Dense) ([]*tensor.Dense, error) {
+		return []*tensor.Dense{
+			tensor.New(tensor.WithShape(2, 2), tensor.WithBacking([]float64{1, 2, 3, 4})),
+			tensor.New(tensor.WithShape(2), tensor.WithBacking([]float64{5, 6})),
+		}, nil
+	}, shapes)
+	var grads [][]*graph.Private
+	for i := range owners {
+		grads = append(grads, g.DefinePrivateInput(players.DataOwner(i), func(_ context.Context, w []*tensor.Dense) ([]*tensor.Dense, error) {
+			return w, nil
+		}, shapes, weights...))
+	}
+	mean := make([]*graph.Private, len(shapes))
+	for i := range mean {
+		mean[i] = g.Div(g.AddN(graph.Column(grads, i)...), float64(owners))
+	}
+	return g, g.DefineOutput(players.ModelOwner, mean, func(context.Context, []*tensor.Dense) error { return nil })
+}
+
+func TestPlanGolden(t *testing.T) {
+	for _, tc := range []struct {
+		file string
+		opts Options
+	}{
+		{"plan-fl-clear-division.txt", Options{}},
+		{"plan-fl-interactive.txt", Options{PrivateDivision: true}},
+		{"plan-fl-local.txt", Options{PrivateDivision: true, Protocol: pond.Config{Truncation: pond.Local}}},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			g, op := flGraph(2)
+			s, err := NewLocal(g, tc.opts)
+			require.NoError(t, err)
+			defer s.Close()
+			plan, err := s.Plan(op)
+			require.NoError(t, err)
+			path := filepath.Join("testdata", tc.file)
+			if *update {
+				require.NoError(t, os.WriteFile(path, []byte(plan.String()), 0o644))
+			}
+			want, err := os.ReadFile(path)
+			require.NoError(t, err)
+			assert.Equal(t, string(want), plan.String())
+			require.NoError(t, s.Run(context.Background(), op), "the plan runs")
+		})
+	}
+}
+
+func TestFingerprintIsStableAndSensitive(t *testing.T) {
+	plan := func(owners int, opts Options) string {
+		g, op := flGraph(owners)
+		s, err := NewLocal(g, opts)
+		require.NoError(t, err)
+		defer s.Close()
+		p, err := s.Plan(op)
+		require.NoError(t, err)
+		return p.Fingerprint()
+	}
+	assert.Equal(t, plan(3, Options{}), plan(3, Options{}), "same program, same fingerprint")
+	assert.NotEqual(t, plan(3, Options{}), plan(2, Options{}))
+	assert.NotEqual(t, plan(3, Options{}), plan(3, Options{PrivateDivision: true}))
+}
+
+func TestPublicTensorWire(t *testing.T) {
+	in := publicTensor{Shape: graph.Shape{2, 3}, Data: []float64{1, -2, 3.5, 0, 1e300, -0}}
+	b, err := in.MarshalBinary()
+	require.NoError(t, err)
+	var out publicTensor
+	require.NoError(t, out.UnmarshalBinary(b))
+	assert.Equal(t, in, out)
+
+	for name, data := range map[string][]byte{
+		"empty":          {},
+		"rank too large": {9, 0, 0, 0},
+		"short shape":    {2, 0, 0, 0, 1, 0, 0, 0},
+		"zero dim":       {1, 0, 0, 0, 0, 0, 0, 0},
+		"short data":     b[:len(b)-1],
+		"huge dims":      {2, 0, 0, 0, 255, 255, 255, 127, 255, 255, 255, 127},
+	} {
+		assert.ErrorIs(t, out.UnmarshalBinary(data), ErrWire, name)
+	}
+}
+
+func FuzzPublicTensorUnmarshal(f *testing.F) {
+	b, _ := (&publicTensor{Shape: graph.Shape{2}, Data: []float64{1, 2}}).MarshalBinary()
+	f.Add(b)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var p publicTensor
+		if p.UnmarshalBinary(data) != nil {
+			return
+		}
+		out, err := p.MarshalBinary()
+		require.NoError(t, err)
+		assert.Equal(t, data, out)
+	})
+}

@@ -1,0 +1,415 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+
+	"gorgonia.org/tensor"
+
+	"github.com/shareflow/shareflow/graph"
+	"github.com/shareflow/shareflow/ops"
+	"github.com/shareflow/shareflow/protocol/pond"
+	"github.com/shareflow/shareflow/session/transport"
+)
+
+// step is one instruction of a player's plan.
+type step interface {
+	exec(ctx context.Context, r *runner) error
+	String() string
+}
+
+// runner executes one player's steps for one iteration. It holds the
+// player's values: public tensors it holds, and, on a server, its shares.
+type runner struct {
+	player  string
+	proto   *pond.Protocol
+	t       transport.Transport
+	rng     io.Reader
+	session string
+	iter    uint64
+	public  map[graph.Ref][]float64
+	shares  map[graph.Ref]pond.Share
+}
+
+func (r *runner) key(edge uint64) transport.Key {
+	return transport.Key{Session: r.session, Iteration: r.iter, Edge: edge}
+}
+
+func (r *runner) domain(ref graph.Ref) pond.Domain {
+	// Tensor ids: node ID in the high bits, output index in the low 16.
+	return pond.Domain{Session: r.session, Iteration: r.iter, Tensor: uint64(ref.Node.ID())<<16 | uint64(ref.Index)}
+}
+
+func (r *runner) send(ctx context.Context, to string, edge uint64, m interface{ MarshalBinary() ([]byte, error) }) error {
+	b, err := m.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	if err := r.t.Send(ctx, to, r.key(edge), b); err != nil {
+		return fmt.Errorf("sending to %q: %w", to, err)
+	}
+	return nil
+}
+
+func (r *runner) recv(ctx context.Context, from string, edge uint64, m interface{ UnmarshalBinary([]byte) error }) error {
+	b, err := r.t.Recv(ctx, from, r.key(edge))
+	if err != nil {
+		return fmt.Errorf("receiving from %q: %w", from, err)
+	}
+	if err := m.UnmarshalBinary(b); err != nil {
+		return fmt.Errorf("message from %q (edge %d): %w", from, edge, err)
+	}
+	return nil
+}
+
+func (r *runner) share(ref graph.Ref) (pond.Share, error) {
+	s, ok := r.shares[ref]
+	if !ok {
+		return nil, fmt.Errorf("no share of %s on %q (plan bug)", ref, r.player)
+	}
+	return s, nil
+}
+
+// callStep runs an input or local function on its player.
+type callStep struct{ node *graph.Node }
+
+func (s *callStep) String() string { return fmt.Sprintf("call %s", s.node) }
+
+func (s *callStep) exec(ctx context.Context, r *runner) error {
+	n := s.node
+	ins := make([]*tensor.Dense, len(n.Inputs()))
+	for i, in := range n.Inputs() {
+		v, ok := r.public[in]
+		if !ok {
+			return fmt.Errorf("%s: input %s missing (plan bug)", n, in)
+		}
+		ins[i] = tensor.New(tensor.WithShape(shapeOf(in.Shape())...), tensor.WithBacking(slices.Clone(v)))
+	}
+	outs, err := n.Func()(ctx, ins)
+	if err != nil {
+		return fmt.Errorf("%s: %w", n, err)
+	}
+	if len(outs) != len(n.Outputs()) {
+		return fmt.Errorf("%s: function returned %d tensors, declared %d", n, len(outs), len(n.Outputs()))
+	}
+	for i, out := range outs {
+		ref := graph.Ref{Node: n, Index: i}
+		data, err := denseData(out, n.Outputs()[i])
+		if err != nil {
+			return fmt.Errorf("%s: %w", ref, err)
+		}
+		r.public[ref] = data
+	}
+	return nil
+}
+
+// shapeOf turns a graph shape into a tensor shape; a scalar is (1).
+func shapeOf(s graph.Shape) []int {
+	if len(s) == 0 {
+		return []int{1}
+	}
+	return s
+}
+
+// denseData checks a function's result against its declared shape and
+// returns a private copy of its elements.
+func denseData(t *tensor.Dense, want graph.Shape) ([]float64, error) {
+	if t == nil {
+		return nil, errors.New("function returned a nil tensor")
+	}
+	if t.Dtype() != tensor.Float64 {
+		return nil, fmt.Errorf("function returned a %v tensor, want float64", t.Dtype())
+	}
+	if t.Shape().TotalSize() != want.Size() || !sameShape(t.Shape(), want) {
+		return nil, fmt.Errorf("function returned shape %v, declared %v", t.Shape(), want)
+	}
+	if t.IsView() {
+		t = t.Materialize().(*tensor.Dense)
+	}
+	return append([]float64(nil), t.Float64s()...), nil
+}
+
+func sameShape(got tensor.Shape, want graph.Shape) bool {
+	if len(want) == 0 {
+		return got.TotalSize() == 1
+	}
+	return graph.Shape(got).Equal(want)
+}
+
+// shareStep encodes one private input tensor on its owner and sends the
+// seed to one server and the masked tensor to the other.
+type shareStep struct {
+	ref                  graph.Ref
+	seedTo, maskedTo     string
+	seedEdge, maskedEdge uint64
+}
+
+func (s *shareStep) String() string {
+	return fmt.Sprintf("share %s: seed -> %s (edge %d), masked -> %s (edge %d)", s.ref, s.seedTo, s.seedEdge, s.maskedTo, s.maskedEdge)
+}
+
+func (s *shareStep) exec(ctx context.Context, r *runner) error {
+	x := r.public[s.ref]
+	delete(r.public, s.ref) // the plaintext goes no further
+	enc := make([]uint64, len(x))
+	if err := r.proto.Encode(enc, x); err != nil {
+		return fmt.Errorf("private input %s: %w", s.ref, err)
+	}
+	masked := make(pond.Share, len(x))
+	seed, err := r.proto.ShareInput(r.rng, r.domain(s.ref), masked, enc)
+	clear(enc)
+	if err != nil {
+		return fmt.Errorf("private input %s: %w", s.ref, err)
+	}
+	if err := r.send(ctx, s.seedTo, s.seedEdge, seed); err != nil {
+		return err
+	}
+	return r.send(ctx, s.maskedTo, s.maskedEdge, masked)
+}
+
+// recvSeedStep receives an input's seed on a server and expands its share.
+type recvSeedStep struct {
+	ref  graph.Ref
+	from string
+	edge uint64
+}
+
+func (s *recvSeedStep) String() string {
+	return fmt.Sprintf("recv seed of %s from %s (edge %d)", s.ref, s.from, s.edge)
+}
+
+func (s *recvSeedStep) exec(ctx context.Context, r *runner) error {
+	var seed pond.Seed
+	if err := r.recv(ctx, s.from, s.edge, &seed); err != nil {
+		return err
+	}
+	share := make(pond.Share, s.ref.Shape().Size())
+	pond.SeedShare(share, seed, r.domain(s.ref))
+	r.shares[s.ref] = share
+	return nil
+}
+
+// recvMaskedStep receives an input's masked tensor on a server: its share.
+type recvMaskedStep struct {
+	ref  graph.Ref
+	from string
+	edge uint64
+}
+
+func (s *recvMaskedStep) String() string {
+	return fmt.Sprintf("recv masked %s from %s (edge %d)", s.ref, s.from, s.edge)
+}
+
+func (s *recvMaskedStep) exec(ctx context.Context, r *runner) error {
+	var share pond.Share
+	if err := r.recv(ctx, s.from, s.edge, &share); err != nil {
+		return err
+	}
+	if want := s.ref.Shape().Size(); len(share) != want {
+		return fmt.Errorf("masked %s from %q has %d elements, want %d", s.ref, s.from, len(share), want)
+	}
+	r.shares[s.ref] = share
+	return nil
+}
+
+// linearStep computes add-n, sub or neg on a server's shares: no messages.
+type linearStep struct{ node *graph.Node }
+
+func (s *linearStep) String() string { return fmt.Sprintf("local %s", s.node) }
+
+func (s *linearStep) exec(ctx context.Context, r *runner) error {
+	ins := make([]pond.Share, len(s.node.Inputs()))
+	for i, in := range s.node.Inputs() {
+		sh, err := r.share(in)
+		if err != nil {
+			return err
+		}
+		ins[i] = sh
+	}
+	dst := make(pond.Share, s.node.Outputs()[0].Size())
+	switch s.node.Kind() {
+	case graph.KindAddN:
+		xs := make([][]uint64, len(ins))
+		for i, in := range ins {
+			xs[i] = in
+		}
+		ops.AddN(dst, xs...)
+	case graph.KindSub:
+		ops.Sub(dst, ins[0], ins[1])
+	case graph.KindNeg:
+		ops.Neg(dst, ins[0])
+	}
+	r.shares[graph.Ref{Node: s.node}] = dst
+	return nil
+}
+
+// mulPublicStep multiplies a server's share by a public constant and
+// truncates: locally, or interactively with server0 sending to server1.
+type mulPublicStep struct {
+	node  *graph.Node
+	c     uint64
+	party int
+	local bool
+	peer  string
+	edge  uint64
+}
+
+func (s *mulPublicStep) String() string {
+	switch {
+	case s.local:
+		return fmt.Sprintf("local %s (constant %g, local truncation)", s.node, s.node.Constant())
+	case s.party == 0:
+		return fmt.Sprintf("local %s (constant %g), truncation: send masked share -> %s (edge %d)", s.node, s.node.Constant(), s.peer, s.edge)
+	default:
+		return fmt.Sprintf("local %s (constant %g), truncation: recv masked share from %s (edge %d)", s.node, s.node.Constant(), s.peer, s.edge)
+	}
+}
+
+func (s *mulPublicStep) exec(ctx context.Context, r *runner) error {
+	in := s.node.Inputs()[0]
+	x, err := r.share(in)
+	if err != nil {
+		return err
+	}
+	prod := make(pond.Share, len(x))
+	pond.MulPublic(prod, x, s.c)
+	out := make(pond.Share, len(x))
+	ref := graph.Ref{Node: s.node}
+	switch {
+	case s.local:
+		r.proto.TruncateLocal(s.party, out, prod)
+	case s.party == 0:
+		var msg pond.TruncationMessage
+		if err := r.proto.TruncateSend(r.rng, r.domain(ref), out, prod, &msg); err != nil {
+			return err
+		}
+		if err := r.send(ctx, s.peer, s.edge, &msg); err != nil {
+			return err
+		}
+	default:
+		var msg pond.TruncationMessage
+		if err := r.recv(ctx, s.peer, s.edge, &msg); err != nil {
+			return err
+		}
+		if err := r.proto.TruncateReceive(r.domain(ref), out, prod, &msg); err != nil {
+			return fmt.Errorf("%s: %w", s.node, err)
+		}
+	}
+	r.shares[ref] = out
+	return nil
+}
+
+// sendShareStep sends a server's share to the output player.
+type sendShareStep struct {
+	ref  graph.Ref
+	to   string
+	edge uint64
+}
+
+func (s *sendShareStep) String() string {
+	return fmt.Sprintf("send share of %s -> %s (edge %d)", s.ref, s.to, s.edge)
+}
+
+func (s *sendShareStep) exec(ctx context.Context, r *runner) error {
+	sh, err := r.share(s.ref)
+	if err != nil {
+		return err
+	}
+	return r.send(ctx, s.to, s.edge, sh)
+}
+
+// revealStep receives both servers' shares of every output tensor on the
+// output player, reveals them and calls the output function.
+type revealStep struct {
+	node    *graph.Node
+	targets []revealTarget
+	servers [2]string
+	edges   [][2]uint64
+}
+
+func (s *revealStep) String() string {
+	var b []byte
+	b = fmt.Appendf(b, "reveal %s:", s.node)
+	for i, t := range s.targets {
+		b = fmt.Appendf(b, " %s from %s (edge %d) + %s (edge %d)", t.ref, s.servers[0], s.edges[i][0], s.servers[1], s.edges[i][1])
+		if t.divisor != 0 {
+			b = fmt.Appendf(b, " then / %g in the clear", t.divisor)
+		}
+		if i < len(s.targets)-1 {
+			b = append(b, ';')
+		}
+	}
+	return string(b)
+}
+
+func (s *revealStep) exec(ctx context.Context, r *runner) error {
+	values := make([]*tensor.Dense, len(s.targets))
+	for i, t := range s.targets {
+		var s0, s1 pond.Share
+		if err := r.recv(ctx, s.servers[0], s.edges[i][0], &s0); err != nil {
+			return err
+		}
+		if err := r.recv(ctx, s.servers[1], s.edges[i][1], &s1); err != nil {
+			return err
+		}
+		out := make([]float64, t.ref.Shape().Size())
+		if err := r.proto.Reveal(out, s0, s1); err != nil {
+			return fmt.Errorf("%s: %w", t.ref, err)
+		}
+		if t.divisor != 0 {
+			for j := range out {
+				out[j] /= t.divisor
+			}
+		}
+		values[i] = tensor.New(tensor.WithShape(shapeOf(s.node.Inputs()[i].Shape())...), tensor.WithBacking(out))
+	}
+	if err := s.node.OutputFunc()(ctx, values); err != nil {
+		return fmt.Errorf("%s: %w", s.node, err)
+	}
+	return nil
+}
+
+// sendPublicStep sends a public tensor to another player.
+type sendPublicStep struct {
+	ref  graph.Ref
+	to   string
+	edge uint64
+}
+
+func (s *sendPublicStep) String() string {
+	return fmt.Sprintf("send public %s -> %s (edge %d)", s.ref, s.to, s.edge)
+}
+
+func (s *sendPublicStep) exec(ctx context.Context, r *runner) error {
+	v, ok := r.public[s.ref]
+	if !ok {
+		return fmt.Errorf("public %s missing on %q (plan bug)", s.ref, r.player)
+	}
+	return r.send(ctx, s.to, s.edge, &publicTensor{Shape: s.ref.Shape(), Data: v})
+}
+
+// recvPublicStep receives a public tensor from its holder.
+type recvPublicStep struct {
+	ref  graph.Ref
+	from string
+	edge uint64
+}
+
+func (s *recvPublicStep) String() string {
+	return fmt.Sprintf("recv public %s from %s (edge %d)", s.ref, s.from, s.edge)
+}
+
+func (s *recvPublicStep) exec(ctx context.Context, r *runner) error {
+	var t publicTensor
+	if err := r.recv(ctx, s.from, s.edge, &t); err != nil {
+		return err
+	}
+	if !t.Shape.Equal(s.ref.Shape()) {
+		return fmt.Errorf("public %s from %q has shape %v, want %v", s.ref, s.from, t.Shape, s.ref.Shape())
+	}
+	r.public[s.ref] = t.Data
+	return nil
+}

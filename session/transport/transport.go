@@ -1,0 +1,59 @@
+// Package transport moves opaque messages between players.
+//
+// A message is addressed by the player it goes to and a Key, the rendezvous
+// of one send with its one receive. A receiver asks for the message from a
+// given sender under a given key; messages may arrive in any order and wait
+// in a mailbox until they are asked for. Send never waits for the receiver to
+// ask, so players that follow one global order of steps cannot deadlock.
+//
+// Memory is the in-process implementation: it copies every payload, so
+// players share no memory, exactly as if they ran on separate hosts. The gRPC
+// implementation for players on separate hosts lives in a subpackage.
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Key names one message of one run: the session it belongs to, the iteration
+// and the edge of the compiled plan it carries. A Key is used once per
+// (sender, receiver) pair; using it twice is a programming error that Send
+// reports.
+type Key struct {
+	Session   string
+	Iteration uint64
+	Edge      uint64
+}
+
+// String formats the key as session/iteration/edge.
+func (k Key) String() string {
+	return fmt.Sprintf("%s/%d/%d", k.Session, k.Iteration, k.Edge)
+}
+
+// Transport is one player's endpoint. Implementations are safe for
+// concurrent use.
+type Transport interface {
+	// Send queues payload for player to under key and returns without
+	// waiting for the receiver. The caller may reuse payload afterwards.
+	Send(ctx context.Context, to string, key Key, payload []byte) error
+	// Recv blocks until the message sent by from under key arrives, ctx is
+	// done, or the transport fails; it returns the payload, which the caller
+	// owns.
+	Recv(ctx context.Context, from string, key Key) ([]byte, error)
+	// Close releases the endpoint. Pending and later Recv calls fail with
+	// ErrClosed.
+	Close() error
+}
+
+var (
+	// ErrClosed is returned by operations on a closed transport.
+	ErrClosed = errors.New("transport: closed")
+	// ErrUnknownPlayer is returned when a message names a player the
+	// transport cannot reach.
+	ErrUnknownPlayer = errors.New("transport: unknown player")
+	// ErrDuplicate is returned when a key is used twice between the same
+	// pair of players.
+	ErrDuplicate = errors.New("transport: duplicate message key")
+)
