@@ -1,0 +1,41 @@
+// Package session compiles graphs into per-player plans and runs them.
+//
+// Compiling lowers a graph (package graph) for one op: every private node
+// becomes local steps on the two compute servers of Pond (package
+// protocol/pond), and every edge that crosses players becomes a send on
+// one side and a receive on the other, paired by an edge number. A
+// message's rendezvous key is (session id, iteration, edge). Plan.String
+// prints the result, so users can see exactly where each private tensor is
+// shared and who receives what.
+//
+// Two executors run plans:
+//
+//   - Local runs every player in this process, each in its own goroutine,
+//     over an in-memory transport that copies every message.
+//   - Remote runs one player's plan in a program that every host runs
+//     (SPMD), over any transport, in practice gRPC with mutual TLS
+//     (session/transport/grpctransport). Players compare plan fingerprints
+//     and session ids before the first iteration.
+//
+// A typical local run:
+//
+//	s, err := session.NewLocal(g, session.Options{})
+//	if err != nil { ... }
+//	defer s.Close()
+//	for i := 0; i < iterations; i++ {
+//		if err := s.Run(ctx, op); err != nil { ... } // a *PlayerError names the player
+//	}
+//	for _, l := range s.Stats() { fmt.Println(l.From, "->", l.To, l.Bytes) }
+//
+// Each Run is one iteration. The first error of any player cancels the
+// iteration for all and is returned as a *PlayerError; the session stays
+// usable, and messages left over from the failed iteration are dropped.
+//
+// Dropouts: messages are addressed per (sender, key) and wait in a mailbox
+// until asked for, and every receive honours its context. A later change
+// can therefore let a round go ahead without a data owner who dropped out:
+// the compiler marks a data owner's inputs optional, the servers receive
+// them under a per-round deadline, and the AddN and the public divisor use
+// the owners whose shares arrived, agreed between the two servers with one
+// extra message.
+package session

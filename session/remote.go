@@ -1,0 +1,196 @@
+package session
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+
+	"github.com/shareflow/shareflow/graph"
+	"github.com/shareflow/shareflow/session/transport"
+)
+
+// ErrMismatch is returned when players on different hosts compiled
+// different plans or joined different sessions.
+var ErrMismatch = errors.New("session: players disagree")
+
+// Remote runs one player's part of a graph, for programs in which every
+// host runs the same code (SPMD): each builds the same graph, compiles the
+// same plans and executes only its own player's steps, talking to the
+// others through a transport (gRPC with mutual TLS between hosts). No
+// player ever runs code another sent it: only tensors cross the wire.
+//
+// Before the first iteration of an op, the players of its plan exchange
+// their session id and the plan's fingerprint; any difference stops every
+// player with ErrMismatch before a single tensor moves.
+//
+// Methods are safe for concurrent use; iterations run one at a time.
+type Remote struct {
+	*base
+	self   string
+	t      transport.Transport
+	hello  map[*graph.Op]bool
+	mailer interface{ Forget(string, uint64) }
+}
+
+// NewRemote returns a session in which this process is player self and
+// reaches the others through t. All players must be given the same
+// Options.SessionID (and protocol options).
+func NewRemote(g *graph.Graph, self string, t transport.Transport, opts Options) (*Remote, error) {
+	if opts.SessionID == "" {
+		return nil, errors.New("session: a remote session needs an explicit SessionID shared by all players")
+	}
+	if t == nil {
+		return nil, errors.New("session: nil transport")
+	}
+	b, err := newBase(g, opts, nil)
+	if err != nil {
+		return nil, err
+	}
+	s := &Remote{base: b, self: self, t: t, hello: map[*graph.Op]bool{}}
+	if m, ok := t.(interface{ Mailbox() *transport.Mailbox }); ok {
+		s.mailer = m.Mailbox()
+	}
+	return s, nil
+}
+
+// WithLogger makes the session log iterations and failures to log.
+func (s *Remote) WithLogger(log *slog.Logger) *Remote {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.log = log.With("player", s.self)
+	return s
+}
+
+// Plan returns the compiled plan of op.
+func (s *Remote) Plan(op *graph.Op) (*Plan, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.plan(op)
+}
+
+// Run runs this player's part of the next iteration of op. A player that
+// has no step in op's plan returns at once.
+func (s *Remote) Run(ctx context.Context, op *graph.Op) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	plan, err := s.plan(op)
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(plan.players, s.self) {
+		return nil
+	}
+	t := &counting{Transport: s.t, self: s.self, c: s.stats, recv: true}
+	if !s.hello[op] {
+		if err := s.handshake(ctx, t, plan, len(s.hello)); err != nil {
+			return err
+		}
+		s.hello[op] = true
+	}
+	iter := s.iter
+	s.iter++
+	s.log.Debug("iteration start", "iteration", iter)
+	err = s.runPlayer(ctx, plan, s.self, t, iter)
+	if s.mailer != nil {
+		s.mailer.Forget(s.opts.SessionID, iter)
+	}
+	if err != nil {
+		s.log.Warn("iteration failed", "iteration", iter, "err", err)
+		return err
+	}
+	return nil
+}
+
+// helloSession is the key space of handshakes: it cannot depend on the
+// session id, since the handshake is where ids are compared.
+const helloSession = "shareflow/hello/v1"
+
+// handshake sends every other player of plan this player's session id and
+// plan fingerprint, and checks theirs.
+func (s *Remote) handshake(ctx context.Context, t transport.Transport, plan *Plan, ordinal int) error {
+	key := transport.Key{Session: helloSession, Iteration: uint64(ordinal)}
+	mine := hello{Session: s.opts.SessionID, Fingerprint: plan.Fingerprint()}
+	msg := mine.marshal()
+	for _, p := range plan.players {
+		if p == s.self {
+			continue
+		}
+		if err := t.Send(ctx, p, key, msg); err != nil {
+			return fmt.Errorf("session: handshake with %q: %w", p, err)
+		}
+	}
+	for _, p := range plan.players {
+		if p == s.self {
+			continue
+		}
+		b, err := t.Recv(ctx, p, key)
+		if err != nil {
+			return fmt.Errorf("session: handshake with %q: %w", p, err)
+		}
+		var theirs hello
+		if err := theirs.unmarshal(b); err != nil {
+			return fmt.Errorf("session: handshake from %q: %w", p, err)
+		}
+		if theirs.Session != mine.Session {
+			return fmt.Errorf("%w: player %q is in session %q, %q is in %q", ErrMismatch, p, theirs.Session, s.self, mine.Session)
+		}
+		if theirs.Fingerprint != mine.Fingerprint {
+			return fmt.Errorf("%w: player %q compiled plan %.16s…, %q compiled %.16s…: the hosts run different programs or options",
+				ErrMismatch, p, theirs.Fingerprint, s.self, mine.Fingerprint)
+		}
+	}
+	return nil
+}
+
+// Stats returns the messages and bytes this player sent and received on
+// each of its links.
+func (s *Remote) Stats() []LinkStats { return s.stats.snapshot() }
+
+// Close ends the session and closes its transport.
+func (s *Remote) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	return s.t.Close()
+}
+
+// hello is the handshake message: two length-prefixed strings.
+type hello struct{ Session, Fingerprint string }
+
+func (h hello) marshal() []byte {
+	var b []byte
+	for _, s := range []string{h.Session, h.Fingerprint} {
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(s)))
+		b = append(b, s...)
+	}
+	return b
+}
+
+func (h *hello) unmarshal(b []byte) error {
+	var out [2]string
+	for i := range out {
+		if len(b) < 4 {
+			return fmt.Errorf("%w: short handshake", ErrWire)
+		}
+		n := binary.LittleEndian.Uint32(b)
+		b = b[4:]
+		if n > 1024 || uint32(len(b)) < n {
+			return fmt.Errorf("%w: handshake string of %d bytes", ErrWire, n)
+		}
+		out[i], b = string(b[:n]), b[n:]
+	}
+	if len(b) != 0 {
+		return fmt.Errorf("%w: %d bytes after the handshake", ErrWire, len(b))
+	}
+	h.Session, h.Fingerprint = out[0], out[1]
+	return nil
+}

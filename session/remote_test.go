@@ -1,0 +1,91 @@
+package session
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/shareflow/shareflow/session/transport"
+)
+
+// runRemote runs every player of the federated-learning miniature as its
+// own Remote session over an in-memory network, the way separate hosts
+// would, with per-player option changes.
+func runRemote(t *testing.T, owners int, tweak func(player string, o *Options) int) map[string]error {
+	names := []string{"server0", "server1", "model-owner"}
+	for i := range owners {
+		names = append(names, "data-owner-"+string(rune('0'+i)))
+	}
+	net := transport.NewMemory(names...)
+	errs := map[string]error{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, p := range names {
+		opts := Options{SessionID: "run-1"}
+		n := owners
+		if tweak != nil {
+			n = tweak(p, &opts)
+		}
+		g, op := flGraph(n)
+		ep, err := net.Endpoint(p)
+		require.NoError(t, err)
+		s, err := NewRemote(g, p, ep, opts)
+		require.NoError(t, err)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer s.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			var err error
+			for range 3 {
+				if err = s.Run(ctx, op); err != nil {
+					break
+				}
+			}
+			mu.Lock()
+			errs[p] = err
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return errs
+}
+
+func TestRemotePlayersRunTogether(t *testing.T) {
+	for p, err := range runRemote(t, 2, nil) {
+		assert.NoError(t, err, p)
+	}
+}
+
+func TestRemoteHandshakeRefusesMismatch(t *testing.T) {
+	errs := runRemote(t, 2, func(p string, o *Options) int {
+		if p == "server1" {
+			o.PrivateDivision = true // a different program
+		}
+		return 2
+	})
+	assert.ErrorIs(t, errs["server0"], ErrMismatch)
+	assert.ErrorContains(t, errs["server0"], `player "server1" compiled plan`)
+
+	errs = runRemote(t, 2, func(p string, o *Options) int {
+		if p == "data-owner-1" {
+			o.SessionID = "run-2"
+		}
+		return 2
+	})
+	assert.ErrorContains(t, errs["data-owner-0"], `player "data-owner-1" is in session "run-2"`)
+}
+
+func TestHelloWire(t *testing.T) {
+	h := hello{Session: "s", Fingerprint: "abc"}
+	var got hello
+	require.NoError(t, got.unmarshal(h.marshal()))
+	assert.Equal(t, h, got)
+	assert.ErrorIs(t, got.unmarshal(h.marshal()[:5]), ErrWire)
+	assert.ErrorIs(t, got.unmarshal(append(h.marshal(), 0)), ErrWire)
+}
