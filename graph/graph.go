@@ -12,8 +12,10 @@ import (
 
 // Func computes a player's tensors from the public tensors it receives. It
 // runs on its player once per iteration and must return one float64 tensor
-// of the declared shape per declared output. Its inputs are the player's
-// own copies; it may keep or modify them.
+// of the declared shape per declared output. Its inputs are its own; it
+// may keep or modify them. The tensors it returns are handed over to the
+// engine, which reads them without copying: the function must not modify
+// them afterwards (return a fresh tensor or a copy each iteration).
 type Func func(ctx context.Context, inputs []*tensor.Dense) ([]*tensor.Dense, error)
 
 // OutputFunc receives revealed values on the output player, once per

@@ -12,7 +12,7 @@ import (
 )
 
 func constFn(ctx context.Context, _ []*tensor.Dense) ([]*tensor.Dense, error) { return nil, nil }
-func sinkFn(ctx context.Context, _ []*tensor.Dense) error                      { return nil }
+func sinkFn(ctx context.Context, _ []*tensor.Dense) error                     { return nil }
 
 func TestBuildSecureMean(t *testing.T) {
 	g := New()

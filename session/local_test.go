@@ -72,6 +72,8 @@ func meanGraph(inputs [][][]float64, shapes []graph.Shape) (*graph.Graph, *graph
 	return g, op, got
 }
 
+func newBenchRand() *mrand.Rand { return mrand.New(mrand.NewPCG(1, 1)) }
+
 func randomInputs(r *mrand.Rand, owners int, shapes []graph.Shape, bound float64) [][][]float64 {
 	in := make([][][]float64, owners)
 	for i := range in {

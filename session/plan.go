@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 
@@ -70,7 +71,7 @@ type compiler struct {
 	steps    map[string][]step
 	edge     uint64
 	sent     map[sentKey]bool // public tensors already moved to a player
-	inputs   int              // private input tensors so far, to alternate seeds
+	masked   [2]int           // elements of masked inputs each server receives
 	clearDiv bool
 }
 
@@ -113,6 +114,7 @@ func compile(g *graph.Graph, op *graph.Op, proto *pond.Protocol, opts Options) (
 			return nil, err
 		}
 	}
+	markOwnedInputs(c.steps)
 	plan := &Plan{op: op, servers: c.servers, steps: c.steps, edges: c.edge}
 	for p := range c.steps {
 		plan.players = append(plan.players, p)
@@ -183,12 +185,16 @@ func (c *compiler) lower(n *graph.Node, reveal []revealTarget) error {
 		}
 		for i := range n.Outputs() {
 			ref := graph.Ref{Node: n, Index: i}
-			// Alternate which server gets the seed, to balance the load.
+			// The masked tensor goes to the server that has received fewer
+			// masked elements so far, the seed to the other: this balances
+			// bytes and work between the servers, however sizes vary.
 			seedTo, maskedTo := s0, s1
-			if c.inputs%2 == 1 {
+			if c.masked[1] > c.masked[0] {
 				seedTo, maskedTo = s1, s0
+				c.masked[0] += ref.Shape().Size()
+			} else {
+				c.masked[1] += ref.Shape().Size()
 			}
-			c.inputs++
 			st := &shareStep{ref: ref, seedTo: seedTo, maskedTo: maskedTo, seedEdge: c.newEdge(), maskedEdge: c.newEdge()}
 			c.emit(n.Player(), st)
 			c.emit(seedTo, &recvSeedStep{ref: ref, from: n.Player(), edge: st.seedEdge})
@@ -228,6 +234,40 @@ func (c *compiler) lower(n *graph.Node, reveal []revealTarget) error {
 		return fmt.Errorf("session: %s: unknown kind", n)
 	}
 	return nil
+}
+
+// markOwnedInputs marks every input of a call step that no later step of
+// the same player uses: the function may have the engine's copy.
+func markOwnedInputs(steps map[string][]step) {
+	for _, list := range steps {
+		for i, s := range list {
+			call, ok := s.(*callStep)
+			if !ok {
+				continue
+			}
+			call.owned = make([]bool, len(call.node.Inputs()))
+			for j, in := range call.node.Inputs() {
+				call.owned[j] = !usedAfter(list[i+1:], in)
+			}
+		}
+	}
+}
+
+// usedAfter reports whether any of steps reads the public tensor ref.
+func usedAfter(steps []step, ref graph.Ref) bool {
+	for _, s := range steps {
+		switch s := s.(type) {
+		case *callStep:
+			if slices.Contains(s.node.Inputs(), ref) {
+				return true
+			}
+		case *sendPublicStep:
+			if s.ref == ref {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // movePublic sends a public tensor to player, once, unless it is there.

@@ -32,6 +32,26 @@ type runner struct {
 	iter    uint64
 	public  map[graph.Ref][]float64
 	shares  map[graph.Ref]pond.Share
+	wire    map[graph.Ref][]byte // encoded public tensors, sent to several players
+	pool    *pool
+}
+
+// release returns the iteration's buffers to the pool.
+func (r *runner) release() {
+	for ref, s := range r.shares {
+		r.pool.putUint64s(s)
+		delete(r.shares, ref)
+	}
+	for ref, b := range r.wire {
+		r.pool.putBytes(b)
+		delete(r.wire, ref)
+	}
+	clear(r.public)
+}
+
+// appender is a wire type that encodes itself onto a buffer.
+type appender interface {
+	AppendBinary([]byte) ([]byte, error)
 }
 
 func (r *runner) key(edge uint64) transport.Key {
@@ -43,11 +63,18 @@ func (r *runner) domain(ref graph.Ref) pond.Domain {
 	return pond.Domain{Session: r.session, Iteration: r.iter, Tensor: uint64(ref.Node.ID())<<16 | uint64(ref.Index)}
 }
 
-func (r *runner) send(ctx context.Context, to string, edge uint64, m interface{ MarshalBinary() ([]byte, error) }) error {
-	b, err := m.MarshalBinary()
+// send encodes m into a pooled buffer of about size bytes and sends it.
+func (r *runner) send(ctx context.Context, to string, edge uint64, size int, m appender) error {
+	b, err := m.AppendBinary(r.pool.byteBuf(size))
 	if err != nil {
 		return err
 	}
+	err = r.sendBytes(ctx, to, edge, b)
+	r.pool.putBytes(b)
+	return err
+}
+
+func (r *runner) sendBytes(ctx context.Context, to string, edge uint64, b []byte) error {
 	if err := r.t.Send(ctx, to, r.key(edge), b); err != nil {
 		return fmt.Errorf("sending to %q: %w", to, err)
 	}
@@ -59,11 +86,16 @@ func (r *runner) recv(ctx context.Context, from string, edge uint64, m interface
 	if err != nil {
 		return fmt.Errorf("receiving from %q: %w", from, err)
 	}
-	if err := m.UnmarshalBinary(b); err != nil {
+	err = m.UnmarshalBinary(b)
+	r.pool.putBytes(b) // the payload is ours; m holds no reference to it
+	if err != nil {
 		return fmt.Errorf("message from %q (edge %d): %w", from, edge, err)
 	}
 	return nil
 }
+
+// shareBuf returns a pooled share of n elements with unspecified contents.
+func (r *runner) shareBuf(n int) pond.Share { return r.pool.uint64s(n) }
 
 func (r *runner) share(ref graph.Ref) (pond.Share, error) {
 	s, ok := r.shares[ref]
@@ -73,8 +105,13 @@ func (r *runner) share(ref graph.Ref) (pond.Share, error) {
 	return s, nil
 }
 
-// callStep runs an input or local function on its player.
-type callStep struct{ node *graph.Node }
+// callStep runs an input or local function on its player. owned[i] says
+// that input i has no later use on this player, so the function may have
+// the engine's copy instead of a fresh one.
+type callStep struct {
+	node  *graph.Node
+	owned []bool
+}
 
 func (s *callStep) String() string { return fmt.Sprintf("call %s", s.node) }
 
@@ -86,7 +123,10 @@ func (s *callStep) exec(ctx context.Context, r *runner) error {
 		if !ok {
 			return fmt.Errorf("%s: input %s missing (plan bug)", n, in)
 		}
-		ins[i] = tensor.New(tensor.WithShape(shapeOf(in.Shape())...), tensor.WithBacking(slices.Clone(v)))
+		if !s.owned[i] {
+			v = slices.Clone(v)
+		}
+		ins[i] = tensor.New(tensor.WithShape(shapeOf(in.Shape())...), tensor.WithBacking(v))
 	}
 	outs, err := n.Func()(ctx, ins)
 	if err != nil {
@@ -115,7 +155,8 @@ func shapeOf(s graph.Shape) []int {
 }
 
 // denseData checks a function's result against its declared shape and
-// returns a private copy of its elements.
+// returns its elements. The function handed the tensor over (see
+// graph.Func), so they are not copied.
 func denseData(t *tensor.Dense, want graph.Shape) ([]float64, error) {
 	if t == nil {
 		return nil, errors.New("function returned a nil tensor")
@@ -129,7 +170,7 @@ func denseData(t *tensor.Dense, want graph.Shape) ([]float64, error) {
 	if t.IsView() {
 		t = t.Materialize().(*tensor.Dense)
 	}
-	return append([]float64(nil), t.Float64s()...), nil
+	return t.Float64s(), nil
 }
 
 func sameShape(got tensor.Shape, want graph.Shape) bool {
@@ -154,20 +195,22 @@ func (s *shareStep) String() string {
 func (s *shareStep) exec(ctx context.Context, r *runner) error {
 	x := r.public[s.ref]
 	delete(r.public, s.ref) // the plaintext goes no further
-	enc := make([]uint64, len(x))
+	enc := r.shareBuf(len(x))
+	defer r.pool.putUint64s(enc)
 	if err := r.proto.Encode(enc, x); err != nil {
 		return fmt.Errorf("private input %s: %w", s.ref, err)
 	}
-	masked := make(pond.Share, len(x))
+	masked := r.shareBuf(len(x))
+	defer r.pool.putUint64s(masked)
 	seed, err := r.proto.ShareInput(r.rng, r.domain(s.ref), masked, enc)
-	clear(enc)
+	clear(enc) // the plaintext encoding does not outlive the step
 	if err != nil {
 		return fmt.Errorf("private input %s: %w", s.ref, err)
 	}
-	if err := r.send(ctx, s.seedTo, s.seedEdge, seed); err != nil {
+	if err := r.send(ctx, s.seedTo, s.seedEdge, pond.SeedSize, seed); err != nil {
 		return err
 	}
-	return r.send(ctx, s.maskedTo, s.maskedEdge, masked)
+	return r.send(ctx, s.maskedTo, s.maskedEdge, 8+8*len(masked), masked)
 }
 
 // recvSeedStep receives an input's seed on a server and expands its share.
@@ -186,7 +229,7 @@ func (s *recvSeedStep) exec(ctx context.Context, r *runner) error {
 	if err := r.recv(ctx, s.from, s.edge, &seed); err != nil {
 		return err
 	}
-	share := make(pond.Share, s.ref.Shape().Size())
+	share := r.shareBuf(s.ref.Shape().Size())
 	pond.SeedShare(share, seed, r.domain(s.ref))
 	r.shares[s.ref] = share
 	return nil
@@ -204,12 +247,15 @@ func (s *recvMaskedStep) String() string {
 }
 
 func (s *recvMaskedStep) exec(ctx context.Context, r *runner) error {
-	var share pond.Share
-	if err := r.recv(ctx, s.from, s.edge, &share); err != nil {
-		return err
+	want := s.ref.Shape().Size()
+	share := r.shareBuf(want)[:0]
+	err := r.recv(ctx, s.from, s.edge, &share)
+	if err == nil && len(share) != want {
+		err = fmt.Errorf("masked %s from %q has %d elements, want %d", s.ref, s.from, len(share), want)
 	}
-	if want := s.ref.Shape().Size(); len(share) != want {
-		return fmt.Errorf("masked %s from %q has %d elements, want %d", s.ref, s.from, len(share), want)
+	if err != nil {
+		r.pool.putUint64s(share)
+		return err
 	}
 	r.shares[s.ref] = share
 	return nil
@@ -229,7 +275,7 @@ func (s *linearStep) exec(ctx context.Context, r *runner) error {
 		}
 		ins[i] = sh
 	}
-	dst := make(pond.Share, s.node.Outputs()[0].Size())
+	dst := r.shareBuf(s.node.Outputs()[0].Size())
 	switch s.node.Kind() {
 	case graph.KindAddN:
 		xs := make([][]uint64, len(ins))
@@ -274,23 +320,25 @@ func (s *mulPublicStep) exec(ctx context.Context, r *runner) error {
 	if err != nil {
 		return err
 	}
-	prod := make(pond.Share, len(x))
+	prod := r.shareBuf(len(x))
+	defer r.pool.putUint64s(prod)
 	pond.MulPublic(prod, x, s.c)
-	out := make(pond.Share, len(x))
+	out := r.shareBuf(len(x))
 	ref := graph.Ref{Node: s.node}
+	r.shares[ref] = out // released with the iteration, even on error
+	msg := pond.TruncationMessage{Masked: r.shareBuf(len(x))[:0]}
+	defer func() { r.pool.putUint64s(msg.Masked) }()
 	switch {
 	case s.local:
 		r.proto.TruncateLocal(s.party, out, prod)
 	case s.party == 0:
-		var msg pond.TruncationMessage
 		if err := r.proto.TruncateSend(r.rng, r.domain(ref), out, prod, &msg); err != nil {
 			return err
 		}
-		if err := r.send(ctx, s.peer, s.edge, &msg); err != nil {
+		if err := r.send(ctx, s.peer, s.edge, pond.SeedSize+8+8*len(out), &msg); err != nil {
 			return err
 		}
 	default:
-		var msg pond.TruncationMessage
 		if err := r.recv(ctx, s.peer, s.edge, &msg); err != nil {
 			return err
 		}
@@ -298,7 +346,6 @@ func (s *mulPublicStep) exec(ctx context.Context, r *runner) error {
 			return fmt.Errorf("%s: %w", s.node, err)
 		}
 	}
-	r.shares[ref] = out
 	return nil
 }
 
@@ -318,7 +365,7 @@ func (s *sendShareStep) exec(ctx context.Context, r *runner) error {
 	if err != nil {
 		return err
 	}
-	return r.send(ctx, s.to, s.edge, sh)
+	return r.send(ctx, s.to, s.edge, 8+8*len(sh), sh)
 }
 
 // revealStep receives both servers' shares of every output tensor on the
@@ -348,16 +395,22 @@ func (s *revealStep) String() string {
 func (s *revealStep) exec(ctx context.Context, r *runner) error {
 	values := make([]*tensor.Dense, len(s.targets))
 	for i, t := range s.targets {
-		var s0, s1 pond.Share
-		if err := r.recv(ctx, s.servers[0], s.edges[i][0], &s0); err != nil {
-			return err
+		n := t.ref.Shape().Size()
+		s0, s1 := r.shareBuf(n)[:0], r.shareBuf(n)[:0]
+		err := r.recv(ctx, s.servers[0], s.edges[i][0], &s0)
+		if err == nil {
+			err = r.recv(ctx, s.servers[1], s.edges[i][1], &s1)
 		}
-		if err := r.recv(ctx, s.servers[1], s.edges[i][1], &s1); err != nil {
-			return err
+		out := make([]float64, n)
+		if err == nil {
+			if err = r.proto.Reveal(out, s0, s1); err != nil {
+				err = fmt.Errorf("%s: %w", t.ref, err)
+			}
 		}
-		out := make([]float64, t.ref.Shape().Size())
-		if err := r.proto.Reveal(out, s0, s1); err != nil {
-			return fmt.Errorf("%s: %w", t.ref, err)
+		r.pool.putUint64s(s0)
+		r.pool.putUint64s(s1)
+		if err != nil {
+			return err
 		}
 		if t.divisor != 0 {
 			for j := range out {
@@ -384,11 +437,20 @@ func (s *sendPublicStep) String() string {
 }
 
 func (s *sendPublicStep) exec(ctx context.Context, r *runner) error {
-	v, ok := r.public[s.ref]
+	b, ok := r.wire[s.ref]
 	if !ok {
-		return fmt.Errorf("public %s missing on %q (plan bug)", s.ref, r.player)
+		v, ok := r.public[s.ref]
+		if !ok {
+			return fmt.Errorf("public %s missing on %q (plan bug)", s.ref, r.player)
+		}
+		t := &publicTensor{Shape: s.ref.Shape(), Data: v}
+		var err error
+		if b, err = t.AppendBinary(r.pool.byteBuf(t.size())); err != nil {
+			return err
+		}
+		r.wire[s.ref] = b // encoded once, however many players it goes to
 	}
-	return r.send(ctx, s.to, s.edge, &publicTensor{Shape: s.ref.Shape(), Data: v})
+	return r.sendBytes(ctx, s.to, s.edge, b)
 }
 
 // recvPublicStep receives a public tensor from its holder.

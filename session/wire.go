@@ -40,9 +40,12 @@ func (t *publicTensor) AppendBinary(b []byte) ([]byte, error) {
 	return b, nil
 }
 
+// size returns the length of t's encoding.
+func (t *publicTensor) size() int { return 4 + 4*len(t.Shape) + 8*len(t.Data) }
+
 // MarshalBinary encodes t.
 func (t *publicTensor) MarshalBinary() ([]byte, error) {
-	return t.AppendBinary(make([]byte, 0, 4+4*len(t.Shape)+8*len(t.Data)))
+	return t.AppendBinary(make([]byte, 0, t.size()))
 }
 
 // UnmarshalBinary decodes data into t. Every length is checked against

@@ -39,7 +39,7 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 	assert.Equal(t, 18, p.Config().IntBits, "integer bits follow from the fractional bits")
 
 	for name, cfg := range map[string]Config{
-		"too many fractional bits": {FracBits: 31},
+		"too many fractional bits":  {FracBits: 31},
 		"nothing left for integers": {FracBits: 22},
 		"sum over 62 bits":          {FracBits: 16, IntBits: 12},
 		"gap too small":             {StatGap: 4},

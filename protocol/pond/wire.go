@@ -65,6 +65,9 @@ func (s *Share) decode(data []byte) ([]byte, error) {
 	return data[8*n:], nil
 }
 
+// AppendBinary appends the seed's 32 bytes to b.
+func (s Seed) AppendBinary(b []byte) ([]byte, error) { return append(b, s[:]...), nil }
+
 // MarshalBinary encodes the seed as its 32 bytes.
 func (s Seed) MarshalBinary() ([]byte, error) { return s[:], nil }
 
@@ -85,11 +88,15 @@ type TruncationMessage struct {
 	Masked Share
 }
 
-// MarshalBinary encodes m.
-func (m *TruncationMessage) MarshalBinary() ([]byte, error) {
-	b := make([]byte, 0, SeedSize+8+8*len(m.Masked))
+// AppendBinary appends the encoding of m to b.
+func (m *TruncationMessage) AppendBinary(b []byte) ([]byte, error) {
 	b = append(b, m.Seed[:]...)
 	return m.Masked.AppendBinary(b)
+}
+
+// MarshalBinary encodes m.
+func (m *TruncationMessage) MarshalBinary() ([]byte, error) {
+	return m.AppendBinary(make([]byte, 0, SeedSize+8+8*len(m.Masked)))
 }
 
 // UnmarshalBinary decodes data into m.

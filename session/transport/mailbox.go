@@ -13,8 +13,16 @@ type Mailbox struct {
 	mu     sync.Mutex
 	slots  map[slotKey]*slot
 	done   map[string]uint64 // per session: iterations up to this one are forgotten
-	err    error // set once by Fail or Close
+	err    error             // set once by Fail or Close
 	closed chan struct{}
+	// senders holds per-sender failures set by FailFrom.
+	senders map[string]*sender
+}
+
+// sender is the failure state of one sending player.
+type sender struct {
+	err    error         // set once, before failed is closed
+	failed chan struct{} // closed by FailFrom
 }
 
 type slotKey struct {
@@ -30,7 +38,21 @@ type slot struct {
 
 // NewMailbox returns an empty mailbox.
 func NewMailbox() *Mailbox {
-	return &Mailbox{slots: make(map[slotKey]*slot), done: make(map[string]uint64), closed: make(chan struct{})}
+	return &Mailbox{
+		slots:   make(map[slotKey]*slot),
+		done:    make(map[string]uint64),
+		closed:  make(chan struct{}),
+		senders: make(map[string]*sender),
+	}
+}
+
+func (m *Mailbox) sender(from string) *sender {
+	s, ok := m.senders[from]
+	if !ok {
+		s = &sender{failed: make(chan struct{})}
+		m.senders[from] = s
+	}
+	return s
 }
 
 func (m *Mailbox) slot(k slotKey) *slot {
@@ -50,6 +72,9 @@ func (m *Mailbox) Deliver(from string, key Key, payload []byte) error {
 	defer m.mu.Unlock()
 	if m.err != nil {
 		return m.err
+	}
+	if snd, ok := m.senders[from]; ok && snd.err != nil {
+		return snd.err
 	}
 	if last, ok := m.done[key.Session]; ok && key.Iteration <= last {
 		return nil // late message of a finished iteration
@@ -74,10 +99,18 @@ func (m *Mailbox) Recv(ctx context.Context, from string, key Key) ([]byte, error
 		return nil, m.err
 	}
 	s := m.slot(k)
+	snd := m.sender(from)
 	m.mu.Unlock()
 
 	select {
 	case <-s.ready:
+	case <-snd.failed:
+		// As with Fail, a message that arrived first is still handed out.
+		select {
+		case <-s.ready:
+		default:
+			return nil, fmt.Errorf("waiting for %s from %q: %w", key, from, snd.err)
+		}
 	case <-ctx.Done():
 		return nil, fmt.Errorf("waiting for %s from %q: %w", key, from, context.Cause(ctx))
 	case <-m.closed:
@@ -129,4 +162,21 @@ func (m *Mailbox) Fail(err error) {
 	}
 	m.err = err
 	close(m.closed)
+}
+
+// FailFrom makes every pending and later Recv of a message from player
+// from return err (wrapped), unless that message arrived before; later
+// deliveries from that player are refused with err. Transports call it
+// when the link to one player breaks, so that only the receives that can
+// no longer complete fail, and promptly. The first error for a player
+// wins; messages from other players are unaffected.
+func (m *Mailbox) FailFrom(from string, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	snd := m.sender(from)
+	if snd.err != nil {
+		return
+	}
+	snd.err = err
+	close(snd.failed)
 }

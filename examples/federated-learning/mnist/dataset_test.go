@@ -1,0 +1,206 @@
+package mnist
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"testing/fstest"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// writeSet writes an images/labels pair with standard names into dir.
+func writeSet(t *testing.T, dir string, imagesBase, labelsBase string, img *Images, labels []uint8, gz bool) {
+	t.Helper()
+	suffix := ""
+	if gz {
+		suffix = ".gz"
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(dir, imagesBase+suffix), encodeImages(t, img, gz), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, labelsBase+suffix), encodeLabels(t, labels, gz), 0o644))
+}
+
+func TestLoad(t *testing.T) {
+	for _, gz := range []bool{false, true} {
+		name := map[bool]string{false: "plain", true: "gzip"}[gz]
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			trImg, trLab := randomImages(t, 1, 12, 4, 3), randomLabels(1, 12)
+			teImg, teLab := randomImages(t, 2, 5, 4, 3), randomLabels(2, 5)
+			writeSet(t, dir, TrainImagesFile, TrainLabelsFile, trImg, trLab, gz)
+			writeSet(t, dir, TestImagesFile, TestLabelsFile, teImg, teLab, gz)
+
+			train, test, err := Load(dir)
+			require.NoError(t, err)
+			require.NoError(t, train.Validate())
+			require.NoError(t, test.Validate())
+			assert.Equal(t, 12, train.N)
+			assert.Equal(t, 5, test.N)
+			assert.Equal(t, [2]int{4, 3}, [2]int{train.Rows, train.Cols})
+			assert.Equal(t, trLab, train.Labels)
+			assert.Equal(t, teLab, test.Labels)
+			for i, b := range trImg.Pixels {
+				require.InDelta(t, float64(b)/255, float64(train.Images[i]), 1e-7)
+			}
+			assert.Equal(t, train.Images[3*12:4*12], train.Image(3))
+		})
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	img, labels := randomImages(t, 3, 6, 2, 2), randomLabels(3, 6)
+
+	t.Run("missing file", func(t *testing.T) {
+		dir := t.TempDir()
+		writeSet(t, dir, TrainImagesFile, TrainLabelsFile, img, labels, true)
+		_, _, err := Load(dir)
+		require.ErrorIs(t, err, os.ErrNotExist)
+		assert.Contains(t, err.Error(), filepath.Join(dir, TestImagesFile))
+	})
+	t.Run("count mismatch", func(t *testing.T) {
+		dir := t.TempDir()
+		writeSet(t, dir, TrainImagesFile, TrainLabelsFile, img, labels[:5], false)
+		writeSet(t, dir, TestImagesFile, TestLabelsFile, img, labels, false)
+		_, _, err := Load(dir)
+		require.ErrorIs(t, err, ErrCountMismatch)
+		assert.Contains(t, err.Error(), TrainImagesFile)
+		assert.Contains(t, err.Error(), "6 images, 5 labels")
+	})
+	t.Run("size mismatch between sets", func(t *testing.T) {
+		dir := t.TempDir()
+		writeSet(t, dir, TrainImagesFile, TrainLabelsFile, img, labels, false)
+		writeSet(t, dir, TestImagesFile, TestLabelsFile, randomImages(t, 4, 6, 3, 2), labels, false)
+		_, _, err := Load(dir)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "test images are 3×2")
+	})
+	t.Run("corrupt file", func(t *testing.T) {
+		dir := t.TempDir()
+		writeSet(t, dir, TrainImagesFile, TrainLabelsFile, img, labels, true)
+		writeSet(t, dir, TestImagesFile, TestLabelsFile, img, labels, true)
+		p := filepath.Join(dir, TestLabelsFile+".gz")
+		b, err := os.ReadFile(p)
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(p, b[:len(b)-10], 0o644))
+		_, _, err = Load(dir)
+		require.ErrorIs(t, err, ErrTruncated)
+		var fe *FileError
+		require.ErrorAs(t, err, &fe)
+		assert.Equal(t, p, fe.File)
+	})
+	t.Run("LoadFiles mismatch", func(t *testing.T) {
+		dir := t.TempDir()
+		writeSet(t, dir, "a", "b", img, labels[:2], true)
+		_, err := LoadFiles(filepath.Join(dir, "a.gz"), filepath.Join(dir, "b.gz"))
+		require.ErrorIs(t, err, ErrCountMismatch)
+	})
+}
+
+func TestLoadFSPrefersPlain(t *testing.T) {
+	img, labels := randomImages(t, 5, 3, 2, 2), randomLabels(5, 3)
+	other := randomImages(t, 6, 3, 2, 2)
+	fsys := fstest.MapFS{
+		"d/" + TrainImagesFile:         {Data: encodeImages(t, img, false)},
+		"d/" + TrainImagesFile + ".gz": {Data: encodeImages(t, other, true)},
+		"d/" + TrainLabelsFile + ".gz": {Data: encodeLabels(t, labels, true)},
+		"d/" + TestImagesFile + ".gz":  {Data: encodeImages(t, img, true)},
+		"d/" + TestLabelsFile:          {Data: encodeLabels(t, labels, false)},
+	}
+	train, _, err := LoadFS(fsys, "d")
+	require.NoError(t, err)
+	assert.InDelta(t, float64(img.Pixels[0])/255, float64(train.Images[0]), 1e-7)
+}
+
+func TestNewDatasetRejects(t *testing.T) {
+	img := randomImages(t, 7, 3, 2, 2)
+	_, err := NewDataset(nil, nil, "x")
+	assert.ErrorIs(t, err, ErrDims)
+	_, err = NewDataset(img, []uint8{1, 2}, "x")
+	assert.ErrorIs(t, err, ErrCountMismatch)
+	_, err = NewDataset(&Images{N: 3, Rows: 2, Cols: 2, Pixels: make([]byte, 5)}, []uint8{1, 2, 3}, "x")
+	assert.ErrorIs(t, err, ErrDims)
+}
+
+func TestValidate(t *testing.T) {
+	good := func() *Dataset {
+		return &Dataset{Images: make([]float32, 8), Labels: make([]uint8, 2), N: 2, Rows: 2, Cols: 2}
+	}
+	tests := []struct {
+		name   string
+		mutate func(*Dataset)
+		want   string
+	}{
+		{"ok", func(*Dataset) {}, ""},
+		{"labels", func(d *Dataset) { d.Labels = d.Labels[:1] }, "1 labels for N=2"},
+		{"pixels", func(d *Dataset) { d.Images = d.Images[:7] }, "7 pixels"},
+		{"zero", func(d *Dataset) { d.N = 0 }, "must be positive"},
+		{"range", func(d *Dataset) { d.Images[5] = 1.5 }, "pixel 1 of image 1"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d := good()
+			tc.mutate(d)
+			err := d.Validate()
+			if tc.want == "" {
+				assert.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+	var nilSet *Dataset
+	assert.Error(t, nilSet.Validate())
+}
+
+func TestShardAndSplit(t *testing.T) {
+	img, labels := randomImages(t, 8, 10, 2, 3), randomLabels(8, 10)
+	d, err := NewDataset(img, labels, "mem")
+	require.NoError(t, err)
+
+	tests := []struct {
+		n     int
+		sizes []int
+	}{
+		{1, []int{10}},
+		{3, []int{3, 3, 4}},
+		{4, []int{2, 3, 2, 3}},
+		{10, []int{1, 1, 1, 1, 1, 1, 1, 1, 1, 1}},
+	}
+	for _, tc := range tests {
+		shards, err := d.Split(tc.n)
+		require.NoError(t, err)
+		require.Len(t, shards, tc.n)
+		var allLabels []uint8
+		var allPixels []float32
+		for i, s := range shards {
+			require.NoError(t, s.Validate())
+			assert.Equal(t, tc.sizes[i], s.N, "n=%d shard %d", tc.n, i)
+			allLabels = append(allLabels, s.Labels...)
+			allPixels = append(allPixels, s.Images...)
+			one, err := d.Shard(i, tc.n)
+			require.NoError(t, err)
+			assert.Equal(t, s, one)
+		}
+		// Disjoint and covering, in order.
+		assert.Equal(t, d.Labels, allLabels)
+		assert.Equal(t, d.Images, allPixels)
+	}
+
+	// Appending to a shard must not overwrite its neighbour.
+	shards, err := d.Split(2)
+	require.NoError(t, err)
+	before := shards[1].Labels[0]
+	_ = append(shards[0].Labels, 99)
+	assert.Equal(t, before, shards[1].Labels[0])
+
+	for _, bad := range [][2]int{{0, 0}, {0, 11}, {-1, 3}, {3, 3}} {
+		_, err := d.Shard(bad[0], bad[1])
+		assert.Error(t, err, "Shard(%d, %d)", bad[0], bad[1])
+	}
+	_, err = d.Split(0)
+	assert.Error(t, err)
+	_, err = d.Slice(4, 4)
+	assert.Error(t, err)
+}

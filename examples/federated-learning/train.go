@@ -1,0 +1,233 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/shareflow/shareflow/examples/federated-learning/mnist"
+	"github.com/shareflow/shareflow/graph"
+	"github.com/shareflow/shareflow/players"
+	"github.com/shareflow/shareflow/session"
+)
+
+// aggregation runs iterations of the graph: a local or a remote session.
+type aggregation interface {
+	Run(ctx context.Context, op *graph.Op) error
+	Stats() []session.LinkStats
+	Close() error
+}
+
+// buildGraph links the players as TF Encrypted's example does: the model
+// reaches every data owner as a public edge, each data owner's gradient
+// enters the secure computation as a private input, the servers average
+// the gradients without decrypting them, and only the mean is revealed to
+// the model owner, who updates the model with it.
+func buildGraph(modelOwner *ModelOwner, dataOwners []*DataOwner) (*graph.Graph, *graph.Op, error) {
+	g := graph.New()
+	shapes := make([]graph.Shape, 0, 4)
+	for _, s := range modelOwner.ParamShapes() {
+		shapes = append(shapes, graph.Shape(s))
+	}
+
+	// the current model, sent in the clear to every data owner
+	weights := g.DefinePublicInput(modelOwner.Name, modelOwner.Weights, shapes)
+
+	// collect encrypted gradients from data owners
+	var modelGrads [][]*graph.Private
+	for _, dataOwner := range dataOwners {
+		modelGrads = append(modelGrads, g.DefinePrivateInput(dataOwner.Name, dataOwner.ComputeGradient, shapes, weights...))
+	}
+
+	// compute mean of gradients (without decrypting)
+	aggregatedGrads := make([]*graph.Private, len(shapes))
+	for i := range aggregatedGrads {
+		grads := graph.Column(modelGrads, i)
+		aggregatedGrads[i] = g.Div(g.AddN(grads...), float64(len(grads)))
+	}
+
+	// send the encrypted aggregated gradients to the model owner for it to decrypt and update
+	iteration := g.DefineOutput(modelOwner.Name, aggregatedGrads, modelOwner.UpdateModel)
+	return g, iteration, g.Err()
+}
+
+// players builds the model owner and the data owners, each with its own
+// data: the model owner the test set, every data owner one disjoint shard
+// of the training set.
+func newPlayers(o options, train, test *mnist.Dataset) (*ModelOwner, []*DataOwner, error) {
+	modelOwner, err := NewModelOwner(players.ModelOwner, ModelOwnerConfig{
+		LearningRate: o.learningRate, Seed: o.seed, TestSet: test, EvalEvery: o.evalEvery,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	shards, err := train.Split(o.dataOwners)
+	if err != nil {
+		return nil, nil, fmt.Errorf("splitting the training set over %d data owners: %w", o.dataOwners, err)
+	}
+	dataOwners := make([]*DataOwner, o.dataOwners)
+	for i := range dataOwners {
+		d, err := NewDataOwner(players.DataOwner(i), shards[i], o.batchSize, o.seed*1000+uint64(i))
+		if err != nil {
+			return nil, nil, err
+		}
+		dataOwners[i] = d
+	}
+	return modelOwner, dataOwners, nil
+}
+
+func loadData(o options) (train, test *mnist.Dataset, source string, err error) {
+	if o.dataDir == "" {
+		train, test, err = mnist.Embedded()
+		return train, test, fmt.Sprintf("embedded Fashion-MNIST subset (%d training, %d test images)", mnist.EmbeddedTrainN, mnist.EmbeddedTestN), err
+	}
+	train, test, err = mnist.Load(o.dataDir)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	return train, test, fmt.Sprintf("%s (%d training, %d test images)", o.dataDir, train.N, test.N), nil
+}
+
+// result is what one training run measured.
+type result struct {
+	mode       string
+	accuracy   float64
+	loss       float64
+	perIter    time.Duration
+	stats      []session.LinkStats
+	history    []Evaluation
+	trainLoss  []float64
+	iterations int
+}
+
+// trainOnce trains from scratch with the given mode ("secure" or
+// "plaintext") and returns what it measured.
+func trainOnce(ctx context.Context, o options, mode string, train, test *mnist.Dataset, progress *progress) (*result, error) {
+	modelOwner, dataOwners, err := newPlayers(o, train, test)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		for _, d := range dataOwners {
+			d.Close()
+		}
+	}()
+
+	step := func(ctx context.Context) error { return plainIteration(ctx, modelOwner, dataOwners) }
+	var agg aggregation
+	if mode == "secure" {
+		g, iteration, err := buildGraph(modelOwner, dataOwners)
+		if err != nil {
+			return nil, err
+		}
+		if agg, err = newAggregation(o, g); err != nil {
+			return nil, err
+		}
+		defer agg.Close()
+		step = func(ctx context.Context) error { return agg.Run(ctx, iteration) }
+	}
+
+	progress.start(mode, o.iterations)
+	start := time.Now()
+	for i := range o.iterations {
+		if err := step(ctx); err != nil {
+			return nil, fmt.Errorf("%s training, iteration %d: %w", mode, i, err)
+		}
+		progress.update(i+1, modelOwner.History())
+	}
+	elapsed := time.Since(start)
+	progress.done()
+
+	r := &result{mode: mode, perIter: elapsed / time.Duration(o.iterations), iterations: o.iterations}
+	r.loss, r.accuracy = modelOwner.Evaluate()
+	r.history = append(modelOwner.History(), Evaluation{Iteration: o.iterations, Loss: r.loss, Accuracy: r.accuracy})
+	r.trainLoss = meanTrainingLoss(dataOwners)
+	if agg != nil {
+		r.stats = agg.Stats()
+	}
+	return r, nil
+}
+
+// train runs the example as the options say and prints the summary.
+func train(ctx context.Context, o options, stdout, stderr io.Writer) error {
+	trainSet, testSet, source, err := loadData(o)
+	if err != nil {
+		return err
+	}
+	if o.config != "" {
+		return trainRemote(ctx, o, trainSet, testSet, stdout, stderr)
+	}
+	fmt.Fprintf(stdout, "data: %s, split over %d data owners\n", source, o.dataOwners)
+	prog := newProgress(stderr, o.quiet)
+
+	mode := "secure"
+	if o.plaintext {
+		mode = "plaintext"
+	}
+	r, err := trainOnce(ctx, o, mode, trainSet, testSet, prog)
+	if err != nil {
+		return err
+	}
+	printSummary(stdout, r, o.iterations)
+	results := []*result{r}
+	if o.compare {
+		p, err := trainOnce(ctx, o, "plaintext", trainSet, testSet, prog)
+		if err != nil {
+			return err
+		}
+		printSummary(stdout, p, o.iterations)
+		printComparison(stdout, r, p)
+		results = append(results, p)
+	}
+	if o.plot != "" {
+		if err := writePlot(o.plot, results[0].trainLoss, results[0].history); err != nil {
+			return fmt.Errorf("writing the plot: %w", err)
+		}
+		fmt.Fprintf(stdout, "training curve written to %s\n", o.plot)
+	}
+	return nil
+}
+
+func printSummary(w io.Writer, r *result, iterations int) {
+	fmt.Fprintf(w, "\n%s training: %d iterations, %v per iteration\n", r.mode, iterations, r.perIter.Round(time.Microsecond))
+	fmt.Fprintf(w, "  test accuracy %.4f, test loss %.4f\n", r.accuracy, r.loss)
+	if len(r.stats) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "  bytes sent per iteration, by link:\n")
+	stats := append([]session.LinkStats(nil), r.stats...)
+	sort.SliceStable(stats, func(i, j int) bool { return stats[i].Bytes > stats[j].Bytes })
+	var total uint64
+	for _, l := range stats {
+		total += l.Bytes
+		fmt.Fprintf(w, "    %-14s -> %-14s %10s  (%d messages)\n", l.From, l.To,
+			humanBytes(float64(l.Bytes)/float64(iterations)), l.Messages/uint64(iterations))
+	}
+	fmt.Fprintf(w, "    %-32s %10s\n", "total", humanBytes(float64(total)/float64(iterations)))
+}
+
+func printComparison(w io.Writer, secure, plain *result) {
+	fmt.Fprintf(w, "\ncost of secure aggregation (same seed, same data, one run):\n")
+	fmt.Fprintf(w, "  time per iteration: secure %v / plaintext %v = %.2f\n",
+		secure.perIter.Round(time.Microsecond), plain.perIter.Round(time.Microsecond),
+		float64(secure.perIter)/float64(plain.perIter))
+	fmt.Fprintf(w, "  test accuracy: secure %.4f, plaintext %.4f (difference %.2f percentage points)\n",
+		secure.accuracy, plain.accuracy, 100*math.Abs(secure.accuracy-plain.accuracy))
+}
+
+func humanBytes(b float64) string {
+	units := []string{"B", "kB", "MB", "GB"}
+	i := 0
+	for b >= 1000 && i < len(units)-1 {
+		b /= 1000
+		i++
+	}
+	if i == 0 {
+		return fmt.Sprintf("%.0f %s", b, units[i])
+	}
+	return strings.TrimSuffix(fmt.Sprintf("%.2f", b), ".00") + " " + units[i]
+}

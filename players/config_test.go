@@ -1,0 +1,284 @@
+package players
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+const tfeHostmap = `{
+  "model-owner": "127.0.0.1:4440",
+  "data-owner-0": "127.0.0.1:4441",
+  "data-owner-1": "127.0.0.1:4442",
+  "data-owner-2": "127.0.0.1:4443",
+  "server0": "127.0.0.1:4444",
+  "server1": "127.0.0.1:4445",
+  "server2": "127.0.0.1:4446"
+}`
+
+func TestParseConfigFlatHostmap(t *testing.T) {
+	c, err := ParseConfig([]byte(tfeHostmap), "hosts.json")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"data-owner-0", "data-owner-1", "data-owner-2", "model-owner", "server0", "server1", "server2"}, c.Names())
+	assert.Equal(t, 7, c.Len())
+	addr, err := c.Address("server1")
+	require.NoError(t, err)
+	assert.Equal(t, "127.0.0.1:4445", addr)
+	listen, err := c.ListenAddress("server1")
+	require.NoError(t, err)
+	assert.Equal(t, addr, listen)
+	assert.True(t, c.Has("model-owner"))
+	assert.False(t, c.Has("mallory"))
+	_, err = c.Address("mallory")
+	assert.ErrorIs(t, err, ErrUnknownPlayer)
+	assert.ErrorContains(t, err, `"mallory"`)
+	assert.Equal(t, DefaultConnectTimeout, c.ConnectTimeout())
+	assert.Equal(t, DefaultMessageTimeout, c.MessageTimeout())
+	assert.Equal(t, DefaultMaxMessageBytes, c.MaxMessageBytes())
+	assert.False(t, c.Insecure())
+	assert.Empty(t, c.CAFile())
+	assert.Equal(t, "hosts.json", c.File())
+
+	// Names returns a copy.
+	names := c.Names()
+	names[0] = "x"
+	assert.Equal(t, "data-owner-0", c.Names()[0])
+}
+
+func TestParseConfigExtended(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "conf", "hosts.json")
+	data := `{
+  "players": {
+    "server0": {"address": "10.0.0.1:4440", "listen": "0.0.0.0:4440", "cert": "own/s0.pem", "key": "/abs/s0-key.pem"},
+    "server1": "server1.example.com:4440",
+    "model-owner": {"address": "[::1]:4440"}
+  },
+  "cert_dir": "certs",
+  "connect_timeout": "5s",
+  "message_timeout": "2m",
+  "max_message_bytes": 1048576
+}`
+	c, err := ParseConfig([]byte(data), file)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"model-owner", "server0", "server1"}, c.Names())
+	assert.Equal(t, 5*time.Second, c.ConnectTimeout())
+	assert.Equal(t, 2*time.Minute, c.MessageTimeout())
+	assert.Equal(t, int64(1<<20), c.MaxMessageBytes())
+	assert.Equal(t, filepath.Join(dir, "conf", "certs", "ca.pem"), c.CAFile())
+
+	s0, err := c.Player("server0")
+	require.NoError(t, err)
+	assert.Equal(t, "10.0.0.1:4440", s0.Address)
+	assert.Equal(t, "0.0.0.0:4440", s0.Listen)
+	assert.Equal(t, filepath.Join(dir, "conf", "own", "s0.pem"), s0.Cert, "relative to the config file")
+	assert.Equal(t, "/abs/s0-key.pem", s0.Key)
+
+	s1, err := c.Player("server1")
+	require.NoError(t, err)
+	assert.Equal(t, filepath.Join(dir, "conf", "certs", "server1.pem"), s1.Cert, "from cert_dir")
+	assert.Equal(t, filepath.Join(dir, "conf", "certs", "server1-key.pem"), s1.Key)
+
+	specs := c.CertSpecs()
+	require.Len(t, specs, 3)
+	assert.Equal(t, CertSpec{Player: "model-owner", Hosts: []string{"::1"}}, specs[0])
+	assert.Equal(t, CertSpec{Player: "server0", Hosts: []string{"10.0.0.1"}}, specs[1], "unspecified listen host left out")
+	assert.Equal(t, CertSpec{Player: "server1", Hosts: []string{"server1.example.com"}}, specs[2])
+}
+
+func TestParseConfigErrors(t *testing.T) {
+	tests := []struct {
+		name     string
+		data     string
+		field    string
+		line     int
+		contains string
+	}{
+		{"empty", "  \n", "", 0, "empty file"},
+		{"not an object", `["a"]`, "", 1, "want a JSON object, got an array"},
+		{"malformed", "{\n  \"server0\": \"127.0.0.1:1\",\n  \"server1\" \"x\"\n}", "server1", 3, "malformed JSON"},
+		{"truncated", "{\n  \"server0\": \"127.0.0.1:1\",", "", 2, "unexpected end of input"},
+		{"trailing data", `{"server0": "127.0.0.1:1"} {}`, "", 1, "data after the top-level object"},
+		{"duplicate flat", "{\n  \"server0\": \"127.0.0.1:1\",\n  \"server0\": \"127.0.0.1:2\"\n}", "server0", 3, `duplicate key "server0" (first on line 2)`},
+		{"duplicate extended", "{\"players\": {\n \"a\": \"127.0.0.1:1\",\n \"a\": {\"address\": \"127.0.0.1:2\"}}}", "players.a", 3, "duplicate key"},
+		{"duplicate setting", "{\"players\": {\"a\": \"127.0.0.1:1\"},\n \"ca\": \"x\",\n \"ca\": \"y\"}", "ca", 3, "duplicate key"},
+		{"duplicate player field", "{\"players\": {\"a\": {\"address\": \"127.0.0.1:1\",\n \"address\": \"127.0.0.1:2\"}}}", "players.a.address", 2, "duplicate key"},
+		{"no players flat", `{}`, "players", 0, "no players"},
+		{"no players extended", `{"players": {}}`, "players", 1, "no players"},
+		{"flat non-string", "{\"server0\": \"127.0.0.1:1\",\n \"timeout\": 5}", "timeout", 2, "extended form"},
+		{"missing port", `{"server0": "127.0.0.1"}`, "players.server0.address", 1, "want \"host:port\""},
+		{"port range", `{"server0": "127.0.0.1:70000"}`, "players.server0.address", 1, "not a number from 1 to 65535"},
+		{"port zero", `{"server0": "127.0.0.1:0"}`, "players.server0.address", 1, "not a number from 1 to 65535"},
+		{"named port", `{"server0": "127.0.0.1:http"}`, "players.server0.address", 1, "not a number"},
+		{"empty host", `{"server0": ":4440"}`, "players.server0.address", 1, "empty host"},
+		{"unspecified host", `{"server0": "0.0.0.0:4440"}`, "players.server0.address", 1, "listen"},
+		{"bad hostname", `{"server0": "a b:4440"}`, "players.server0.address", 1, "not a valid hostname"},
+		{"empty address", `{"players": {"server0": {"listen": ":1"}}}`, "players.server0.address", 1, "missing address"},
+		{"same address", "{\n \"server0\": \"127.0.0.1:1\",\n \"server1\": \"127.0.0.1:1\"\n}", "players.server1.address", 3, `also the address of player "server0"`},
+		{"same address normalised", "{\"a\": \"Host.example:1\", \"b\": \"host.example:1\"}", "players.b.address", 1, "also the address"},
+		{"bad name", `{"Server0": "127.0.0.1:1"}`, "players.Server0", 1, "lowercase"},
+		{"bad name dash", `{"-x": "127.0.0.1:1"}`, "players.-x", 1, "lowercase"},
+		{"unknown field", "{\"players\": {\"a\": \"127.0.0.1:1\"},\n \"conect_timeout\": \"1s\"}", "conect_timeout", 2, "unknown field"},
+		{"unknown player field", `{"players": {"a": {"address": "127.0.0.1:1", "port": 3}}}`, "players.a.port", 1, "unknown field"},
+		{"player wrong type", `{"players": {"a": 3}}`, "players.a", 1, "got a number"},
+		{"bad duration", "{\"players\": {\"a\": \"127.0.0.1:1\"},\n \"connect_timeout\": \"soon\"}", "connect_timeout", 2, `bad duration "soon"`},
+		{"duration number", `{"players": {"a": "127.0.0.1:1"}, "message_timeout": 30}`, "message_timeout", 1, "duration string"},
+		{"negative duration", "{\"players\": {\"a\": \"127.0.0.1:1\"},\n \"message_timeout\": \"-1s\"}", "message_timeout", 2, "negative duration"},
+		{"negative size", `{"players": {"a": "127.0.0.1:1"}, "max_message_bytes": -1}`, "max_message_bytes", 1, "negative size"},
+		{"fractional size", `{"players": {"a": "127.0.0.1:1"}, "max_message_bytes": 1.5}`, "max_message_bytes", 1, "whole number"},
+		{"huge size", `{"players": {"a": "127.0.0.1:1"}, "max_message_bytes": 99999999999999}`, "max_message_bytes", 1, "above the limit"},
+		{"size string", `{"players": {"a": "127.0.0.1:1"}, "max_message_bytes": "1"}`, "max_message_bytes", 1, "whole number"},
+		{"insecure string", `{"players": {"a": "127.0.0.1:1"}, "insecure": "yes"}`, "insecure", 1, "true or false"},
+		{"insecure with ca", `{"players": {"a": "127.0.0.1:1"}, "insecure": true, "ca": "ca.pem"}`, "ca", 1, "choose one"},
+		{"cert without key", `{"players": {"a": {"address": "127.0.0.1:1", "cert": "a.pem"}}}`, "players.a.key", 1, "go together"},
+		{"clashing cert files", `{"players": {"ca": "127.0.0.1:1"}, "cert_dir": "certs"}`, "cert_dir", 1, `player "ca" and the CA`},
+		{"empty ca", `{"players": {"a": "127.0.0.1:1"}, "ca": ""}`, "ca", 1, "empty path"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseConfig([]byte(tt.data), "hosts.json")
+			require.Error(t, err)
+			assert.ErrorIs(t, err, ErrInvalidConfig)
+			var ce *ConfigError
+			require.ErrorAs(t, err, &ce)
+			assert.Equal(t, "hosts.json", ce.File)
+			assert.Equal(t, tt.field, ce.Field)
+			assert.Equal(t, tt.line, ce.Line, "line of %v", err)
+			assert.Contains(t, err.Error(), tt.contains)
+			assert.Contains(t, err.Error(), "hosts.json")
+		})
+	}
+}
+
+func TestConfigErrorFormat(t *testing.T) {
+	_, err := ParseConfig([]byte("{\n  \"server0\": \"127.0.0.1:99999\"\n}"), "conf/hosts.json")
+	require.Error(t, err)
+	assert.Equal(t, `players: conf/hosts.json:2:14: players.server0.address: address "127.0.0.1:99999": port "99999" is not a number from 1 to 65535`, err.Error())
+}
+
+func TestLoadConfig(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "hosts.json")
+	require.NoError(t, os.WriteFile(file, []byte(tfeHostmap), 0o644))
+	c, err := LoadConfig(file)
+	require.NoError(t, err)
+	assert.Equal(t, 7, c.Len())
+
+	_, err = LoadConfig(filepath.Join(dir, "missing.json"))
+	require.Error(t, err)
+	assert.ErrorIs(t, err, os.ErrNotExist)
+	assert.Contains(t, err.Error(), "missing.json")
+}
+
+func TestWithCertDirAndInsecure(t *testing.T) {
+	c, err := ParseConfig([]byte(tfeHostmap), "hosts.json")
+	require.NoError(t, err)
+	dir := t.TempDir()
+	cc, err := c.WithCertDir(dir)
+	require.NoError(t, err)
+	assert.Empty(t, c.CAFile(), "original unchanged")
+	assert.Equal(t, filepath.Join(dir, "ca.pem"), cc.CAFile())
+	p, err := cc.Player("server2")
+	require.NoError(t, err)
+	assert.Equal(t, filepath.Join(dir, "server2.pem"), p.Cert)
+	assert.Equal(t, filepath.Join(dir, "server2-key.pem"), p.Key)
+
+	_, err = c.WithCertDir("")
+	assert.ErrorIs(t, err, ErrInvalidConfig)
+
+	ic := c.WithInsecure(true)
+	assert.True(t, ic.Insecure())
+	assert.False(t, c.Insecure())
+	_, err = ic.WithCertDir(dir)
+	assert.ErrorContains(t, err, "insecure")
+}
+
+func TestNewConfig(t *testing.T) {
+	c, err := NewConfig(Spec{
+		Players:        map[string]PlayerSpec{"a": {Address: "127.0.0.1:1"}, "b": {Address: "127.0.0.1:2"}},
+		ConnectTimeout: Duration(time.Second),
+		CertDir:        "certs",
+	}, "/srv")
+	require.NoError(t, err)
+	assert.Equal(t, time.Second, c.ConnectTimeout())
+	assert.Equal(t, "/srv/certs/ca.pem", c.CAFile())
+
+	_, err = NewConfig(Spec{Players: map[string]PlayerSpec{"a": {Address: "x"}}}, "")
+	var ce *ConfigError
+	require.ErrorAs(t, err, &ce)
+	assert.Equal(t, "players.a.address", ce.Field)
+	assert.Contains(t, err.Error(), "players: config: players.a.address")
+}
+
+func TestFingerprint(t *testing.T) {
+	a, err := ParseConfig([]byte(`{"x": "127.0.0.1:1", "y": "127.0.0.1:2"}`), "a.json")
+	require.NoError(t, err)
+	b, err := ParseConfig([]byte(`{"y": "10.0.0.1:2", "x": "10.0.0.2:1"}`), "b.json")
+	require.NoError(t, err)
+	c, err := ParseConfig([]byte(`{"x": "127.0.0.1:1", "z": "127.0.0.1:2"}`), "c.json")
+	require.NoError(t, err)
+	assert.Equal(t, a.Fingerprint(), b.Fingerprint(), "addresses and order do not matter")
+	assert.NotEqual(t, a.Fingerprint(), c.Fingerprint())
+}
+
+func TestCheckName(t *testing.T) {
+	for _, ok := range []string{"server0", "data-owner-0", "model_owner", "a", "0"} {
+		assert.NoError(t, CheckName(ok), ok)
+	}
+	long := make([]byte, MaxNameLength+1)
+	for i := range long {
+		long[i] = 'a'
+	}
+	for _, bad := range []string{"", "Server0", "-a", "a-", "_a", "a.b", "a b", "ü", string(long)} {
+		assert.Error(t, CheckName(bad), bad)
+	}
+}
+
+func TestDurationText(t *testing.T) {
+	var d Duration
+	require.NoError(t, d.UnmarshalText([]byte("1m30s")))
+	assert.Equal(t, Duration(90*time.Second), d)
+	b, err := d.MarshalText()
+	require.NoError(t, err)
+	assert.Equal(t, "1m30s", string(b))
+	assert.Error(t, d.UnmarshalText([]byte("x")))
+}
+
+// FuzzParseConfig checks that no input makes the parser panic, and that
+// every accepted config is self-consistent.
+func FuzzParseConfig(f *testing.F) {
+	f.Add([]byte(tfeHostmap))
+	f.Add([]byte(`{"players": {"a": {"address": "127.0.0.1:1", "cert": "a.pem", "key": "k.pem"}}, "cert_dir": "c", "max_message_bytes": 5, "insecure": false, "connect_timeout": "1s"}`))
+	f.Add([]byte(`{"a": "127.0.0.1:1", "a": "127.0.0.1:2"}`))
+	f.Add([]byte(`{"players": "x"}`))
+	f.Add([]byte(`{"a": "[::1]:1"} trailing`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := ParseConfig(data, "fuzz.json")
+		if err != nil {
+			var ce *ConfigError
+			if !errors.As(err, &ce) {
+				t.Fatalf("error %v is not a *ConfigError", err)
+			}
+			return
+		}
+		if c.Len() == 0 {
+			t.Fatal("accepted a config without players")
+		}
+		for _, n := range c.Names() {
+			if err := CheckName(n); err != nil {
+				t.Fatalf("accepted bad name: %v", err)
+			}
+			if _, err := c.Address(n); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if c.MaxMessageBytes() <= 0 || c.ConnectTimeout() <= 0 || c.MessageTimeout() <= 0 {
+			t.Fatal("non-positive setting accepted")
+		}
+	})
+}

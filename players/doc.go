@@ -1,0 +1,64 @@
+// Package players names the parties of a computation, says where they run
+// and holds the TLS material that lets them recognise each other.
+//
+// # Host configuration
+//
+// Every host of a remote run reads the same JSON file. TF Encrypted's flat
+// hostmap is accepted as is:
+//
+//	{
+//	  "server0":      "10.0.0.1:4440",
+//	  "server1":      "10.0.0.2:4440",
+//	  "server2":      "10.0.0.3:4440",
+//	  "model-owner":  "10.0.0.4:4440",
+//	  "data-owner-0": "10.0.0.5:4440"
+//	}
+//
+// The extended form nests the players under "players" and adds settings;
+// a player is either an address string or an object:
+//
+//	{
+//	  "players": {
+//	    "server0": {"address": "10.0.0.1:4440", "listen": "0.0.0.0:4440",
+//	                "cert": "certs/server0.pem", "key": "certs/server0-key.pem"},
+//	    "server1": "10.0.0.2:4440"
+//	  },
+//	  "ca": "certs/ca.pem",
+//	  "cert_dir": "certs",
+//	  "connect_timeout": "30s",
+//	  "message_timeout": "60s",
+//	  "max_message_bytes": 268435456,
+//	  "insecure": false
+//	}
+//
+// Zero or absent settings take their defaults. Relative paths resolve
+// against the directory of the config file. With "cert_dir" (or
+// Config.WithCertDir, for a flat hostmap plus a --certs flag) the CA is
+// DIR/ca.pem and player NAME's certificate and key are DIR/NAME.pem and
+// DIR/NAME-key.pem, unless "ca", "cert" or "key" name other files.
+//
+// LoadConfig and ParseConfig check everything that can be checked without
+// knowing which player is reading: JSON syntax (with line and column),
+// duplicate and unknown keys, player names, addresses, durations and limits.
+// The one host that plays a given player then calls Config.LoadIdentity,
+// which reads and checks that player's certificate and key and the CA; the
+// other players' keys are not on that host.
+//
+// # Certificates
+//
+// A player's identity is carried in its certificate as exactly one URI SAN
+// shareflow://player/NAME. The certificate also carries NAME as a DNS SAN,
+// so that the standard TLS hostname check against the player name succeeds,
+// plus DNS or IP SANs for the host of the player's address, so that ordinary
+// hostname verification works as well. Certificates must allow both server
+// and client authentication, since every player is both. GenerateDevPKI
+// makes such a set for trying things out: an ECDSA P-256 CA and one
+// certificate per player.
+//
+// ServerTLS and ClientTLS (or the methods of Identity) build mutually
+// authenticated TLS 1.3 configurations: a client connecting to player P
+// refuses a server whose certificate does not name P, and a server accepts
+// only clients whose certificate, signed by the configured CA, names a
+// player of the config. Servers learn who is calling from the verified
+// certificate alone (PlayerFromCert).
+package players

@@ -1,0 +1,305 @@
+package players
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/big"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Validity defaults of GenerateDevPKI.
+const (
+	// DefaultCertValidity is how long a player certificate made by
+	// GenerateDevPKI stays valid.
+	DefaultCertValidity = 365 * 24 * time.Hour
+	// DevCAValidity is how long the CA made by GenerateDevPKI stays valid
+	// (at least as long as the player certificates).
+	DevCAValidity = 5 * 365 * 24 * time.Hour
+)
+
+// CertSpec asks GenerateDevPKI for one player's certificate.
+type CertSpec struct {
+	// Player is the player's name, carried as URI SAN
+	// shareflow://player/NAME and DNS SAN NAME.
+	Player string
+	// Hosts are the host names and IP addresses the player is reached at,
+	// carried as DNS and IP SANs.
+	Hosts []string
+}
+
+// CertSpecs returns one CertSpec per player of the config, with the host
+// of the player's address (and of its listen address, when that names a
+// specific host).
+func (c *Config) CertSpecs() []CertSpec {
+	out := make([]CertSpec, 0, len(c.names))
+	for _, p := range c.Players() {
+		var hosts []string
+		for _, addr := range []string{p.Address, p.Listen} {
+			host, _, err := net.SplitHostPort(addr)
+			if err != nil || host == "" {
+				continue
+			}
+			if ip, err := netip.ParseAddr(host); err == nil && ip.IsUnspecified() {
+				continue
+			}
+			if !slices.Contains(hosts, host) {
+				hosts = append(hosts, host)
+			}
+		}
+		out = append(out, CertSpec{Player: p.Name, Hosts: hosts})
+	}
+	return out
+}
+
+// DevPKIOptions tunes GenerateDevPKI. The zero value is ready to use.
+type DevPKIOptions struct {
+	// Force replaces existing files. Without it GenerateDevPKI refuses to
+	// overwrite anything, above all an existing CA.
+	Force bool
+	// Validity is how long player certificates stay valid; zero means
+	// DefaultCertValidity.
+	Validity time.Duration
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+}
+
+// DevPKI lists the files GenerateDevPKI wrote.
+type DevPKI struct {
+	// CACert and CAKey are the CA certificate and private key.
+	CACert, CAKey string
+	// Certs lists one certificate and key per player, in the order asked.
+	Certs []CertFilePair
+}
+
+// CertFilePair is the certificate and key file of one player.
+type CertFilePair struct {
+	Player, Cert, Key string
+}
+
+// GenerateDevPKI makes a certificate authority and one certificate per
+// player in dir, in the layout Config.WithCertDir expects: ca.pem,
+// ca-key.pem, NAME.pem and NAME-key.pem. Keys are ECDSA P-256 from
+// crypto/rand, written PKCS#8 with mode 0600; every file is written
+// atomically (temporary file, sync, rename). Unless opts.Force is set, it
+// refuses, before writing anything, if any of these files exists; the
+// error then wraps fs.ErrExist.
+//
+// The result is meant for development and tests: the CA key sits next to
+// the certificates. Production deployments should issue certificates from
+// their own CA with the same naming scheme (see the package doc).
+func GenerateDevPKI(dir string, specs []CertSpec, opts DevPKIOptions) (*DevPKI, error) {
+	if dir == "" {
+		return nil, errors.New("players: dev PKI: empty directory")
+	}
+	if len(specs) == 0 {
+		return nil, errors.New("players: dev PKI: no players")
+	}
+	seen := make(map[string]bool)
+	for _, s := range specs {
+		if err := CheckName(s.Player); err != nil {
+			return nil, fmt.Errorf("players: dev PKI: %w", err)
+		}
+		if seen[s.Player] {
+			return nil, fmt.Errorf("players: dev PKI: player %q listed twice", s.Player)
+		}
+		seen[s.Player] = true
+		for _, h := range s.Hosts {
+			if _, err := netip.ParseAddr(h); err != nil {
+				if err := checkHostname(h); err != nil {
+					return nil, fmt.Errorf("players: dev PKI: player %q: %w", s.Player, err)
+				}
+			}
+		}
+	}
+	names := make([]string, len(specs))
+	for i, s := range specs {
+		names[i] = s.Player
+	}
+	if err := certDirClash(names); err != nil {
+		return nil, fmt.Errorf("players: dev PKI: %w", err)
+	}
+	validity := opts.Validity
+	if validity == 0 {
+		validity = DefaultCertValidity
+	}
+	if validity < 0 {
+		return nil, fmt.Errorf("players: dev PKI: negative validity %s", validity)
+	}
+	now := time.Now
+	if opts.Now != nil {
+		now = opts.Now
+	}
+	t0 := now().Add(-time.Hour).UTC().Truncate(time.Second) // tolerate clock skew
+
+	out := &DevPKI{CACert: CAFile(dir), CAKey: CAKeyFile(dir)}
+	for _, s := range specs {
+		cert, key := CertFiles(dir, s.Player)
+		out.Certs = append(out.Certs, CertFilePair{Player: s.Player, Cert: cert, Key: key})
+	}
+	if !opts.Force {
+		files := []string{out.CACert, out.CAKey}
+		for _, c := range out.Certs {
+			files = append(files, c.Cert, c.Key)
+		}
+		for _, f := range files {
+			if _, err := os.Lstat(f); err == nil {
+				return nil, fmt.Errorf("players: dev PKI: refusing to overwrite %s: %w", f, fs.ErrExist)
+			} else if !errors.Is(err, fs.ErrNotExist) {
+				return nil, fmt.Errorf("players: dev PKI: %w", err)
+			}
+		}
+	}
+
+	// Make everything in memory first, then write.
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("players: dev PKI: CA key: %w", err)
+	}
+	caSerial, err := serial()
+	if err != nil {
+		return nil, err
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber:          caSerial,
+		Subject:               pkix.Name{CommonName: "shareflow development CA", Organization: []string{"shareflow (development only)"}},
+		NotBefore:             t0,
+		NotAfter:              t0.Add(max(DevCAValidity, validity+time.Hour)),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return nil, fmt.Errorf("players: dev PKI: CA certificate: %w", err)
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		return nil, fmt.Errorf("players: dev PKI: CA certificate: %w", err)
+	}
+	caKeyPEM, err := keyPEM(caKey)
+	if err != nil {
+		return nil, err
+	}
+	type file struct {
+		path string
+		data []byte
+		mode os.FileMode
+	}
+	files := []file{
+		{out.CACert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644},
+		{out.CAKey, caKeyPEM, 0o600},
+	}
+	for i, s := range specs {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, fmt.Errorf("players: dev PKI: key of %q: %w", s.Player, err)
+		}
+		sn, err := serial()
+		if err != nil {
+			return nil, err
+		}
+		tmpl := &x509.Certificate{
+			SerialNumber: sn,
+			Subject:      pkix.Name{CommonName: s.Player, Organization: []string{"shareflow (development only)"}},
+			NotBefore:    t0,
+			NotAfter:     t0.Add(validity),
+			KeyUsage:     x509.KeyUsageDigitalSignature,
+			ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+			DNSNames:     []string{s.Player},
+			URIs:         []*url.URL{PlayerURI(s.Player)},
+		}
+		for _, h := range s.Hosts {
+			if ip, err := netip.ParseAddr(h); err == nil {
+				nip := net.IP(ip.Unmap().AsSlice())
+				if !slices.ContainsFunc(tmpl.IPAddresses, nip.Equal) {
+					tmpl.IPAddresses = append(tmpl.IPAddresses, nip)
+				}
+				continue
+			}
+			h = strings.ToLower(strings.TrimSuffix(h, "."))
+			if !slices.Contains(tmpl.DNSNames, h) {
+				tmpl.DNSNames = append(tmpl.DNSNames, h)
+			}
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+		if err != nil {
+			return nil, fmt.Errorf("players: dev PKI: certificate of %q: %w", s.Player, err)
+		}
+		kp, err := keyPEM(key)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files,
+			file{out.Certs[i].Cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644},
+			file{out.Certs[i].Key, kp, 0o600})
+	}
+
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("players: dev PKI: %w", err)
+	}
+	for _, f := range files {
+		if err := writeAtomic(f.path, f.data, f.mode); err != nil {
+			return nil, fmt.Errorf("players: dev PKI: %w", err)
+		}
+	}
+	return out, nil
+}
+
+func serial() (*big.Int, error) {
+	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
+	if err != nil {
+		return nil, fmt.Errorf("players: dev PKI: serial number: %w", err)
+	}
+	return n.Add(n, big.NewInt(1)), nil // serials must be positive
+}
+
+func keyPEM(key *ecdsa.PrivateKey) ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("players: dev PKI: encoding key: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+// writeAtomic writes data to path through a temporary file in the same
+// directory, so readers see the old file or the whole new one.
+func writeAtomic(path string, data []byte, mode os.FileMode) (err error) {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if err := tmp.Chmod(mode); err != nil {
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}

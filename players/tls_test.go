@@ -1,0 +1,245 @@
+package players
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// handshake runs a TLS handshake between client and server configs over
+// loopback and returns both sides' errors and, on success, the player the
+// server saw. A client refused in TLS 1.3 learns it on its first read.
+func handshake(t *testing.T, client, server *tls.Config) (clientErr, serverErr error, seen string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	type result struct {
+		err  error
+		name string
+	}
+	done := make(chan result, 1)
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		tc := tls.Server(conn, server)
+		if err := tc.Handshake(); err != nil {
+			done <- result{err: err}
+			return
+		}
+		name, err := PlayerFromCert(tc.ConnectionState().VerifiedChains[0][0])
+		tc.Write([]byte("ok"))
+		done <- result{err: err, name: name}
+	}()
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	tc := tls.Client(conn, client)
+	clientErr = tc.Handshake()
+	if clientErr == nil {
+		buf := make([]byte, 2)
+		_, clientErr = tc.Read(buf)
+	}
+	r := <-done
+	return clientErr, r.err, r.name
+}
+
+func TestTLSMutualAuth(t *testing.T) {
+	c, _ := devPKI(t, threeHosts)
+	srv, err := ServerTLS(c, "server1")
+	require.NoError(t, err)
+	assert.Equal(t, uint16(tls.VersionTLS13), srv.MinVersion)
+	assert.Equal(t, tls.RequireAndVerifyClientCert, srv.ClientAuth)
+
+	cli, err := ClientTLS(c, "server0", "server1")
+	require.NoError(t, err)
+	assert.Equal(t, uint16(tls.VersionTLS13), cli.MinVersion)
+	cerr, serr, seen := handshake(t, cli, srv)
+	require.NoError(t, cerr)
+	require.NoError(t, serr)
+	assert.Equal(t, "server0", seen, "server learns the caller from its certificate")
+
+	_, err = ClientTLS(c, "server0", "mallory")
+	assert.ErrorIs(t, err, ErrUnknownPlayer)
+	_, err = ServerTLS(c, "mallory")
+	assert.ErrorIs(t, err, ErrUnknownPlayer)
+}
+
+func TestTLSClientRefusesWrongServer(t *testing.T) {
+	c, _ := devPKI(t, threeHosts)
+	srv, err := ServerTLS(c, "server1")
+	require.NoError(t, err)
+	// server0 means to reach server2 but the address answers as server1.
+	cli, err := ClientTLS(c, "server0", "server2")
+	require.NoError(t, err)
+	cerr, serr, _ := handshake(t, cli, srv)
+	require.Error(t, cerr)
+	assert.Contains(t, cerr.Error(), "server2")
+	assert.Error(t, serr)
+
+	// A certificate carrying the right DNS name but naming another player
+	// in its URI SAN is refused by the URI check.
+	id, err := c.LoadIdentity("server0")
+	require.NoError(t, err)
+	cfg, err := id.ClientTLS("server2")
+	require.NoError(t, err)
+	err = cfg.VerifyConnection(tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{readCert(t, c.players["server1"].Cert)}}})
+	assert.ErrorContains(t, err, `certificate names player "server1", want "server2"`)
+}
+
+func TestTLSServerRefusesClients(t *testing.T) {
+	c, dir := devPKI(t, threeHosts)
+	srv, err := ServerTLS(c, "server1")
+	require.NoError(t, err)
+	good, err := ClientTLS(c, "server0", "server1")
+	require.NoError(t, err)
+
+	caCert := readCert(t, CAFile(dir))
+	caKey := readKey(t, CAKeyFile(dir))
+
+	t.Run("no certificate", func(t *testing.T) {
+		cli := good.Clone()
+		cli.Certificates = nil
+		cerr, serr, _ := handshake(t, cli, srv)
+		assert.Error(t, cerr)
+		require.Error(t, serr)
+		assert.Contains(t, serr.Error(), "certificate")
+	})
+	t.Run("other CA", func(t *testing.T) {
+		other := filepath.Join(t.TempDir(), "other")
+		_, err := GenerateDevPKI(other, c.CertSpecs(), DevPKIOptions{})
+		require.NoError(t, err)
+		cert, key := CertFiles(other, "server0")
+		pair, err := tls.LoadX509KeyPair(cert, key)
+		require.NoError(t, err)
+		cli := good.Clone()
+		cli.Certificates = nil
+		cli.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &pair, nil }
+		cerr, serr, _ := handshake(t, cli, srv)
+		assert.Error(t, cerr)
+		require.Error(t, serr)
+		assert.Contains(t, serr.Error(), "unknown authority")
+	})
+	t.Run("player not in config", func(t *testing.T) {
+		pair := issue(t, caCert, caKey, "mallory", []*url.URL{PlayerURI("mallory")})
+		cli := good.Clone()
+		cli.Certificates = []tls.Certificate{pair}
+		cerr, serr, _ := handshake(t, cli, srv)
+		assert.Error(t, cerr)
+		require.Error(t, serr)
+		assert.Contains(t, serr.Error(), `"mallory", which is not in the config`)
+	})
+	t.Run("no player name", func(t *testing.T) {
+		pair := issue(t, caCert, caKey, "server0", nil)
+		cli := good.Clone()
+		cli.Certificates = []tls.Certificate{pair}
+		cerr, serr, _ := handshake(t, cli, srv)
+		assert.Error(t, cerr)
+		require.Error(t, serr)
+		assert.ErrorIs(t, serr, ErrNoPlayerName)
+	})
+	t.Run("itself", func(t *testing.T) {
+		cli, err := ClientTLS(c, "server1", "server1")
+		require.NoError(t, err)
+		cerr, serr, _ := handshake(t, cli, srv)
+		assert.Error(t, cerr)
+		require.Error(t, serr)
+		assert.Contains(t, serr.Error(), "this player itself")
+	})
+	t.Run("TLS 1.2", func(t *testing.T) {
+		cli := good.Clone()
+		cli.MinVersion, cli.MaxVersion = tls.VersionTLS12, tls.VersionTLS12
+		cerr, serr, _ := handshake(t, cli, srv)
+		assert.Error(t, cerr)
+		assert.Error(t, serr)
+	})
+}
+
+func TestPlayerFromCert(t *testing.T) {
+	mk := func(uris ...string) *x509.Certificate {
+		c := &x509.Certificate{Subject: pkix.Name{CommonName: "cn"}}
+		for _, s := range uris {
+			u, err := url.Parse(s)
+			require.NoError(t, err)
+			c.URIs = append(c.URIs, u)
+		}
+		return c
+	}
+	name, err := PlayerFromCert(mk("spiffe://x/y", "shareflow://player/server0"))
+	require.NoError(t, err)
+	assert.Equal(t, "server0", name)
+
+	_, err = PlayerFromCert(nil)
+	assert.ErrorIs(t, err, ErrNoPlayerName)
+	_, err = PlayerFromCert(mk())
+	assert.ErrorIs(t, err, ErrNoPlayerName)
+	_, err = PlayerFromCert(mk("spiffe://player/server0"))
+	assert.ErrorIs(t, err, ErrNoPlayerName)
+	for _, bad := range [][]string{
+		{"shareflow://player/server0", "shareflow://player/server1"},
+		{"shareflow://other/server0"},
+		{"shareflow://player/Server0"},
+		{"shareflow://player/a/b"},
+		{"shareflow://player/server0?x=1"},
+		{"shareflow://u@player/server0"},
+		{"shareflow://player/"},
+	} {
+		_, err := PlayerFromCert(mk(bad...))
+		assert.Error(t, err, bad)
+	}
+	assert.Equal(t, "shareflow://player/data-owner-0", PlayerURI("data-owner-0").String())
+}
+
+func readKey(t *testing.T, file string) *ecdsa.PrivateKey {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	require.NoError(t, err)
+	block, _ := pem.Decode(data)
+	require.NotNil(t, block)
+	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	require.NoError(t, err)
+	return k.(*ecdsa.PrivateKey)
+}
+
+// issue signs a client certificate with the given CA, for tests that need
+// certificates GenerateDevPKI would not make.
+func issue(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, cn string, uris []*url.URL) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: cn},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
+		DNSNames:     []string{cn},
+		URIs:         uris,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	require.NoError(t, err)
+	leaf, err := x509.ParseCertificate(der)
+	require.NoError(t, err)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
+}

@@ -1,0 +1,59 @@
+package session
+
+// maxFree bounds the free buffers a pool keeps of one size, so that a
+// player that receives more buffers than it reuses (a server receiving
+// payloads it never sends back out) does not hoard them.
+const maxFree = 8
+
+// pool recycles one player's buffers from one iteration to the next, so
+// that a long run does not allocate (and zero) tens of megabytes per
+// iteration. Buffers are kept by exact length: a plan asks for the same
+// sizes every iteration. A pool belongs to one player and is used by one
+// goroutine at a time; it is not safe for concurrent use.
+type pool struct {
+	words map[int][][]uint64
+	bytes map[int][][]byte
+}
+
+func newPool() *pool {
+	return &pool{words: map[int][][]uint64{}, bytes: map[int][][]byte{}}
+}
+
+// uint64s returns a buffer of n words with unspecified contents.
+func (p *pool) uint64s(n int) []uint64 {
+	if free := p.words[n]; len(free) > 0 {
+		b := free[len(free)-1]
+		p.words[n] = free[:len(free)-1]
+		return b
+	}
+	return make([]uint64, n)
+}
+
+func (p *pool) putUint64s(b []uint64) {
+	if cap(b) == 0 {
+		return
+	}
+	b = b[:cap(b)]
+	if len(p.words[len(b)]) < maxFree {
+		p.words[len(b)] = append(p.words[len(b)], b)
+	}
+}
+
+// byteBuf returns an empty buffer with capacity for n bytes.
+func (p *pool) byteBuf(n int) []byte {
+	if free := p.bytes[n]; len(free) > 0 {
+		b := free[len(free)-1]
+		p.bytes[n] = free[:len(free)-1]
+		return b[:0]
+	}
+	return make([]byte, 0, n)
+}
+
+func (p *pool) putBytes(b []byte) {
+	if cap(b) == 0 {
+		return
+	}
+	if len(p.bytes[cap(b)]) < maxFree {
+		p.bytes[cap(b)] = append(p.bytes[cap(b)], b[:0])
+	}
+}

@@ -1,0 +1,60 @@
+// Package grpctransport carries the messages of players on separate hosts
+// over gRPC with mutual TLS 1.3. It implements transport.Transport for one
+// player.
+//
+// Every player runs a Transport:
+//
+//	cfg, err := players.LoadConfig("hosts.json")
+//	...
+//	t, err := grpctransport.New(cfg, "server0", grpctransport.Options{Logger: log})
+//	...
+//	defer t.Close()
+//	for _, w := range t.Warnings() {
+//		fmt.Fprintln(os.Stderr, w) // the insecure-mode warning, if any
+//	}
+//	if err := t.Connect(ctx); err != nil {
+//		return err // names each player that did not answer, and its address
+//	}
+//	err = t.Send(ctx, "server1", key, payload)
+//	msg, err := t.Recv(ctx, "server1", key)
+//
+// New starts the player's gRPC server at once, so players may start in any
+// order; Connect dials every peer, retrying with backoff until the config's
+// connect_timeout, and greets it (Hello) to check its identity and that
+// both run with the same player list.
+//
+// # Identity
+//
+// A server learns who calls from the caller's verified client certificate
+// (players.PlayerFromCert), never from anything the caller says; the name
+// the client also states in the "shareflow-player" metadata header must
+// agree, or the call is refused with an error naming both. A client
+// refuses a server whose certificate does not name the player it meant to
+// reach. In insecure mode (config "insecure": true) there is no TLS, the
+// header is all there is, and New logs InsecureWarning, which Warnings
+// also returns for commands to print.
+//
+// # Wire
+//
+// There is no .proto file: the service is described by hand and every gRPC
+// message is a google.protobuf.BytesValue holding a Hello or a Frame, two
+// small little-endian encodings documented on their types. A message
+// travels on the sender's one long-lived stream to the receiver as frames
+// of at most MaxChunkBytes (Options.ChunkBytes); the receiver checks each
+// frame, refuses a message announcing more than the config's
+// max_message_bytes before allocating anything, reassembles and hands it
+// to its transport.Mailbox. The receiving side drains its streams without
+// waiting for Recv, so gRPC flow control only ever waits on the network,
+// and senders cannot deadlock with receivers.
+//
+// # Failure
+//
+// When a peer closes its transport or its connection breaks, receives of
+// its messages that have not arrived fail promptly with ErrPeerClosed or
+// ErrPeerLost naming the peer (transport.Mailbox.FailFrom); messages that
+// did arrive are still handed out. Sends to it fail the same way. A peer
+// that refuses what it was sent (say, a message over its limit) fails the
+// link with ErrRejected carrying its reason. Close lets peers take the
+// messages already sent, then stops the server and every connection and
+// waits for the transport's goroutines to end.
+package grpctransport
