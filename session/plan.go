@@ -296,6 +296,12 @@ type Options struct {
 	// Rand is the source of every seed. Nil means crypto/rand.Reader. Only
 	// tests should set it, to a seeded reader.
 	Rand io.Reader
+	// Players lists every player of a remote session's network. Before
+	// the first iteration of an op all of them exchange fingerprints,
+	// including players with no step in the plan, which therefore stay
+	// until everyone has connected. Empty means the plan's players. Local
+	// sessions ignore it.
+	Players []string
 	// PrivateDivision keeps a division that feeds an output inside the
 	// protocol (multiply by 1/d and truncate) instead of revealing the
 	// dividend and dividing on the output player.

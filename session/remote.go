@@ -83,16 +83,16 @@ func (s *Remote) Run(ctx context.Context, op *graph.Op) error {
 	if err != nil {
 		return err
 	}
-	if !slices.Contains(plan.players, s.self) {
-		return nil
-	}
-	t := &counting{Transport: s.t, self: s.self, c: s.stats, recv: true}
 	if !s.hello[op] {
-		if err := s.handshake(ctx, t, plan, len(s.hello)); err != nil {
+		if err := s.handshake(ctx, s.t, plan, len(s.hello)); err != nil { // not counted: no tensor moves
 			return err
 		}
 		s.hello[op] = true
 	}
+	if !slices.Contains(plan.players, s.self) {
+		return nil // no part in this plan, like the crypto producer in aggregation
+	}
+	t := &counting{Transport: s.t, self: s.self, c: s.stats, recv: true}
 	iter := s.iter
 	s.iter++
 	s.log.Debug("iteration start", "iteration", iter)
@@ -111,13 +111,22 @@ func (s *Remote) Run(ctx context.Context, op *graph.Op) error {
 // session id, since the handshake is where ids are compared.
 const helloSession = "shareflow/hello/v1"
 
-// handshake sends every other player of plan this player's session id and
-// plan fingerprint, and checks theirs.
+// handshake sends every other player this player's session id and plan
+// fingerprint, and checks theirs. Every player of Options.Players takes
+// part, even one with no step in the plan, so that no player leaves before
+// all have connected.
 func (s *Remote) handshake(ctx context.Context, t transport.Transport, plan *Plan, ordinal int) error {
 	key := transport.Key{Session: helloSession, Iteration: uint64(ordinal)}
 	mine := hello{Session: s.opts.SessionID, Fingerprint: plan.Fingerprint()}
 	msg := mine.marshal()
-	for _, p := range plan.players {
+	peers := s.opts.Players
+	if len(peers) == 0 {
+		peers = plan.players
+	}
+	if !slices.Contains(peers, s.self) {
+		return fmt.Errorf("session: player %q is not among the players %v", s.self, peers)
+	}
+	for _, p := range peers {
 		if p == s.self {
 			continue
 		}
@@ -125,27 +134,34 @@ func (s *Remote) handshake(ctx context.Context, t transport.Transport, plan *Pla
 			return fmt.Errorf("session: handshake with %q: %w", p, err)
 		}
 	}
-	for _, p := range plan.players {
+	// Read every peer's hello before judging, so that a mismatch is
+	// reported even when another peer already gave up and left.
+	var mismatches, failures []error
+	for _, p := range peers {
 		if p == s.self {
 			continue
 		}
 		b, err := t.Recv(ctx, p, key)
 		if err != nil {
-			return fmt.Errorf("session: handshake with %q: %w", p, err)
+			failures = append(failures, fmt.Errorf("session: handshake with %q: %w", p, err))
+			continue
 		}
 		var theirs hello
 		if err := theirs.unmarshal(b); err != nil {
-			return fmt.Errorf("session: handshake from %q: %w", p, err)
+			failures = append(failures, fmt.Errorf("session: handshake from %q: %w", p, err))
+			continue
 		}
 		if theirs.Session != mine.Session {
-			return fmt.Errorf("%w: player %q is in session %q, %q is in %q", ErrMismatch, p, theirs.Session, s.self, mine.Session)
-		}
-		if theirs.Fingerprint != mine.Fingerprint {
-			return fmt.Errorf("%w: player %q compiled plan %.16s…, %q compiled %.16s…: the hosts run different programs or options",
-				ErrMismatch, p, theirs.Fingerprint, s.self, mine.Fingerprint)
+			mismatches = append(mismatches, fmt.Errorf("%w: player %q is in session %q, %q is in %q", ErrMismatch, p, theirs.Session, s.self, mine.Session))
+		} else if theirs.Fingerprint != mine.Fingerprint {
+			mismatches = append(mismatches, fmt.Errorf("%w: player %q compiled plan %.16s…, %q compiled %.16s…: the hosts run different programs or options",
+				ErrMismatch, p, theirs.Fingerprint, s.self, mine.Fingerprint))
 		}
 	}
-	return nil
+	if len(mismatches) > 0 {
+		return errors.Join(mismatches...)
+	}
+	return errors.Join(failures...)
 }
 
 // Stats returns the messages and bytes this player sent and received on

@@ -128,6 +128,7 @@ func trainRemote(ctx context.Context, o options, trainSet, testSet *mnist.Datase
 	}
 	opts := sessionOptions(o)
 	opts.SessionID = o.sessionID
+	opts.Players = cfg.Names()
 	s, err := session.NewRemote(g, o.player, t, opts)
 	if err != nil {
 		t.Close()

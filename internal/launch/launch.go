@@ -136,7 +136,11 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 // Build compiles the Go package in dir into a binary in tmp and returns its
 // path, so that every player runs one build instead of compiling it again.
 func Build(ctx context.Context, dir, tmp string) (string, error) {
-	bin := filepath.Join(tmp, filepath.Base(filepath.Clean(dir)))
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("launch: %w", err)
+	}
+	bin := filepath.Join(tmp, filepath.Base(abs))
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
 	cmd.Dir = dir
 	if out, err := cmd.CombinedOutput(); err != nil {
