@@ -103,7 +103,7 @@ func (b *base) poolFor(player string) *pool {
 
 // runPlayer executes player's steps of plan for one iteration. pool is
 // the player's own; no other goroutine uses it meanwhile.
-func (b *base) runPlayer(ctx context.Context, plan *Plan, player string, t transport.Transport, iter uint64, pool *pool) error {
+func (b *base) runPlayer(ctx context.Context, plan *Plan, player string, t *counting, iter uint64, pool *pool) error {
 	r := &runner{
 		player: player, proto: b.proto, t: t, rng: b.rng,
 		session: b.opts.SessionID, iter: iter,

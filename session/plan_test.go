@@ -1,6 +1,7 @@
 package session
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"os"
@@ -110,10 +111,15 @@ func FuzzPublicTensorUnmarshal(f *testing.F) {
 	b, _ := (&publicTensor{Shape: graph.Shape{2}, Data: []float64{1, 2}}).MarshalBinary()
 	f.Add(b)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var p publicTensor
-		if p.UnmarshalBinary(data) != nil {
+		var p, q publicTensor
+		err := p.UnmarshalBinary(data)
+		errInPlace := q.decodeInPlace(bytes.Clone(data))
+		require.Equal(t, err == nil, errInPlace == nil, "both decoders agree on validity")
+		if err != nil {
 			return
 		}
+		assert.Equal(t, p.Shape, q.Shape)
+		assert.Equal(t, len(p.Data), len(q.Data))
 		out, err := p.MarshalBinary()
 		require.NoError(t, err)
 		assert.Equal(t, data, out)

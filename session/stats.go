@@ -72,6 +72,23 @@ func (t *counting) Send(ctx context.Context, to string, key transport.Key, paylo
 	return nil
 }
 
+// SendOwned hands payload over when the transport can take it, and
+// copies it otherwise.
+func (t *counting) SendOwned(ctx context.Context, to string, key transport.Key, payload []byte) error {
+	n := len(payload)
+	var err error
+	if m, ok := t.Transport.(transport.Mover); ok {
+		err = m.SendOwned(ctx, to, key, payload)
+	} else {
+		err = t.Transport.Send(ctx, to, key, payload)
+	}
+	if err != nil {
+		return err
+	}
+	t.c.add(Link{t.self, to}, n)
+	return nil
+}
+
 func (t *counting) Recv(ctx context.Context, from string, key transport.Key) ([]byte, error) {
 	b, err := t.Transport.Recv(ctx, from, key)
 	if err == nil && t.recv {

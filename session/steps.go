@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/shareflow/shareflow/graph"
+	"github.com/shareflow/shareflow/internal/le"
 	"github.com/shareflow/shareflow/ops"
 	"github.com/shareflow/shareflow/protocol/pond"
 	"github.com/shareflow/shareflow/session/transport"
@@ -26,7 +28,7 @@ type step interface {
 type runner struct {
 	player  string
 	proto   *pond.Protocol
-	t       transport.Transport
+	t       *counting
 	rng     io.Reader
 	session string
 	iter    uint64
@@ -63,15 +65,17 @@ func (r *runner) domain(ref graph.Ref) pond.Domain {
 	return pond.Domain{Session: r.session, Iteration: r.iter, Tensor: uint64(ref.Node.ID())<<16 | uint64(ref.Index)}
 }
 
-// send encodes m into a pooled buffer of about size bytes and sends it.
+// send encodes m into a pooled buffer of about size bytes and hands the
+// buffer over with the message: the receiver owns it from then on.
 func (r *runner) send(ctx context.Context, to string, edge uint64, size int, m appender) error {
 	b, err := m.AppendBinary(r.pool.byteBuf(size))
 	if err != nil {
 		return err
 	}
-	err = r.sendBytes(ctx, to, edge, b)
-	r.pool.putBytes(b)
-	return err
+	if err := r.t.SendOwned(ctx, to, r.key(edge), b); err != nil {
+		return fmt.Errorf("sending to %q: %w", to, err)
+	}
+	return nil
 }
 
 func (r *runner) sendBytes(ctx context.Context, to string, edge uint64, b []byte) error {
@@ -195,22 +199,66 @@ func (s *shareStep) String() string {
 func (s *shareStep) exec(ctx context.Context, r *runner) error {
 	x := r.public[s.ref]
 	delete(r.public, s.ref) // the plaintext goes no further
-	enc := r.shareBuf(len(x))
-	defer r.pool.putUint64s(enc)
-	if err := r.proto.Encode(enc, x); err != nil {
+	// The masked share is computed straight into the message when the
+	// machine's byte order allows, saving a copy of the whole tensor.
+	b, masked := r.shareMessage(len(x))
+	seed, err := r.proto.EncodeAndShare(r.rng, r.domain(s.ref), masked, x)
+	if err != nil {
+		r.pool.putBytes(b)
 		return fmt.Errorf("private input %s: %w", s.ref, err)
 	}
-	masked := r.shareBuf(len(x))
-	defer r.pool.putUint64s(masked)
-	seed, err := r.proto.ShareInput(r.rng, r.domain(s.ref), masked, enc)
-	clear(enc) // the plaintext encoding does not outlive the step
-	if err != nil {
-		return fmt.Errorf("private input %s: %w", s.ref, err)
+	if b == nil {
+		b = r.pool.byteBuf(8 + 8*len(masked))
+		b, _ = masked.AppendBinary(b)
+		r.pool.putUint64s(masked)
 	}
 	if err := r.send(ctx, s.seedTo, s.seedEdge, pond.SeedSize, seed); err != nil {
 		return err
 	}
-	return r.send(ctx, s.maskedTo, s.maskedEdge, 8+8*len(masked), masked)
+	if err := r.t.SendOwned(ctx, s.maskedTo, r.key(s.maskedEdge), b); err != nil {
+		return fmt.Errorf("sending to %q: %w", s.maskedTo, err)
+	}
+	return nil
+}
+
+// shareMessage returns a wire buffer holding a pond.Share of n elements
+// and the share's words inside it, to be filled in place. Where the byte
+// order does not allow it, b is nil and the share is a pooled buffer to
+// encode afterwards.
+func (r *runner) shareMessage(n int) (b []byte, words pond.Share) {
+	b = r.pool.byteBuf(8 + 8*n)[:8+8*n]
+	binary.LittleEndian.PutUint64(b, uint64(n))
+	if w, ok := le.Words(b[8:]); ok {
+		return b, w
+	}
+	r.pool.putBytes(b)
+	return nil, r.shareBuf(n)
+}
+
+// recvShare receives a pond.Share of want elements. Where the byte order
+// allows, the share is a view of the message itself, which the runner owns:
+// no copy.
+func (r *runner) recvShare(ctx context.Context, from string, edge uint64, want int) (pond.Share, error) {
+	b, err := r.t.Recv(ctx, from, r.key(edge))
+	if err != nil {
+		return nil, fmt.Errorf("receiving from %q: %w", from, err)
+	}
+	if len(b) == 8+8*want && binary.LittleEndian.Uint64(b) == uint64(want) {
+		if w, ok := le.Words(b[8:]); ok {
+			return w, nil
+		}
+	}
+	share := r.shareBuf(want)[:0]
+	err = share.UnmarshalBinary(b)
+	r.pool.putBytes(b)
+	if err == nil && len(share) != want {
+		err = fmt.Errorf("share has %d elements, want %d", len(share), want)
+	}
+	if err != nil {
+		r.pool.putUint64s(share)
+		return nil, fmt.Errorf("message from %q (edge %d): %w", from, edge, err)
+	}
+	return share, nil
 }
 
 // recvSeedStep receives an input's seed on a server and expands its share.
@@ -247,15 +295,9 @@ func (s *recvMaskedStep) String() string {
 }
 
 func (s *recvMaskedStep) exec(ctx context.Context, r *runner) error {
-	want := s.ref.Shape().Size()
-	share := r.shareBuf(want)[:0]
-	err := r.recv(ctx, s.from, s.edge, &share)
-	if err == nil && len(share) != want {
-		err = fmt.Errorf("masked %s from %q has %d elements, want %d", s.ref, s.from, len(share), want)
-	}
+	share, err := r.recvShare(ctx, s.from, s.edge, s.ref.Shape().Size())
 	if err != nil {
-		r.pool.putUint64s(share)
-		return err
+		return fmt.Errorf("masked %s: %w", s.ref, err)
 	}
 	r.shares[s.ref] = share
 	return nil
@@ -396,21 +438,21 @@ func (s *revealStep) exec(ctx context.Context, r *runner) error {
 	values := make([]*tensor.Dense, len(s.targets))
 	for i, t := range s.targets {
 		n := t.ref.Shape().Size()
-		s0, s1 := r.shareBuf(n)[:0], r.shareBuf(n)[:0]
-		err := r.recv(ctx, s.servers[0], s.edges[i][0], &s0)
-		if err == nil {
-			err = r.recv(ctx, s.servers[1], s.edges[i][1], &s1)
+		s0, err := r.recvShare(ctx, s.servers[0], s.edges[i][0], n)
+		if err != nil {
+			return fmt.Errorf("share of %s: %w", t.ref, err)
+		}
+		s1, err := r.recvShare(ctx, s.servers[1], s.edges[i][1], n)
+		if err != nil {
+			r.pool.putUint64s(s0)
+			return fmt.Errorf("share of %s: %w", t.ref, err)
 		}
 		out := make([]float64, n)
-		if err == nil {
-			if err = r.proto.Reveal(out, s0, s1); err != nil {
-				err = fmt.Errorf("%s: %w", t.ref, err)
-			}
-		}
+		err = r.proto.Reveal(out, s0, s1)
 		r.pool.putUint64s(s0)
 		r.pool.putUint64s(s1)
 		if err != nil {
-			return err
+			return fmt.Errorf("%s: %w", t.ref, err)
 		}
 		if t.divisor != 0 {
 			for j := range out {
@@ -465,9 +507,13 @@ func (s *recvPublicStep) String() string {
 }
 
 func (s *recvPublicStep) exec(ctx context.Context, r *runner) error {
+	b, err := r.t.Recv(ctx, s.from, r.key(s.edge))
+	if err != nil {
+		return fmt.Errorf("receiving from %q: %w", s.from, err)
+	}
 	var t publicTensor
-	if err := r.recv(ctx, s.from, s.edge, &t); err != nil {
-		return err
+	if err := t.decodeInPlace(b); err != nil { // b is ours to give up
+		return fmt.Errorf("message from %q (edge %d): %w", s.from, s.edge, err)
 	}
 	if !t.Shape.Equal(s.ref.Shape()) {
 		return fmt.Errorf("public %s from %q has shape %v, want %v", s.ref, s.from, t.Shape, s.ref.Shape())

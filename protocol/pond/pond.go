@@ -49,6 +49,31 @@ func (p *Protocol) ShareInput(rng io.Reader, d Domain, masked Share, x []uint64)
 	return seed, nil
 }
 
+// EncodeAndShare is Encode followed by ShareInput in one pass, without
+// the intermediate encoding: it draws a seed, sets masked to
+// encode(x) − r and returns the seed. It refuses bad elements as Encode
+// does, with a *RangeError.
+func (p *Protocol) EncodeAndShare(rng io.Reader, d Domain, masked Share, x []float64) (Seed, error) {
+	if len(masked) != len(x) {
+		panic(fmt.Sprintf("pond: EncodeAndShare: masked has %d elements, x has %d", len(masked), len(x)))
+	}
+	seed, err := NewSeed(rng)
+	if err != nil {
+		return seed, err
+	}
+	d.Purpose = PurposeInput
+	Expand(masked, seed, d)
+	scale, bound := p.scale, p.bound
+	for i, v := range x {
+		if !(math.Abs(v) < bound) {
+			clear(masked)
+			return Seed{}, &RangeError{Index: i, Value: v, Bound: bound}
+		}
+		masked[i] = uint64(int64(math.RoundToEven(v*scale))) - masked[i]
+	}
+	return seed, nil
+}
+
 // SeedShare is the step of the server that received an input's seed: it
 // sets dst to its share, the mask stream of seed in domain d.
 func SeedShare(dst Share, seed Seed, d Domain) {

@@ -93,6 +93,19 @@ func TestShareInputAndReveal(t *testing.T) {
 		assert.InDelta(t, x[i], got[i], p.Config().Resolution()/2)
 	}
 
+	fused := make(Share, len(x))
+	seed2, err := p.EncodeAndShare(rand.Reader, d, fused, x)
+	require.NoError(t, err)
+	SeedShare(seeded, seed2, d)
+	require.NoError(t, p.Reveal(got, seeded, fused))
+	for i := range x {
+		assert.InDelta(t, x[i], got[i], p.Config().Resolution()/2, "EncodeAndShare")
+	}
+	_, err = p.EncodeAndShare(rand.Reader, d, fused, []float64{1, 2, 3, 4, 5, math.NaN()})
+	var re *RangeError
+	require.ErrorAs(t, err, &re)
+	assert.Equal(t, 5, re.Index)
+
 	other := make(Share, len(x))
 	SeedShare(other, seed, Domain{Session: "s", Iteration: 4, Tensor: 9})
 	assert.NotEqual(t, seeded, other, "another iteration draws another stream from the same seed")

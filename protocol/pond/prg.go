@@ -7,6 +7,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+
+	"github.com/shareflow/shareflow/internal/le"
 )
 
 // SeedSize is the size of a seed in bytes.
@@ -75,6 +77,11 @@ func Expand(dst []uint64, seed Seed, d Domain) {
 	}
 	var iv [aes.BlockSize]byte
 	stream := cipher.NewCTR(block, iv[:])
+	if b, ok := le.Bytes(dst); ok {
+		clear(b)
+		stream.XORKeyStream(b, b) // the keystream, written in place
+		return
+	}
 	var buf [4096]byte
 	for len(dst) > 0 {
 		n := min(len(dst), len(buf)/8)

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+
+	"github.com/shareflow/shareflow/internal/le"
 )
 
 // Share is one server's additive share of a private tensor, flattened:
@@ -19,12 +21,10 @@ var ErrWire = errors.New("pond: malformed message")
 // AppendBinary appends the encoding of s to b.
 func (s Share) AppendBinary(b []byte) ([]byte, error) {
 	b = binary.LittleEndian.AppendUint64(b, uint64(len(s)))
-	b = slices.Grow(b, 8*len(s))
-	out := b[len(b) : len(b)+8*len(s)]
-	for i, v := range s {
-		binary.LittleEndian.PutUint64(out[8*i:], v)
-	}
-	return b[:len(b)+8*len(s)], nil
+	n := len(b)
+	b = slices.Grow(b, 8*len(s))[:n+8*len(s)]
+	le.PutUint64s(b[n:], s)
+	return b, nil
 }
 
 // MarshalBinary encodes s.
@@ -59,9 +59,7 @@ func (s *Share) decode(data []byte) ([]byte, error) {
 	} else {
 		*s = make(Share, n)
 	}
-	for i := range *s {
-		(*s)[i] = binary.LittleEndian.Uint64(data[8*i:])
-	}
+	le.Uint64s(*s, data)
 	return data[8*n:], nil
 }
 

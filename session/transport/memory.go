@@ -68,6 +68,21 @@ func (e *MemoryEndpoint) Send(ctx context.Context, to string, key Key, payload [
 	return box.Deliver(e.self, key, slices.Clone(payload))
 }
 
+// SendOwned hands payload over to player to without copying it; the
+// caller must not use payload afterwards.
+func (e *MemoryEndpoint) SendOwned(ctx context.Context, to string, key Key, payload []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	box, ok := e.net.mailbox(to)
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrUnknownPlayer, to)
+	}
+	return box.Deliver(e.self, key, payload)
+}
+
+var _ Mover = (*MemoryEndpoint)(nil)
+
 // Recv waits for the message from player from under key.
 func (e *MemoryEndpoint) Recv(ctx context.Context, from string, key Key) ([]byte, error) {
 	return e.box.Recv(ctx, from, key)

@@ -47,6 +47,14 @@ type Transport interface {
 	Close() error
 }
 
+// Mover is implemented by transports that can take a payload over
+// instead of copying it. After SendOwned the caller must not touch payload
+// again: ownership moves with the message, so sender and receiver still
+// share no memory.
+type Mover interface {
+	SendOwned(ctx context.Context, to string, key Key, payload []byte) error
+}
+
 var (
 	// ErrClosed is returned by operations on a closed transport.
 	ErrClosed = errors.New("transport: closed")

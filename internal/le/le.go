@@ -1,0 +1,115 @@
+// Package le copies slices of 64-bit words to and from little-endian
+// bytes, the byte order of every shareflow message. On little-endian
+// machines (amd64, arm64) a copy is one memmove; elsewhere it falls back to
+// encoding/binary element by element. The wire format is the same either
+// way.
+package le
+
+import (
+	"encoding/binary"
+	"math"
+	"unsafe"
+)
+
+// native reports whether this machine stores words little-endian.
+var native = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
+
+// asBytes views s's memory as bytes.
+func asBytes(s []uint64) []byte {
+	if len(s) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&s[0])), 8*len(s))
+}
+
+// PutUint64s writes src into dst, which must hold 8·len(src) bytes.
+func PutUint64s(dst []byte, src []uint64) {
+	_ = dst[:8*len(src)] // bounds check once
+	if native {
+		copy(dst, asBytes(src))
+		return
+	}
+	for i, v := range src {
+		binary.LittleEndian.PutUint64(dst[8*i:], v)
+	}
+}
+
+// Uint64s reads len(dst) words from src, which must hold 8·len(dst) bytes.
+func Uint64s(dst []uint64, src []byte) {
+	_ = src[:8*len(dst)]
+	if native {
+		copy(asBytes(dst), src)
+		return
+	}
+	for i := range dst {
+		dst[i] = binary.LittleEndian.Uint64(src[8*i:])
+	}
+}
+
+// float64Words views a float64 slice as its IEEE 754 bit patterns.
+func float64Words(f []float64) []uint64 {
+	if len(f) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*uint64)(unsafe.Pointer(&f[0])), len(f))
+}
+
+// PutFloat64s writes the IEEE 754 bits of src into dst (8·len(src) bytes).
+func PutFloat64s(dst []byte, src []float64) {
+	if native {
+		PutUint64s(dst, float64Words(src))
+		return
+	}
+	_ = dst[:8*len(src)]
+	for i, v := range src {
+		binary.LittleEndian.PutUint64(dst[8*i:], math.Float64bits(v))
+	}
+}
+
+// Float64s reads len(dst) float64s from src (8·len(dst) bytes).
+func Float64s(dst []float64, src []byte) {
+	if native {
+		Uint64s(float64Words(dst), src)
+		return
+	}
+	_ = src[:8*len(dst)]
+	for i := range dst {
+		dst[i] = math.Float64frombits(binary.LittleEndian.Uint64(src[8*i:]))
+	}
+}
+
+// Bytes views words as little-endian bytes, without copying, where the
+// machine is little-endian; ok is false elsewhere.
+func Bytes(words []uint64) (b []byte, ok bool) {
+	if !native {
+		return nil, false
+	}
+	return asBytes(words), true
+}
+
+// Words views little-endian bytes as words, without copying, where the
+// machine is little-endian and b is 8-byte aligned; ok is false
+// otherwise, and the caller copies with Uint64s instead. len(b) must be a
+// multiple of 8. The view shares b's memory: the caller gives b up.
+func Words(b []byte) (w []uint64, ok bool) {
+	if !native || len(b)%8 != 0 {
+		return nil, false
+	}
+	if len(b) == 0 {
+		return []uint64{}, true
+	}
+	p := unsafe.Pointer(&b[0])
+	if uintptr(p)%8 != 0 {
+		return nil, false
+	}
+	return unsafe.Slice((*uint64)(p), len(b)/8), true
+}
+
+// AsFloat64s views words as the float64s whose IEEE 754 bits they hold,
+// without copying.
+func AsFloat64s(w []uint64) []float64 {
+	if len(w) == 0 {
+		return []float64{}
+	}
+	return unsafe.Slice((*float64)(unsafe.Pointer(&w[0])), len(w))
+}

@@ -1,0 +1,63 @@
+package le
+
+import (
+	"encoding/binary"
+	"math"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+)
+
+// TestMatchesEncodingBinary checks the fast path against the portable one
+// on both byte orders of the fallback.
+func TestMatchesEncodingBinary(t *testing.T) {
+	words := []uint64{0, 1, math.MaxUint64, 0x0102030405060708}
+	floats := []float64{0, -0.0, 1.5, math.Inf(-1), math.SmallestNonzeroFloat64}
+	for _, fast := range []bool{true, false} {
+		saved := native
+		native = native && fast
+		b := make([]byte, 8*len(words))
+		PutUint64s(b, words)
+		for i, w := range words {
+			assert.Equal(t, w, binary.LittleEndian.Uint64(b[8*i:]))
+		}
+		got := make([]uint64, len(words))
+		Uint64s(got, b)
+		assert.Equal(t, words, got)
+
+		fb := make([]byte, 8*len(floats))
+		PutFloat64s(fb, floats)
+		for i, f := range floats {
+			assert.Equal(t, math.Float64bits(f), binary.LittleEndian.Uint64(fb[8*i:]))
+		}
+		gotF := make([]float64, len(floats))
+		Float64s(gotF, fb)
+		for i := range floats {
+			assert.Equal(t, math.Float64bits(floats[i]), math.Float64bits(gotF[i]))
+		}
+		native = saved
+	}
+	PutUint64s(nil, nil)
+	Uint64s(nil, nil)
+	assert.Panics(t, func() { Uint64s(make([]uint64, 2), make([]byte, 15)) }, "short source")
+}
+
+func TestViews(t *testing.T) {
+	words := []uint64{0x0102030405060708, 9}
+	b, ok := Bytes(words)
+	if !native {
+		assert.False(t, ok)
+		return
+	}
+	assert.True(t, ok)
+	assert.Equal(t, byte(8), b[0], "little-endian view")
+	w, ok := Words(b)
+	assert.True(t, ok)
+	assert.Equal(t, words, w)
+	w[1] = 10
+	assert.Equal(t, uint64(10), words[1], "views share memory")
+	_, ok = Words(b[1:9])
+	assert.False(t, ok, "unaligned")
+	_, ok = Words(b[:7])
+	assert.False(t, ok, "not whole words")
+}
