@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -75,6 +76,7 @@ type ModelOwner struct {
 	params    []*tensor.Dense
 	iteration int
 	history   []Evaluation
+	evalTime  time.Duration
 }
 
 // NewModelOwner returns a model owner with freshly initialised (or the
@@ -178,12 +180,22 @@ func (m *ModelOwner) UpdateModel(ctx context.Context, meanGrads []*tensor.Dense)
 	m.mu.Unlock()
 
 	if evaluate {
+		start := time.Now()
 		loss, acc := m.evaluate(snapshot)
 		m.mu.Lock()
 		m.history = append(m.history, Evaluation{Iteration: it, Loss: loss, Accuracy: acc})
+		m.evalTime += time.Since(start)
 		m.mu.Unlock()
 	}
 	return nil
+}
+
+// EvaluationTime returns the time UpdateModel spent evaluating on the test
+// set so far, so that training time can be told apart from it.
+func (m *ModelOwner) EvaluationTime() time.Duration {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.evalTime
 }
 
 // ParamShapes returns the shapes of W1, b1, W2, b2.

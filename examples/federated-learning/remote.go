@@ -155,7 +155,7 @@ func trainRemote(ctx context.Context, o options, trainSet, testSet *mnist.Datase
 	elapsed := time.Since(start)
 	prog.done()
 
-	r := &result{mode: "secure (" + o.player + ")", perIter: elapsed / time.Duration(o.iterations), stats: s.Stats(), iterations: o.iterations}
+	r := &result{mode: "secure (" + o.player + ")", perIter: (elapsed - modelOwner.EvaluationTime()) / time.Duration(o.iterations), stats: s.Stats(), iterations: o.iterations}
 	if isModelOwner {
 		r.loss, r.accuracy = modelOwner.Evaluate()
 		r.history = append(modelOwner.History(), Evaluation{Iteration: o.iterations, Loss: r.loss, Accuracy: r.accuracy})
