@@ -42,7 +42,7 @@ type base struct {
 	stats  *counters
 	mu     sync.Mutex // guards plans, iteration, closed and serialises Run
 	plans  map[*graph.Op]*Plan
-	pools  map[string]*pool // each player's buffers, reused across iterations
+	pool   *pool // buffers reused across iterations
 	iter   uint64
 	closed bool
 }
@@ -75,7 +75,7 @@ func newBase(g *graph.Graph, opts Options, log *slog.Logger) (*base, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &base{g: g, opts: opts, proto: proto, rng: rng, log: log, stats: newCounters(), plans: map[*graph.Op]*Plan{}, pools: map[string]*pool{}}, nil
+	return &base{g: g, opts: opts, proto: proto, rng: rng, log: log, stats: newCounters(), plans: map[*graph.Op]*Plan{}, pool: newPool()}, nil
 }
 
 // plan returns the compiled plan of op; b.mu must be held.
@@ -91,24 +91,13 @@ func (b *base) plan(op *graph.Op) (*Plan, error) {
 	return p, nil
 }
 
-// poolFor returns player's buffer pool; b.mu must be held.
-func (b *base) poolFor(player string) *pool {
-	p, ok := b.pools[player]
-	if !ok {
-		p = newPool()
-		b.pools[player] = p
-	}
-	return p
-}
-
-// runPlayer executes player's steps of plan for one iteration. pool is
-// the player's own; no other goroutine uses it meanwhile.
-func (b *base) runPlayer(ctx context.Context, plan *Plan, player string, t *counting, iter uint64, pool *pool) error {
+// runPlayer executes player's steps of plan for one iteration.
+func (b *base) runPlayer(ctx context.Context, plan *Plan, player string, t *counting, iter uint64) error {
 	r := &runner{
 		player: player, proto: b.proto, t: t, rng: b.rng,
 		session: b.opts.SessionID, iter: iter,
 		public: map[graph.Ref][]float64{}, shares: map[graph.Ref]pond.Share{},
-		wire: map[graph.Ref][]byte{}, pool: pool,
+		wire: map[graph.Ref][]byte{}, backing: map[*uint64][]byte{}, pool: b.pool,
 	}
 	defer r.release()
 	for _, s := range plan.steps[player] {
@@ -182,13 +171,9 @@ func (s *Local) Run(ctx context.Context, op *graph.Op) error {
 	iter := s.iter
 	s.iter++
 	s.log.Debug("iteration start", "iteration", iter, "op", op.Node().String())
-	pools := make(map[string]*pool, len(plan.players))
-	for _, p := range plan.players {
-		pools[p] = s.poolFor(p)
-	}
 	err = runAll(ctx, plan.players, func(ctx context.Context, p string) error {
 		t := &counting{Transport: s.endpoints[p], self: p, c: s.stats}
-		return s.runPlayer(ctx, plan, p, t, iter, pools[p])
+		return s.runPlayer(ctx, plan, p, t, iter)
 	})
 	for _, e := range s.endpoints {
 		e.Mailbox().Forget(s.opts.SessionID, iter)

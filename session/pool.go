@@ -1,16 +1,20 @@
 package session
 
-// maxFree bounds the free buffers a pool keeps of one size, so that a
-// player that receives more buffers than it reuses (a server receiving
-// payloads it never sends back out) does not hoard them.
-const maxFree = 8
+import "sync"
 
-// pool recycles one player's buffers from one iteration to the next, so
-// that a long run does not allocate (and zero) tens of megabytes per
-// iteration. Buffers are kept by exact length: a plan asks for the same
-// sizes every iteration. A pool belongs to one player and is used by one
-// goroutine at a time; it is not safe for concurrent use.
+// maxFree bounds the free buffers a pool keeps of one size, so that
+// buffers released faster than they are taken are not hoarded.
+const maxFree = 16
+
+// pool recycles buffers from one iteration to the next, so that a long run
+// does not allocate (and zero) tens of megabytes per iteration. Buffers
+// are kept by exact length: a plan asks for the same sizes every
+// iteration. The players of a session share one pool, as they share the
+// process's allocator: a buffer is handed out to one owner at a time and
+// given back when that owner is done with it, so players still share no
+// memory. A pool is safe for concurrent use.
 type pool struct {
+	mu    sync.Mutex
 	words map[int][][]uint64
 	bytes map[int][][]byte
 }
@@ -21,6 +25,8 @@ func newPool() *pool {
 
 // uint64s returns a buffer of n words with unspecified contents.
 func (p *pool) uint64s(n int) []uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if free := p.words[n]; len(free) > 0 {
 		b := free[len(free)-1]
 		p.words[n] = free[:len(free)-1]
@@ -34,6 +40,8 @@ func (p *pool) putUint64s(b []uint64) {
 		return
 	}
 	b = b[:cap(b)]
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if len(p.words[len(b)]) < maxFree {
 		p.words[len(b)] = append(p.words[len(b)], b)
 	}
@@ -41,6 +49,8 @@ func (p *pool) putUint64s(b []uint64) {
 
 // byteBuf returns an empty buffer with capacity for n bytes.
 func (p *pool) byteBuf(n int) []byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if free := p.bytes[n]; len(free) > 0 {
 		b := free[len(free)-1]
 		p.bytes[n] = free[:len(free)-1]
@@ -53,6 +63,8 @@ func (p *pool) putBytes(b []byte) {
 	if cap(b) == 0 {
 		return
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if len(p.bytes[cap(b)]) < maxFree {
 		p.bytes[cap(b)] = append(p.bytes[cap(b)], b[:0])
 	}

@@ -96,7 +96,7 @@ func (s *Remote) Run(ctx context.Context, op *graph.Op) error {
 	iter := s.iter
 	s.iter++
 	s.log.Debug("iteration start", "iteration", iter)
-	err = s.runPlayer(ctx, plan, s.self, t, iter, s.poolFor(s.self))
+	err = s.runPlayer(ctx, plan, s.self, t, iter)
 	if s.mailer != nil {
 		s.mailer.Forget(s.opts.SessionID, iter)
 	}

@@ -35,13 +35,14 @@ type runner struct {
 	public  map[graph.Ref][]float64
 	shares  map[graph.Ref]pond.Share
 	wire    map[graph.Ref][]byte // encoded public tensors, sent to several players
+	backing map[*uint64][]byte   // messages that shares are views of
 	pool    *pool
 }
 
 // release returns the iteration's buffers to the pool.
 func (r *runner) release() {
 	for ref, s := range r.shares {
-		r.pool.putUint64s(s)
+		r.releaseShare(s)
 		delete(r.shares, ref)
 	}
 	for ref, b := range r.wire {
@@ -100,6 +101,19 @@ func (r *runner) recv(ctx context.Context, from string, edge uint64, m interface
 
 // shareBuf returns a pooled share of n elements with unspecified contents.
 func (r *runner) shareBuf(n int) pond.Share { return r.pool.uint64s(n) }
+
+// releaseShare gives a share's memory back to the pool: the message it is
+// a view of, or the share itself.
+func (r *runner) releaseShare(s pond.Share) {
+	if len(s) > 0 {
+		if b, ok := r.backing[&s[0]]; ok {
+			delete(r.backing, &s[0])
+			r.pool.putBytes(b)
+			return
+		}
+	}
+	r.pool.putUint64s(s)
+}
 
 func (r *runner) share(ref graph.Ref) (pond.Share, error) {
 	s, ok := r.shares[ref]
@@ -245,6 +259,9 @@ func (r *runner) recvShare(ctx context.Context, from string, edge uint64, want i
 	}
 	if len(b) == 8+8*want && binary.LittleEndian.Uint64(b) == uint64(want) {
 		if w, ok := le.Words(b[8:]); ok {
+			if want > 0 {
+				r.backing[&w[0]] = b
+			}
 			return w, nil
 		}
 	}
@@ -444,13 +461,13 @@ func (s *revealStep) exec(ctx context.Context, r *runner) error {
 		}
 		s1, err := r.recvShare(ctx, s.servers[1], s.edges[i][1], n)
 		if err != nil {
-			r.pool.putUint64s(s0)
+			r.releaseShare(s0)
 			return fmt.Errorf("share of %s: %w", t.ref, err)
 		}
 		out := make([]float64, n)
 		err = r.proto.Reveal(out, s0, s1)
-		r.pool.putUint64s(s0)
-		r.pool.putUint64s(s1)
+		r.releaseShare(s0)
+		r.releaseShare(s1)
 		if err != nil {
 			return fmt.Errorf("%s: %w", t.ref, err)
 		}

@@ -1,0 +1,354 @@
+#!/usr/bin/env bash
+# netns-demo.sh: run examples/federated-learning as seven separate hosts on
+# this one machine, using Linux network namespaces.
+#
+# Usage (as root):
+#
+#   scripts/netns-demo.sh [ITERATIONS] [PLAYER FLAGS...]
+#
+#   ITERATIONS     training iterations (default 30)
+#   PLAYER FLAGS   passed unchanged to every player, e.g. --seed 3
+#
+# Topology. Every player gets its own network namespace, so it has its own
+# interfaces, addresses, routes and ports, exactly as if it were a separate
+# machine. A further namespace, sf-switch, holds a Linux bridge that plays
+# the part of the LAN switch; each player is wired to it with a veth pair:
+#
+#   namespace          interface   address
+#   sf-server0         eth0        10.213.0.10/24  --+
+#   sf-server1         eth0        10.213.0.11/24  --|
+#   sf-server2         eth0        10.213.0.12/24  --|
+#   sf-model-owner     eth0        10.213.0.13/24  --+-- port0..port6 of
+#   sf-data-owner-0    eth0        10.213.0.14/24  --|   bridge sfbr0 in
+#   sf-data-owner-1    eth0        10.213.0.15/24  --|   namespace sf-switch
+#   sf-data-owner-2    eth0        10.213.0.16/24  --+   (no address)
+#
+# Nothing is created in the root namespace: the veth pairs are made inside
+# sf-switch with their other end placed straight into the player's
+# namespace. There is no default route and no NAT, so a player can reach
+# only the other six players (and its own loopback); nothing is forwarded
+# to or from the host's network. IPv6 is switched off in every namespace,
+# so the links carry nothing but the players' IPv4 traffic.
+#
+# The script builds the example and the shareflow CLI, writes hosts.json
+# with the players' namespace addresses, makes development certificates
+# for them (shareflow certs), starts every player inside its namespace with
+# mutual TLS, prefixes each output line with [NAME], and waits for all.
+# When a player fails, the others are stopped, as internal/launch does.
+# At the end it prints the bytes each player moved through its switch port.
+#
+# Exit status: 0 when every player succeeded, 1 when one failed, 2 when
+# the script cannot run here (not root, no 'ip netns', no privilege to
+# create namespaces, bad arguments, another run in progress).
+#
+# Everything (processes, namespaces, bridge, veths, temporary files) is
+# removed on exit, also after a failure or Ctrl-C; leftovers of a run that
+# was killed outright (SIGKILL) are removed at the start of the next one.
+# Set GO to the go binary if 'go' is not on root's PATH (sudo resets it).
+
+set -euo pipefail
+
+# ---- Settings ---------------------------------------------------------------
+
+readonly DEFAULT_ITERATIONS=30
+readonly SUBNET_PREFIX=10.213.0 # private test subnet 10.213.0.0/24
+readonly FIRST_HOST=10          # players get .10, .11, ... in PLAYERS order
+readonly PORT=4440
+readonly SWITCH_NS=sf-switch
+readonly BRIDGE=sfbr0
+readonly STOP_GRACE=5 # seconds between SIGTERM and SIGKILL when stopping players
+readonly PLAYERS=(server0 server1 server2 model-owner data-owner-0 data-owner-1 data-owner-2)
+
+# ns NAME: the network namespace of player NAME.
+ns() { printf 'sf-%s' "$1"; }
+
+# addr INDEX: the IPv4 address of the player at INDEX of PLAYERS.
+addr() { printf '%s.%d' "$SUBNET_PREFIX" $((FIRST_HOST + $1)); }
+
+# Every namespace this script owns, players first: the only ones it ever
+# deletes.
+ALL_NS=()
+for p in "${PLAYERS[@]}"; do ALL_NS+=("$(ns "$p")"); done
+ALL_NS+=("$SWITCH_NS")
+readonly ALL_NS
+
+# say MESSAGE...: a line of the script's own, told apart from the players'.
+say() { printf '[netns] %s\n' "$*"; }
+
+# refuse MESSAGE...: the script cannot run here; exit status 2.
+refuse() {
+	printf 'netns-demo: %s\n' "$*" >&2
+	exit 2
+}
+
+usage() {
+	cat <<EOF
+Usage: $0 [ITERATIONS] [PLAYER FLAGS...]
+
+Runs examples/federated-learning as seven hosts, one Linux network namespace
+per player, wired to a bridge in namespace $SWITCH_NS on ${SUBNET_PREFIX}.0/24.
+Needs root. ITERATIONS defaults to $DEFAULT_ITERATIONS; PLAYER FLAGS go to every player.
+EOF
+}
+
+# ---- Arguments and preconditions ----------------------------------------------
+
+iterations=$DEFAULT_ITERATIONS
+if [[ $# -gt 0 ]]; then
+	case $1 in
+	-h | --help)
+		usage
+		exit 0
+		;;
+	[0-9]*)
+		[[ $1 =~ ^[0-9]+$ && $1 -ge 1 ]] || refuse "ITERATIONS must be a positive integer, not '$1'"
+		iterations=$1
+		shift
+		;;
+	esac
+fi
+extra_flags=("$@")
+
+[[ $EUID -eq 0 ]] || refuse "must run as root (network namespaces and veth pairs need CAP_SYS_ADMIN and CAP_NET_ADMIN); try: sudo $0 $*"
+command -v ip >/dev/null 2>&1 || refuse "'ip' (iproute2) is not installed"
+ip netns list >/dev/null 2>&1 || refuse "'ip netns' is not available here (iproute2 without netns support?)"
+
+GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
+[[ -x $GO ]] || refuse "no go toolchain found; set GO=/path/to/go (sudo resets PATH)"
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+readonly REPO GO
+
+# One run at a time: a second run would tear down the first one's
+# namespaces when it removes leftovers. The lock is released when this
+# shell exits; players do not inherit it (9>&- where they start).
+lock_file=/run/lock/shareflow-netns-demo.lock
+[[ -d /run/lock ]] || lock_file=/tmp/shareflow-netns-demo.lock
+exec 9>"$lock_file"
+if command -v flock >/dev/null 2>&1; then
+	flock -n 9 || refuse "another netns-demo run holds $lock_file; wait for it to finish"
+fi
+
+# ---- Tear-down ------------------------------------------------------------------
+
+# existing_ns: the names of this script's namespaces that exist now.
+existing_ns() {
+	local have
+	have=$(ip netns list 2>/dev/null | awk '{print $1}')
+	local n
+	for n in "${ALL_NS[@]}"; do
+		if grep -qxF -- "$n" <<<"$have"; then printf '%s\n' "$n"; fi
+	done
+}
+
+# signal_players SIGNAL: send SIGNAL to every process inside this script's
+# namespaces; those are the players it started (or a killed run left).
+signal_players() {
+	local n pid
+	for n in $(existing_ns); do
+		for pid in $(ip netns pids "$n" 2>/dev/null); do
+			kill "-$1" "$pid" 2>/dev/null || true
+		done
+	done
+}
+
+# players_alive: whether any process still runs in this script's namespaces.
+players_alive() {
+	local n
+	for n in $(existing_ns); do
+		[[ -z $(ip netns pids "$n" 2>/dev/null) ]] || return 0
+	done
+	return 1
+}
+
+# stop_players: SIGTERM every player, SIGKILL those left after STOP_GRACE.
+stop_players() {
+	players_alive || return 0
+	signal_players TERM
+	local i
+	for ((i = 0; i < STOP_GRACE * 10; i++)); do
+		players_alive || return 0
+		sleep 0.1
+	done
+	signal_players KILL
+}
+
+# remove_network: delete this script's namespaces. Deleting a player's
+# namespace destroys its eth0 and so the veth pair; deleting sf-switch
+# destroys the bridge. Nothing else is touched.
+remove_network() {
+	local n
+	for n in $(existing_ns); do
+		ip netns del "$n" 2>/dev/null || say "warning: could not delete namespace $n"
+	done
+}
+
+work=""
+cleanup() {
+	local status=$?
+	set +e
+	trap - EXIT INT TERM
+	stop_players
+	wait 2>/dev/null # the output prefixers end when their player does
+	remove_network
+	[[ -n $work ]] && rm -rf -- "$work"
+	if [[ -n $(existing_ns) ]]; then
+		say "warning: namespaces left behind: $(existing_ns | tr '\n' ' ')"
+	else
+		say "cleaned up: namespaces, bridge, veth pairs and temporary files removed"
+	fi
+	exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# A run killed outright (SIGKILL, power loss) leaves its namespaces behind.
+leftovers=$(existing_ns | tr '\n' ' ')
+if [[ -n $leftovers ]]; then
+	say "removing leftovers of an earlier run: $leftovers"
+	stop_players
+	remove_network
+fi
+
+# ---- Build -------------------------------------------------------------------------
+
+work=$(mktemp -d /tmp/shareflow-netns.XXXXXX)
+readonly EXAMPLE_BIN=$work/bin/federated-learning CLI_BIN=$work/bin/shareflow
+say "building the example and the shareflow CLI in $work/bin"
+(cd "$REPO" && "$GO" build -o "$EXAMPLE_BIN" ./examples/federated-learning)
+(cd "$REPO" && "$GO" build -o "$CLI_BIN" ./cmd/shareflow)
+
+# ---- Network ----------------------------------------------------------------------
+
+# The switch first: it doubles as the probe of whether this machine lets us
+# create namespaces at all (a container without CAP_SYS_ADMIN does not).
+ip netns add "$SWITCH_NS" 2>/dev/null ||
+	refuse "cannot create network namespace $SWITCH_NS (no CAP_SYS_ADMIN, e.g. in an unprivileged container?)"
+ip netns exec "$SWITCH_NS" true 2>/dev/null ||
+	refuse "cannot enter network namespace $SWITCH_NS with 'ip netns exec' (mount namespaces not permitted?)"
+
+# no_ipv6 NS: IPv4 only in namespace NS, for links and interfaces made
+# later too, so no router solicitations or link-local chatter.
+no_ipv6() {
+	# Net sysctls belong to the namespace of the process that writes them.
+	# A kernel without IPv6 has no such files: then there is nothing to do.
+	echo 1 | ip netns exec "$1" tee /proc/sys/net/ipv6/conf/{all,default}/disable_ipv6 >/dev/null 2>&1 || true
+}
+
+no_ipv6 "$SWITCH_NS"
+ip -n "$SWITCH_NS" link add "$BRIDGE" type bridge ||
+	refuse "cannot create a Linux bridge (is the bridge kernel module available?)"
+ip -n "$SWITCH_NS" link set "$BRIDGE" up
+
+for i in "${!PLAYERS[@]}"; do
+	player=${PLAYERS[$i]}
+	n=$(ns "$player")
+	ip netns add "$n"
+	no_ipv6 "$n"
+	ip -n "$n" link set lo up
+	# The veth pair is born in the switch namespace; its player end moves
+	# straight into the player's namespace as eth0.
+	ip -n "$SWITCH_NS" link add "port$i" type veth peer name eth0 netns "$n"
+	ip -n "$SWITCH_NS" link set "port$i" master "$BRIDGE" up
+	# Only the connected route of the /24 results: no default route.
+	ip -n "$n" addr add "$(addr "$i")/24" dev eth0
+	ip -n "$n" link set eth0 up
+done
+
+say "topology: bridge $BRIDGE in namespace $SWITCH_NS (no address), one namespace per player:"
+for i in "${!PLAYERS[@]}"; do
+	printf '[netns]   %-16s eth0 %-14s <-> %s port%d\n' "$(ns "${PLAYERS[$i]}")" "$(addr "$i")/24" "$SWITCH_NS" "$i"
+done
+say "routes in $(ns server0) (the same in every player namespace):"
+ip -n "$(ns server0)" route | sed 's/^/[netns]   /'
+
+# ---- Hosts file and certificates ----------------------------------------------
+
+# The extended form of TF Encrypted's hostmap: player -> its namespace's
+# address. Each player listens on its own address, which exists only
+# inside its namespace.
+{
+	printf '{\n  "players": {\n'
+	for i in "${!PLAYERS[@]}"; do
+		sep=,
+		[[ $i -eq $((${#PLAYERS[@]} - 1)) ]] && sep=
+		printf '    "%s": "%s:%d"%s\n' "${PLAYERS[$i]}" "$(addr "$i")" "$PORT" "$sep"
+	done
+	printf '  },\n  "connect_timeout": "30s",\n  "message_timeout": "30s"\n}\n'
+} >"$work/hosts.json"
+say "hosts file $work/hosts.json:"
+sed 's/^/[netns]   /' "$work/hosts.json"
+
+say "making development certificates (IP SANs from the hosts file)"
+"$CLI_BIN" certs --config "$work/hosts.json" --out "$work/certs" | sed 's/^/[netns]   /'
+
+# ---- Run ----------------------------------------------------------------------------
+
+# prefix NAME: copy standard input to standard output, each line
+# prefixed "[NAME] " (as internal/launch does for local runs).
+prefix() {
+	local line
+	while IFS= read -r line || [[ -n $line ]]; do
+		printf '[%s] %s\n' "$1" "$line"
+	done
+}
+
+# run_player NAME: run player NAME inside its namespace; the exit status
+# is the player's.
+run_player() {
+	ip netns exec "$(ns "$1")" "$EXAMPLE_BIN" \
+		--config "$work/hosts.json" --player "$1" --certs "$work/certs" \
+		--iterations "$iterations" --quiet "${extra_flags[@]}" 9>&- 2>&1 | prefix "$1"
+	return "${PIPESTATUS[0]}"
+}
+
+say "starting ${#PLAYERS[@]} players, $iterations iterations${extra_flags[*]:+, flags: ${extra_flags[*]}}"
+declare -A player_of=() # background job pid -> player
+for player in "${PLAYERS[@]}"; do
+	run_player "$player" &
+	player_of[$!]=$player
+done
+
+# Wait for every player. The first failure stops the others, which would
+# otherwise wait out their message timeout for a peer that is gone.
+declare -A status_of=()
+failed=""
+while [[ ${#player_of[@]} -gt 0 ]]; do
+	finished="" status=0
+	wait -n -p finished "${!player_of[@]}" || status=$?
+	[[ -n $finished ]] || continue
+	status_of[${player_of[$finished]}]=$status
+	if [[ $status -ne 0 && -z $failed ]]; then
+		failed=${player_of[$finished]}
+		say "player $failed failed (exit status $status); stopping the others"
+		stop_players
+	fi
+	unset "player_of[$finished]"
+done
+
+# ---- Report ---------------------------------------------------------------------
+
+# Traffic each player put on the wire, read from its switch port: what the
+# port received the player sent, and the other way round.
+# mb BYTES: BYTES in megabytes, one decimal (kilobytes below 1 MB).
+mb() { awk -v b="$1" 'BEGIN { if (b < 1e6) printf "%.1f kB", b / 1e3; else printf "%.1f MB", b / 1e6 }'; }
+
+say "traffic through the switch ports (all of it between the namespaces above):"
+printf '[netns]   %-14s %-14s %12s %12s\n' PLAYER ADDRESS SENT RECEIVED
+for i in "${!PLAYERS[@]}"; do
+	stats=/sys/class/net/port$i/statistics
+	rx=$(ip netns exec "$SWITCH_NS" cat "$stats/rx_bytes")
+	tx=$(ip netns exec "$SWITCH_NS" cat "$stats/tx_bytes")
+	printf '[netns]   %-14s %-14s %12s %12s\n' "${PLAYERS[$i]}" "$(addr "$i")" "$(mb "$rx")" "$(mb "$tx")"
+done
+
+say "player exit statuses:"
+for player in "${PLAYERS[@]}"; do
+	printf '[netns]   %-14s %s\n' "$player" "${status_of[$player]:-?}"
+done
+if [[ -n $failed ]]; then
+	say "FAILED: player $failed failed first"
+	exit 1
+fi
+say "all ${#PLAYERS[@]} players finished"
