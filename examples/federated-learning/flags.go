@@ -27,6 +27,8 @@ type options struct {
 	privateDiv   bool
 	quiet        bool
 	cpuProfile   string
+	printPlan    bool
+	dot          string
 
 	// Multi-host runs.
 	config    string
@@ -63,6 +65,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&truncation, "truncation", "interactive", "truncation of Pond when the division stays private: interactive or local")
 	fs.BoolVar(&o.privateDiv, "private-division", false, "divide inside the protocol (multiply by 1/n, truncate) instead of after reveal on the model owner")
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress output")
+	fs.BoolVar(&o.printPlan, "print-plan", false, "print what every player does and sends each iteration, then exit")
+	fs.StringVar(&o.dot, "dot", "", "write the graph in Graphviz DOT to this file, then exit")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
 	fs.StringVar(&o.config, "config", "", "hosts file (TF Encrypted's hostmap JSON) for a run across processes or hosts")
 	fs.StringVar(&o.player, "player", "", "with --config: the player this process is")

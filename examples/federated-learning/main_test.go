@@ -100,3 +100,19 @@ func TestHumanBytes(t *testing.T) {
 	assert.Equal(t, "32 B", humanBytes(32))
 	assert.Equal(t, "3.26 MB", humanBytes(3256400))
 }
+
+// TestPrintPlanShowsWhereGradientsAreShared: users can see, before running,
+// that every gradient leaves its owner only as a seed and a masked tensor
+// and that only the servers' shares reach the model owner.
+func TestPrintPlanShowsWhereGradientsAreShared(t *testing.T) {
+	var out bytes.Buffer
+	dot := filepath.Join(t.TempDir(), "g.dot")
+	require.NoError(t, run(context.Background(), []string{"--print-plan", "--dot", dot}, &out, &bytes.Buffer{}))
+	s := out.String()
+	assert.Contains(t, s, `share private-input#1 on "data-owner-0"[0]: seed -> server0`)
+	assert.Contains(t, s, `then / 3 in the clear`)
+	assert.NotContains(t, s, "data-owner-0 -> model-owner", "no data owner sends to the model owner")
+	b, err := os.ReadFile(dot)
+	require.NoError(t, err)
+	assert.Contains(t, string(b), "digraph shareflow")
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"sort"
 	"strings"
 	"time"
@@ -160,6 +161,9 @@ func train(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if o.printPlan || o.dot != "" {
+		return describe(o, trainSet, testSet, stdout)
+	}
 	if o.config != "" {
 		return trainRemote(ctx, o, trainSet, testSet, stdout, stderr)
 	}
@@ -232,4 +236,51 @@ func humanBytes(b float64) string {
 		return fmt.Sprintf("%.0f %s", b, units[i])
 	}
 	return strings.TrimSuffix(fmt.Sprintf("%.2f", b), ".00") + " " + units[i]
+}
+
+// describe prints the compiled plan or writes the graph, without training:
+// where each gradient is shared, and who receives what.
+func describe(o options, trainSet, testSet *mnist.Dataset, stdout io.Writer) error {
+	modelOwner, dataOwners, err := newPlayers(o, trainSet, testSet)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, d := range dataOwners {
+			d.Close()
+		}
+	}()
+	g, iteration, err := buildGraph(modelOwner, dataOwners)
+	if err != nil {
+		return err
+	}
+	if o.dot != "" {
+		f, err := os.Create(o.dot)
+		if err != nil {
+			return err
+		}
+		if err := g.WriteDOT(f); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "graph written to %s (render with: dot -Tpng %s -o graph.png)\n", o.dot, o.dot)
+	}
+	if o.printPlan {
+		s, err := session.NewLocal(g, sessionOptions(o))
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		plan, err := s.Plan(iteration)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "fingerprint %s\n", plan.Fingerprint())
+		_, err = plan.WriteTo(stdout)
+		return err
+	}
+	return nil
 }
