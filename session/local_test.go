@@ -314,3 +314,59 @@ func TestCancelAndCloseLeaveNoGoroutines(t *testing.T) {
 	}
 	assert.LessOrEqual(t, runtime.NumGoroutine(), before, "goroutines left behind")
 }
+
+// TestEveryVerbMatchesPlaintext runs a graph with every verb: a public
+// input on the model owner, a local computation on a data owner that
+// receives it, private inputs computed from public ones, and Add, Sub, Neg,
+// MulPublic and Div, revealed together.
+func TestEveryVerbMatchesPlaintext(t *testing.T) {
+	for _, private := range []bool{false, true} {
+		g := graph.New()
+		w := g.DefinePublicInput("model-owner", fixed([]float64{1.5, -2, 0.25}), []graph.Shape{{3}})
+		// data-owner-0 doubles the weights locally, then uses them privately.
+		doubled := g.LocalComputation("data-owner-0", func(_ context.Context, in []*tensor.Dense) ([]*tensor.Dense, error) {
+			v := in[0].Float64s()
+			for i := range v {
+				v[i] *= 2
+			}
+			return in, nil
+		}, []graph.Shape{{3}}, w...)
+		a := g.DefinePrivateInput("data-owner-0", func(_ context.Context, in []*tensor.Dense) ([]*tensor.Dense, error) {
+			return []*tensor.Dense{tensor.New(tensor.WithShape(3), tensor.WithBacking(append([]float64(nil), in[0].Float64s()...)))}, nil
+		}, []graph.Shape{{3}}, doubled...)
+		b := g.DefinePrivateInput("data-owner-1", fixed([]float64{0.5, 4, -1}), []graph.Shape{{3}}, w...)
+		outs := []*graph.Private{
+			g.Add(a[0], b[0]),
+			g.Sub(a[0], b[0]),
+			g.Neg(b[0]),
+			g.MulPublic(a[0], -0.75),
+			g.Div(g.AddN(a[0], b[0], a[0]), 4),
+		}
+		var got [][]float64
+		op := g.DefineOutput("model-owner", outs, func(_ context.Context, vs []*tensor.Dense) error {
+			for _, v := range vs {
+				got = append(got, v.Float64s())
+			}
+			return nil
+		})
+		s, err := NewLocal(g, Options{PrivateDivision: private})
+		require.NoError(t, err)
+		require.NoError(t, s.Run(context.Background(), op))
+		require.NoError(t, s.Close())
+
+		av, bv := []float64{3, -4, 0.5}, []float64{0.5, 4, -1}
+		want := make([][]float64, 5)
+		for i := range av {
+			want[0] = append(want[0], av[i]+bv[i])
+			want[1] = append(want[1], av[i]-bv[i])
+			want[2] = append(want[2], -bv[i])
+			want[3] = append(want[3], av[i]*-0.75)
+			want[4] = append(want[4], (2*av[i]+bv[i])/4)
+		}
+		for j := range want {
+			for i := range want[j] {
+				assert.InDelta(t, want[j][i], got[j][i], 1e-4, "private division %v, output %d element %d", private, j, i)
+			}
+		}
+	}
+}
