@@ -91,6 +91,22 @@ func (b *base) plan(op *graph.Op) (*Plan, error) {
 	return p, nil
 }
 
+// Plan returns the compiled plan of op: what every player does and sends
+// in each iteration.
+func (b *base) Plan(op *graph.Op) (*Plan, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.plan(op)
+}
+
+// runnable returns the plan of op for a Run; b.mu must be held.
+func (b *base) runnable(op *graph.Op) (*Plan, error) {
+	if b.closed {
+		return nil, ErrClosed
+	}
+	return b.plan(op)
+}
+
 // runPlayer executes player's steps of plan for one iteration.
 func (b *base) runPlayer(ctx context.Context, plan *Plan, player string, t *counting, iter uint64) error {
 	r := &runner{
@@ -137,23 +153,13 @@ func (s *Local) WithLogger(log *slog.Logger) *Local {
 	return s
 }
 
-// Plan returns the compiled plan of op.
-func (s *Local) Plan(op *graph.Op) (*Plan, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.plan(op)
-}
-
 // Run runs one iteration of op: every player executes its plan once. The
 // first error of any player cancels the others and is returned as a
 // *PlayerError naming that player. Each call runs the next iteration.
 func (s *Local) Run(ctx context.Context, op *graph.Op) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return ErrClosed
-	}
-	plan, err := s.plan(op)
+	plan, err := s.runnable(op)
 	if err != nil {
 		return err
 	}

@@ -64,22 +64,12 @@ func (s *Remote) WithLogger(log *slog.Logger) *Remote {
 	return s
 }
 
-// Plan returns the compiled plan of op.
-func (s *Remote) Plan(op *graph.Op) (*Plan, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.plan(op)
-}
-
 // Run runs this player's part of the next iteration of op. A player that
 // has no step in op's plan returns at once.
 func (s *Remote) Run(ctx context.Context, op *graph.Op) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return ErrClosed
-	}
-	plan, err := s.plan(op)
+	plan, err := s.runnable(op)
 	if err != nil {
 		return err
 	}

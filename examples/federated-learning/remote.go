@@ -105,19 +105,12 @@ func trainRemote(ctx context.Context, o options, trainSet, testSet *mnist.Datase
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 
-	modelOwner, dataOwners, err := newPlayers(o, trainSet, testSet)
+	fed, err := newFederation(o, trainSet, testSet)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		for _, d := range dataOwners {
-			d.Close()
-		}
-	}()
-	g, iteration, err := buildGraph(modelOwner, dataOwners)
-	if err != nil {
-		return err
-	}
+	defer fed.Close()
+	g, iteration, modelOwner := fed.graph, fed.iteration, fed.modelOwner
 
 	t, err := grpctransport.New(cfg, o.player, grpctransport.Options{Logger: log})
 	if err != nil {

@@ -56,7 +56,36 @@ func buildGraph(modelOwner *ModelOwner, dataOwners []*DataOwner) (*graph.Graph, 
 	return g, iteration, g.Err()
 }
 
-// players builds the model owner and the data owners, each with its own
+// federation is the example's players and the graph that links them.
+type federation struct {
+	modelOwner *ModelOwner
+	dataOwners []*DataOwner
+	graph      *graph.Graph
+	iteration  *graph.Op
+}
+
+// newFederation builds the players, each with its own data, and the graph.
+func newFederation(o options, train, test *mnist.Dataset) (*federation, error) {
+	modelOwner, dataOwners, err := newPlayers(o, train, test)
+	if err != nil {
+		return nil, err
+	}
+	f := &federation{modelOwner: modelOwner, dataOwners: dataOwners}
+	if f.graph, f.iteration, err = buildGraph(modelOwner, dataOwners); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// Close releases the data owners' gradient machinery.
+func (f *federation) Close() {
+	for _, d := range f.dataOwners {
+		d.Close()
+	}
+}
+
+// newPlayers builds the model owner and the data owners, each with its own
 // data: the model owner the test set, every data owner one disjoint shard
 // of the training set.
 func newPlayers(o options, train, test *mnist.Dataset) (*ModelOwner, []*DataOwner, error) {
@@ -108,28 +137,21 @@ type result struct {
 // trainOnce trains from scratch with the given mode ("secure" or
 // "plaintext") and returns what it measured.
 func trainOnce(ctx context.Context, o options, mode string, train, test *mnist.Dataset, progress *progress) (*result, error) {
-	modelOwner, dataOwners, err := newPlayers(o, train, test)
+	f, err := newFederation(o, train, test)
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		for _, d := range dataOwners {
-			d.Close()
-		}
-	}()
+	defer f.Close()
+	modelOwner, dataOwners := f.modelOwner, f.dataOwners
 
 	step := func(ctx context.Context) error { return plainIteration(ctx, modelOwner, dataOwners) }
 	var agg aggregation
 	if mode == "secure" {
-		g, iteration, err := buildGraph(modelOwner, dataOwners)
-		if err != nil {
-			return nil, err
-		}
-		if agg, err = newAggregation(o, g); err != nil {
+		if agg, err = newAggregation(o, f.graph); err != nil {
 			return nil, err
 		}
 		defer agg.Close()
-		step = func(ctx context.Context) error { return agg.Run(ctx, iteration) }
+		step = func(ctx context.Context) error { return agg.Run(ctx, f.iteration) }
 	}
 
 	progress.start(mode, o.iterations)
@@ -241,19 +263,12 @@ func humanBytes(b float64) string {
 // describe prints the compiled plan or writes the graph, without training:
 // where each gradient is shared, and who receives what.
 func describe(o options, trainSet, testSet *mnist.Dataset, stdout io.Writer) error {
-	modelOwner, dataOwners, err := newPlayers(o, trainSet, testSet)
+	fed, err := newFederation(o, trainSet, testSet)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		for _, d := range dataOwners {
-			d.Close()
-		}
-	}()
-	g, iteration, err := buildGraph(modelOwner, dataOwners)
-	if err != nil {
-		return err
-	}
+	defer fed.Close()
+	g, iteration := fed.graph, fed.iteration
 	if o.dot != "" {
 		f, err := os.Create(o.dot)
 		if err != nil {
