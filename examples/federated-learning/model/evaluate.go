@@ -44,7 +44,7 @@ func forward(a Architecture, params []*tensor.Dense, x []float32, visit func(i i
 			if math.IsNaN(f) || math.IsInf(f, 0) {
 				return 0, fmt.Errorf("model: input %d of example %d is %v", i%a.Inputs, start+i/a.Inputs, v)
 			}
-			xs[i] = f
+			xs[i] = standardize(v)
 		}
 		X := blas64.General{Rows: m, Cols: a.Inputs, Stride: a.Inputs, Data: xs[:m*a.Inputs]}
 		H := blas64.General{Rows: m, Cols: a.Hidden, Stride: a.Hidden, Data: hs[:m*a.Hidden]}

@@ -221,7 +221,7 @@ func (t *Trainer) load(b Batch) error {
 		if math.IsNaN(f) || math.IsInf(f, 0) {
 			return fmt.Errorf("model: batch input %d of example %d is %v", i%t.arch.Inputs, i/t.arch.Inputs, v)
 		}
-		x[i] = f
+		x[i] = standardize(v)
 	}
 	y := t.y.Data().([]float64)
 	clear(y)
