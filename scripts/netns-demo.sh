@@ -39,7 +39,8 @@
 #
 # Exit status: 0 when every player succeeded, 1 when one failed, 2 when
 # the script cannot run here (not root, no 'ip netns', no privilege to
-# create namespaces, bad arguments, another run in progress).
+# create namespaces, bad arguments, another run still going after
+# LOCK_WAIT seconds).
 #
 # Everything (processes, namespaces, bridge, veths, temporary files) is
 # removed on exit, also after a failure or Ctrl-C; leftovers of a run that
@@ -47,6 +48,10 @@
 # Set GO to the go binary if 'go' is not on root's PATH (sudo resets it).
 
 set -euo pipefail
+
+# ip lives in /usr/sbin or /sbin, which some ways of becoming root leave
+# off PATH.
+PATH=$PATH:/usr/sbin:/sbin
 
 # ---- Settings ---------------------------------------------------------------
 
@@ -57,6 +62,7 @@ readonly PORT=4440
 readonly SWITCH_NS=sf-switch
 readonly BRIDGE=sfbr0
 readonly STOP_GRACE=5 # seconds between SIGTERM and SIGKILL when stopping players
+readonly LOCK_WAIT=90 # seconds to wait for another run of this script to end
 readonly PLAYERS=(server0 server1 server2 model-owner data-owner-0 data-owner-1 data-owner-2)
 
 # ns NAME: the network namespace of player NAME.
@@ -74,6 +80,10 @@ readonly ALL_NS
 
 # say MESSAGE...: a line of the script's own, told apart from the players'.
 say() { printf '[netns] %s\n' "$*"; }
+
+# indent: the script's own detail lines, indented under a say line
+# (trailing blanks dropped).
+indent() { sed 's/^/[netns]   /; s/[[:space:]]*$//'; }
 
 # refuse MESSAGE...: the script cannot run here; exit status 2.
 refuse() {
@@ -93,6 +103,7 @@ EOF
 
 # ---- Arguments and preconditions ----------------------------------------------
 
+all_args=("$@")
 iterations=$DEFAULT_ITERATIONS
 if [[ $# -gt 0 ]]; then
 	case $1 in
@@ -109,7 +120,7 @@ if [[ $# -gt 0 ]]; then
 fi
 extra_flags=("$@")
 
-[[ $EUID -eq 0 ]] || refuse "must run as root (network namespaces and veth pairs need CAP_SYS_ADMIN and CAP_NET_ADMIN); try: sudo $0 $*"
+[[ $EUID -eq 0 ]] || refuse "must run as root (network namespaces and veth pairs need CAP_SYS_ADMIN and CAP_NET_ADMIN); try: sudo $0 ${all_args[*]}"
 command -v ip >/dev/null 2>&1 || refuse "'ip' (iproute2) is not installed"
 ip netns list >/dev/null 2>&1 || refuse "'ip netns' is not available here (iproute2 without netns support?)"
 
@@ -121,12 +132,14 @@ readonly REPO GO
 
 # One run at a time: a second run would tear down the first one's
 # namespaces when it removes leftovers. The lock is released when this
-# shell exits; players do not inherit it (9>&- where they start).
+# shell exits; players do not inherit it (9>&- where they start), so
+# players orphaned by a SIGKILLed run cannot keep it.
 lock_file=/run/lock/shareflow-netns-demo.lock
 [[ -d /run/lock ]] || lock_file=/tmp/shareflow-netns-demo.lock
 exec 9>"$lock_file"
-if command -v flock >/dev/null 2>&1; then
-	flock -n 9 || refuse "another netns-demo run holds $lock_file; wait for it to finish"
+if command -v flock >/dev/null 2>&1 && ! flock -n 9; then
+	say "another netns-demo run holds $lock_file; waiting up to ${LOCK_WAIT}s for it to finish"
+	flock -w "$LOCK_WAIT" 9 || refuse "another netns-demo run still holds $lock_file after ${LOCK_WAIT}s"
 fi
 
 # ---- Tear-down ------------------------------------------------------------------
@@ -193,7 +206,7 @@ cleanup() {
 	remove_network
 	[[ -n $work ]] && rm -rf -- "$work"
 	if [[ -n $(existing_ns) ]]; then
-		say "warning: namespaces left behind: $(existing_ns | tr '\n' ' ')"
+		say "warning: namespaces left behind: $(existing_ns | paste -sd ' ')"
 	else
 		say "cleaned up: namespaces, bridge, veth pairs and temporary files removed"
 	fi
@@ -204,20 +217,19 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # A run killed outright (SIGKILL, power loss) leaves its namespaces behind.
-leftovers=$(existing_ns | tr '\n' ' ')
+leftovers=$(existing_ns | paste -sd ' ')
 if [[ -n $leftovers ]]; then
 	say "removing leftovers of an earlier run: $leftovers"
 	stop_players
 	remove_network
 fi
-
-# ---- Build -------------------------------------------------------------------------
-
-work=$(mktemp -d /tmp/shareflow-netns.XXXXXX)
-readonly EXAMPLE_BIN=$work/bin/federated-learning CLI_BIN=$work/bin/shareflow
-say "building the example and the shareflow CLI in $work/bin"
-(cd "$REPO" && "$GO" build -o "$EXAMPLE_BIN" ./examples/federated-learning)
-(cd "$REPO" && "$GO" build -o "$CLI_BIN" ./cmd/shareflow)
+# Its temporary directory too: under the lock, no other run is using one.
+for stale in /tmp/shareflow-netns.*; do
+	if [[ -d $stale ]]; then
+		say "removing leftovers of an earlier run: $stale"
+		rm -rf -- "$stale"
+	fi
+done
 
 # ---- Network ----------------------------------------------------------------------
 
@@ -261,7 +273,20 @@ for i in "${!PLAYERS[@]}"; do
 	printf '[netns]   %-16s eth0 %-14s <-> %s port%d\n' "$(ns "${PLAYERS[$i]}")" "$(addr "$i")/24" "$SWITCH_NS" "$i"
 done
 say "routes in $(ns server0) (the same in every player namespace):"
-ip -n "$(ns server0)" route | sed 's/^/[netns]   /'
+ip -n "$(ns server0)" route | indent
+# No way out: an address beyond the subnet (TEST-NET-2) has no route.
+if outside=$(ip -n "$(ns server0)" route get 198.51.100.1 2>&1); then
+	refuse "$(ns server0) has a route beyond the test subnet: $outside"
+fi
+say "route from $(ns server0) to 198.51.100.1 (outside the subnet): $outside"
+
+# ---- Build -------------------------------------------------------------------------
+
+work=$(mktemp -d /tmp/shareflow-netns.XXXXXX)
+readonly EXAMPLE_BIN=$work/bin/federated-learning CLI_BIN=$work/bin/shareflow
+say "building the example and the shareflow CLI in $work/bin"
+(cd "$REPO" && "$GO" build -o "$EXAMPLE_BIN" ./examples/federated-learning)
+(cd "$REPO" && "$GO" build -o "$CLI_BIN" ./cmd/shareflow)
 
 # ---- Hosts file and certificates ----------------------------------------------
 
@@ -278,10 +303,10 @@ ip -n "$(ns server0)" route | sed 's/^/[netns]   /'
 	printf '  },\n  "connect_timeout": "30s",\n  "message_timeout": "30s"\n}\n'
 } >"$work/hosts.json"
 say "hosts file $work/hosts.json:"
-sed 's/^/[netns]   /' "$work/hosts.json"
+indent <"$work/hosts.json"
 
 say "making development certificates (IP SANs from the hosts file)"
-"$CLI_BIN" certs --config "$work/hosts.json" --out "$work/certs" | sed 's/^/[netns]   /'
+"$CLI_BIN" certs --config "$work/hosts.json" --out "$work/certs" | indent
 
 # ---- Run ----------------------------------------------------------------------------
 
@@ -306,7 +331,7 @@ run_player() {
 say "starting ${#PLAYERS[@]} players, $iterations iterations${extra_flags[*]:+, flags: ${extra_flags[*]}}"
 declare -A player_of=() # background job pid -> player
 for player in "${PLAYERS[@]}"; do
-	run_player "$player" &
+	run_player "$player" 9>&- &
 	player_of[$!]=$player
 done
 
@@ -329,11 +354,11 @@ done
 
 # ---- Report ---------------------------------------------------------------------
 
-# Traffic each player put on the wire, read from its switch port: what the
-# port received the player sent, and the other way round.
 # mb BYTES: BYTES in megabytes, one decimal (kilobytes below 1 MB).
 mb() { awk -v b="$1" 'BEGIN { if (b < 1e6) printf "%.1f kB", b / 1e3; else printf "%.1f MB", b / 1e6 }'; }
 
+# Traffic each player put on the wire, read from its switch port: what the
+# port received the player sent, and the other way round.
 say "traffic through the switch ports (all of it between the namespaces above):"
 printf '[netns]   %-14s %-14s %12s %12s\n' PLAYER ADDRESS SENT RECEIVED
 for i in "${!PLAYERS[@]}"; do
