@@ -335,12 +335,14 @@ func TestEveryVerbMatchesPlaintext(t *testing.T) {
 			return []*tensor.Dense{tensor.New(tensor.WithShape(3), tensor.WithBacking(append([]float64(nil), in[0].Float64s()...)))}, nil
 		}, []graph.Shape{{3}}, doubled...)
 		b := g.DefinePrivateInput("data-owner-1", fixed([]float64{0.5, 4, -1}), []graph.Shape{{3}}, w...)
+		sum := g.Add(a[0], b[0])
 		outs := []*graph.Private{
-			g.Add(a[0], b[0]),
+			sum,
 			g.Sub(a[0], b[0]),
 			g.Neg(b[0]),
 			g.MulPublic(a[0], -0.75),
 			g.Div(g.AddN(a[0], b[0], a[0]), 4),
+			sum, // revealed twice: the first send must not give the share away
 		}
 		var got [][]float64
 		op := g.DefineOutput("model-owner", outs, func(_ context.Context, vs []*tensor.Dense) error {
@@ -355,13 +357,14 @@ func TestEveryVerbMatchesPlaintext(t *testing.T) {
 		require.NoError(t, s.Close())
 
 		av, bv := []float64{3, -4, 0.5}, []float64{0.5, 4, -1}
-		want := make([][]float64, 5)
+		want := make([][]float64, 6)
 		for i := range av {
 			want[0] = append(want[0], av[i]+bv[i])
 			want[1] = append(want[1], av[i]-bv[i])
 			want[2] = append(want[2], -bv[i])
 			want[3] = append(want[3], av[i]*-0.75)
 			want[4] = append(want[4], (2*av[i]+bv[i])/4)
+			want[5] = append(want[5], av[i]+bv[i])
 		}
 		for j := range want {
 			for i := range want[j] {

@@ -115,6 +115,7 @@ func compile(g *graph.Graph, op *graph.Op, proto *pond.Protocol, opts Options) (
 		}
 	}
 	markOwnedInputs(c.steps)
+	markLastShareUses(c.steps)
 	plan := &Plan{op: op, servers: c.servers, steps: c.steps, edges: c.edge}
 	for p := range c.steps {
 		plan.players = append(plan.players, p)
@@ -234,6 +235,41 @@ func (c *compiler) lower(n *graph.Node, reveal []revealTarget) error {
 		return fmt.Errorf("session: %s: unknown kind", n)
 	}
 	return nil
+}
+
+// markLastShareUses marks every send of a share that no later step of the
+// same server reads: the share's memory may go with the message.
+func markLastShareUses(steps map[string][]step) {
+	for _, list := range steps {
+		for i, s := range list {
+			send, ok := s.(*sendShareStep)
+			if !ok {
+				continue
+			}
+			send.last = !shareUsedAfter(list[i+1:], send.ref)
+		}
+	}
+}
+
+// shareUsedAfter reports whether any of steps reads the share of ref.
+func shareUsedAfter(steps []step, ref graph.Ref) bool {
+	for _, s := range steps {
+		switch s := s.(type) {
+		case *linearStep:
+			if slices.Contains(s.node.Inputs(), ref) {
+				return true
+			}
+		case *mulPublicStep:
+			if s.node.Inputs()[0] == ref {
+				return true
+			}
+		case *sendShareStep:
+			if s.ref == ref {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // markOwnedInputs marks every input of a call step that no later step of

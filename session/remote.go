@@ -22,9 +22,11 @@ var ErrMismatch = errors.New("session: players disagree")
 // others through a transport (gRPC with mutual TLS between hosts). No
 // player ever runs code another sent it: only tensors cross the wire.
 //
-// Before the first iteration of an op, the players of its plan exchange
-// their session id and the plan's fingerprint; any difference stops every
-// player with ErrMismatch before a single tensor moves.
+// Before the first iteration of an op, the players exchange their session
+// id and the plan's fingerprint; any difference stops every player with
+// ErrMismatch before a single tensor moves. Every player must run the same
+// ops, in the same order, the same number of times: that is what running
+// the same program means.
 //
 // Methods are safe for concurrent use; iterations run one at a time.
 type Remote struct {

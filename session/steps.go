@@ -249,6 +249,17 @@ func (r *runner) shareMessage(n int) (b []byte, words pond.Share) {
 	return nil, r.shareBuf(n)
 }
 
+// messageShare returns a share of n elements with unspecified contents,
+// laid out inside a pooled message buffer when the byte order allows, so
+// that it can be sent as it is (see sendShareStep).
+func (r *runner) messageShare(n int) pond.Share {
+	b, w := r.shareMessage(n)
+	if b != nil && n > 0 {
+		r.backing[&w[0]] = b
+	}
+	return w
+}
+
 // recvShare receives a pond.Share of want elements. Where the byte order
 // allows, the share is a view of the message itself, which the runner owns:
 // no copy.
@@ -334,7 +345,9 @@ func (s *linearStep) exec(ctx context.Context, r *runner) error {
 		}
 		ins[i] = sh
 	}
-	dst := r.shareBuf(s.node.Outputs()[0].Size())
+	// The result is computed inside a message buffer, so that sending it
+	// to the output player later needs no copy.
+	dst := r.messageShare(s.node.Outputs()[0].Size())
 	switch s.node.Kind() {
 	case graph.KindAddN:
 		xs := make([][]uint64, len(ins))
@@ -408,11 +421,13 @@ func (s *mulPublicStep) exec(ctx context.Context, r *runner) error {
 	return nil
 }
 
-// sendShareStep sends a server's share to the output player.
+// sendShareStep sends a server's share to the output player. last says
+// that no later step of the server uses the share.
 type sendShareStep struct {
 	ref  graph.Ref
 	to   string
 	edge uint64
+	last bool
 }
 
 func (s *sendShareStep) String() string {
@@ -423,6 +438,18 @@ func (s *sendShareStep) exec(ctx context.Context, r *runner) error {
 	sh, err := r.share(s.ref)
 	if err != nil {
 		return err
+	}
+	if s.last && len(sh) > 0 {
+		// The share is not used again here: hand over the message it was
+		// computed in, if it was.
+		if b, ok := r.backing[&sh[0]]; ok {
+			delete(r.backing, &sh[0])
+			delete(r.shares, s.ref)
+			if err := r.t.SendOwned(ctx, s.to, r.key(s.edge), b); err != nil {
+				return fmt.Errorf("sending to %q: %w", s.to, err)
+			}
+			return nil
+		}
 	}
 	return r.send(ctx, s.to, s.edge, 8+8*len(sh), sh)
 }
