@@ -491,17 +491,16 @@ func (s *revealStep) exec(ctx context.Context, r *runner) error {
 			r.releaseShare(s0)
 			return fmt.Errorf("share of %s: %w", t.ref, err)
 		}
+		divisor := 1.0
+		if t.divisor != 0 {
+			divisor = t.divisor // a division done in the clear, after the reveal
+		}
 		out := make([]float64, n)
-		err = r.proto.Reveal(out, s0, s1)
+		err = r.proto.RevealQuotient(out, s0, s1, divisor)
 		r.releaseShare(s0)
 		r.releaseShare(s1)
 		if err != nil {
 			return fmt.Errorf("%s: %w", t.ref, err)
-		}
-		if t.divisor != 0 {
-			for j := range out {
-				out[j] /= t.divisor
-			}
 		}
 		values[i] = tensor.New(tensor.WithShape(shapeOf(s.node.Inputs()[i].Shape())...), tensor.WithBacking(out))
 	}

@@ -174,11 +174,23 @@ func (p *Protocol) TruncateLocal(party int, dst, x Share) {
 // Reveal is the output player's step: it adds the two servers' shares and
 // decodes the sum into dst.
 func (p *Protocol) Reveal(dst []float64, s0, s1 Share) error {
+	return p.RevealQuotient(dst, s0, s1, 1)
+}
+
+// RevealQuotient is Reveal followed by a division by the public number d,
+// in one pass: dst = decode(s0 + s1) / d. As 2^FracBits·d is exact, each
+// element is rounded once, exactly as decoding then dividing would round
+// it.
+func (p *Protocol) RevealQuotient(dst []float64, s0, s1 Share, d float64) error {
 	if len(s0) != len(dst) || len(s1) != len(dst) {
 		return fmt.Errorf("pond: reveal: shares have %d and %d elements, want %d", len(s0), len(s1), len(dst))
 	}
+	if d == 0 || math.IsNaN(d) || math.IsInf(d, 0) {
+		return fmt.Errorf("pond: reveal: divisor %v must be a finite non-zero number", d)
+	}
+	div := p.scale * d
 	for i := range dst {
-		dst[i] = float64(int64(s0[i]+s1[i])) / p.scale
+		dst[i] = float64(int64(s0[i]+s1[i])) / div
 	}
 	return nil
 }

@@ -93,6 +93,13 @@ func TestShareInputAndReveal(t *testing.T) {
 		assert.InDelta(t, x[i], got[i], p.Config().Resolution()/2)
 	}
 
+	quotient := make([]float64, len(x))
+	require.NoError(t, p.RevealQuotient(quotient, seeded, masked, 3))
+	for i := range x {
+		assert.Equal(t, got[i]/3, quotient[i], "one rounding, as decoding then dividing")
+	}
+	assert.Error(t, p.RevealQuotient(quotient, seeded, masked, 0))
+
 	fused := make(Share, len(x))
 	seed2, err := p.EncodeAndShare(rand.Reader, d, fused, x)
 	require.NoError(t, err)
