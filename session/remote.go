@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 
 	"github.com/shareflow/shareflow/graph"
 	"github.com/shareflow/shareflow/session/transport"
@@ -93,10 +94,40 @@ func (s *Remote) Run(ctx context.Context, op *graph.Op) error {
 		s.mailer.Forget(s.opts.SessionID, iter)
 	}
 	if err != nil {
+		// A failure cascades: a server that lost a data owner stops, and
+		// the model owner then sees the server close. Say where it began.
+		if l, ok := s.t.(interface{ LostPeers() []string }); ok {
+			if lost := l.LostPeers(); len(lost) > 0 {
+				err = &LostPeersError{Err: err, Lost: lost}
+			}
+		}
 		s.log.Warn("iteration failed", "iteration", iter, "err", err)
 		return err
 	}
 	return nil
+}
+
+// LostPeersError is an iteration's error on a player whose transport had
+// lost contact with some peers (they crashed or were cut off) by the time
+// it failed: the likely root cause when the error itself names another
+// player that merely stopped in turn.
+type LostPeersError struct {
+	Err  error
+	Lost []string
+}
+
+func (e *LostPeersError) Error() string {
+	return fmt.Sprintf("%v (lost contact with %s)", e.Err, strings.Join(quoteAll(e.Lost), ", "))
+}
+
+func (e *LostPeersError) Unwrap() error { return e.Err }
+
+func quoteAll(names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = fmt.Sprintf("%q", n)
+	}
+	return out
 }
 
 // helloSession is the key space of handshakes: it cannot depend on the

@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -88,4 +89,12 @@ func TestHelloWire(t *testing.T) {
 	assert.Equal(t, h, got)
 	assert.ErrorIs(t, got.unmarshal(h.marshal()[:5]), ErrWire)
 	assert.ErrorIs(t, got.unmarshal(append(h.marshal(), 0)), ErrWire)
+}
+
+func TestLostPeersErrorNamesTheRootCause(t *testing.T) {
+	inner := &PlayerError{Player: "model-owner", Iteration: 3, Err: errors.New(`peer closed: player "server0" closed its connection`)}
+	err := error(&LostPeersError{Err: inner, Lost: []string{"data-owner-1"}})
+	assert.EqualError(t, err, `player "model-owner", iteration 3: peer closed: player "server0" closed its connection (lost contact with "data-owner-1")`)
+	var pe *PlayerError
+	assert.ErrorAs(t, err, &pe, "the player's error stays reachable")
 }

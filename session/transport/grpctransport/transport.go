@@ -401,6 +401,20 @@ func (l *link) acquire(ctx context.Context) error {
 
 func (l *link) release() { <-l.sem }
 
+// LostPeers returns, sorted, the peers whose connection broke without an
+// orderly close: crashed, killed or cut off. When a player fails, the
+// others fail after it in a cascade; this names where it started.
+func (t *Transport) LostPeers() []string {
+	var lost []string
+	for name, l := range t.links {
+		if err := l.failure(); err != nil && errors.Is(err, ErrPeerLost) {
+			lost = append(lost, name)
+		}
+	}
+	slices.Sort(lost)
+	return lost
+}
+
 func (l *link) failure() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -12,6 +12,7 @@ import (
 	"net"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -554,8 +555,10 @@ func TestPeerGoneMidRun(t *testing.T) {
 				assert.Contains(t, err.Error(), `"server1"`)
 				if mode == "close" {
 					assert.ErrorIs(t, err, ErrPeerClosed)
+					assert.Empty(t, ts["server0"].LostPeers(), "an orderly close is no loss")
 				} else {
 					assert.ErrorIs(t, err, ErrPeerLost)
+					assert.Eventually(t, func() bool { return slices.Equal(ts["server0"].LostPeers(), []string{"server1"}) }, 2*time.Second, 10*time.Millisecond)
 				}
 			case <-time.After(3 * time.Second):
 				t.Fatal("pending Recv did not fail")
