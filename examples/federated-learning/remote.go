@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/shareflow/shareflow/examples/federated-learning/mnist"
@@ -12,6 +13,7 @@ import (
 	"github.com/shareflow/shareflow/players"
 	"github.com/shareflow/shareflow/protocol/pond"
 	"github.com/shareflow/shareflow/session"
+	"github.com/shareflow/shareflow/session/transport"
 	"github.com/shareflow/shareflow/session/transport/grpctransport"
 )
 
@@ -65,6 +67,18 @@ func loadHosts(o options, stderr io.Writer) (*players.Config, error) {
 		}
 	}
 	return cfg, nil
+}
+
+// waitForPeersToLeave returns once every other player has closed its
+// connection to this one (or lost it), or ctx is done. A receive under a
+// key nobody sends returns exactly when the peer goes away.
+func waitForPeersToLeave(ctx context.Context, t transport.Transport, names []string, self string) {
+	never := transport.Key{Session: "federated-learning/never"}
+	for _, p := range names {
+		if p != self {
+			t.Recv(ctx, p, never) // the error is the point: the peer has left
+		}
+	}
 }
 
 // dataOwnersIn counts the data owners of a config: data-owner-0 to
@@ -147,6 +161,18 @@ func trainRemote(ctx context.Context, o options, trainSet, testSet *mnist.Datase
 	}
 	elapsed := time.Since(start)
 	prog.done()
+
+	plan, err := s.Plan(iteration)
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(plan.Players(), o.player) {
+		// A player with no part in the plan (the crypto producer, in
+		// aggregation) stays until the others are done, so that its
+		// leaving is not mistaken for a failure.
+		fmt.Fprintf(stdout, "%s: no part in this computation; waiting for the other players to finish\n", o.player)
+		waitForPeersToLeave(ctx, t, cfg.Names(), o.player)
+	}
 
 	r := &result{mode: "secure (" + o.player + ")", perIter: (elapsed - modelOwner.EvaluationTime()) / time.Duration(o.iterations), stats: s.Stats(), iterations: o.iterations}
 	if isModelOwner {

@@ -174,6 +174,9 @@ func (t *Transport) messages(stream grpc.ServerStream) error {
 			if !t.isClosing() {
 				lost := fmt.Errorf("%w: connection from player %q to %q: %v", ErrPeerLost, from, t.self, err)
 				t.log.Warn("peer stream broken", "peer", from, "error", err)
+				if l := t.links[from]; l != nil {
+					l.lost.Store(true)
+				}
 				t.box.FailFrom(from, lost)
 			}
 			return err

@@ -144,6 +144,9 @@ type link struct {
 	// goodbye is set when the peer closed its own stream to us, so that
 	// the end of ours is expected.
 	goodbye atomic.Bool
+	// lost is set when a stream to or from the peer broke without an
+	// orderly close.
+	lost atomic.Bool
 
 	mu          sync.Mutex
 	err         error              // the link's failure, set once
@@ -407,7 +410,7 @@ func (l *link) release() { <-l.sem }
 func (t *Transport) LostPeers() []string {
 	var lost []string
 	for name, l := range t.links {
-		if err := l.failure(); err != nil && errors.Is(err, ErrPeerLost) {
+		if l.lost.Load() && !l.goodbye.Load() {
 			lost = append(lost, name)
 		}
 	}
@@ -532,6 +535,9 @@ func (t *Transport) monitor(l *link, stream grpc.ClientStream, done chan struct{
 		t.log.Debug("peer link closed", "peer", l.name, "error", err)
 	} else {
 		t.log.Warn("peer link failed", "peer", l.name, "error", err)
+		if errors.Is(err, ErrPeerLost) {
+			l.lost.Store(true)
+		}
 	}
 	l.mu.Lock()
 	if l.err == nil {
