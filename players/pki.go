@@ -15,10 +15,11 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/shareflow/shareflow/internal/atomicfile"
 )
 
 // Validity defaults of GenerateDevPKI.
@@ -253,7 +254,7 @@ func GenerateDevPKI(dir string, specs []CertSpec, opts DevPKIOptions) (*DevPKI, 
 		return nil, fmt.Errorf("players: dev PKI: %w", err)
 	}
 	for _, f := range files {
-		if err := writeAtomic(f.path, f.data, f.mode); err != nil {
+		if err := atomicfile.WriteFile(f.path, f.data, f.mode); err != nil {
 			return nil, fmt.Errorf("players: dev PKI: %w", err)
 		}
 	}
@@ -274,32 +275,4 @@ func keyPEM(key *ecdsa.PrivateKey) ([]byte, error) {
 		return nil, fmt.Errorf("players: dev PKI: encoding key: %w", err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
-}
-
-// writeAtomic writes data to path through a temporary file in the same
-// directory, so readers see the old file or the whole new one.
-func writeAtomic(path string, data []byte, mode os.FileMode) (err error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err := tmp.Chmod(mode); err != nil {
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

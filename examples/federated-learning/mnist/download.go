@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/shareflow/shareflow/internal/atomicfile"
 )
 
 // File is one file to download and the SHA-256 it must have.
@@ -190,41 +192,24 @@ func fetch(ctx context.Context, client *http.Client, u, dst string, f File) (err
 		}
 	}
 
-	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".part-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
+	return atomicfile.Write(dst, 0o644, func(w io.Writer) error {
+		h := sha256.New()
+		n, err := io.Copy(io.MultiWriter(w, h), io.LimitReader(resp.Body, limit+1))
 		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				return fmt.Errorf("%w: body ended after %d bytes (short read): %v", ErrSize, n, err)
+			}
+			return fmt.Errorf("reading body after %d bytes: %w", n, err)
 		}
-	}()
-	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(resp.Body, limit+1))
-	if err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return fmt.Errorf("%w: body ended after %d bytes (short read): %v", ErrSize, n, err)
+		switch {
+		case n > limit:
+			return fmt.Errorf("%w: body exceeds %d bytes", ErrSize, limit)
+		case f.Size > 0 && n < f.Size:
+			return fmt.Errorf("%w: short read, got %d of %d bytes", ErrSize, n, f.Size)
 		}
-		return fmt.Errorf("reading body after %d bytes: %w", n, err)
-	}
-	switch {
-	case n > limit:
-		return fmt.Errorf("%w: body exceeds %d bytes", ErrSize, limit)
-	case f.Size > 0 && n < f.Size:
-		return fmt.Errorf("%w: short read, got %d of %d bytes", ErrSize, n, f.Size)
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); !strings.EqualFold(got, f.SHA256) {
-		return fmt.Errorf("%w: got %s, want %s", ErrChecksum, got, strings.ToLower(f.SHA256))
-	}
-	if err = tmp.Chmod(0o644); err != nil {
-		return err
-	}
-	if err = tmp.Sync(); err != nil {
-		return err
-	}
-	if err = tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), dst)
+		if got := hex.EncodeToString(h.Sum(nil)); !strings.EqualFold(got, f.SHA256) {
+			return fmt.Errorf("%w: got %s, want %s", ErrChecksum, got, strings.ToLower(f.SHA256))
+		}
+		return nil
+	})
 }

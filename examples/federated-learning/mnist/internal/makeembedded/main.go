@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 
 	"github.com/shareflow/shareflow/examples/federated-learning/mnist"
+	"github.com/shareflow/shareflow/internal/atomicfile"
 )
 
 func main() {
@@ -147,32 +148,15 @@ func readLabels(dir, base string) ([]uint8, error) {
 
 // writeGzip writes data gzipped (no name, no time stamp, so the output is
 // reproducible) to path via a temporary file and a rename.
-func writeGzip(path string, data []byte) (err error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
+func writeGzip(path string, data []byte) error {
+	return atomicfile.Write(path, 0o644, func(w io.Writer) error {
+		zw, err := gzip.NewWriterLevel(w, gzip.BestCompression)
 		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
+			return err
 		}
-	}()
-	zw, err := gzip.NewWriterLevel(tmp, gzip.BestCompression)
-	if err != nil {
-		return err
-	}
-	if _, err = io.Copy(zw, bytes.NewReader(data)); err != nil {
-		return err
-	}
-	if err = zw.Close(); err != nil {
-		return err
-	}
-	if err = tmp.Chmod(0o644); err != nil {
-		return err
-	}
-	if err = tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+		if _, err := zw.Write(data); err != nil {
+			return err
+		}
+		return zw.Close()
+	})
 }
