@@ -62,8 +62,9 @@ func (r *runner) key(edge uint64) transport.Key {
 }
 
 func (r *runner) domain(ref graph.Ref) pond.Domain {
-	// Tensor ids: node ID in the high bits, output index in the low 16.
-	return pond.Domain{Session: r.session, Iteration: r.iter, Tensor: uint64(ref.Node.ID())<<16 | uint64(ref.Index)}
+	// Tensor ids: node ID in the high 32 bits, output index in the low 32,
+	// so that every tensor of a graph has its own.
+	return pond.Domain{Session: r.session, Iteration: r.iter, Tensor: uint64(ref.Node.ID())<<32 | uint64(uint32(ref.Index))}
 }
 
 // send encodes m into a pooled buffer of about size bytes and hands the
