@@ -17,6 +17,10 @@ type Mailbox struct {
 	closed chan struct{}
 	// senders holds per-sender failures set by FailFrom.
 	senders map[string]*sender
+	// pending counts, per sender, the bytes delivered but not yet received;
+	// limit bounds it (0: no bound).
+	pending map[string]int64
+	limit   int64
 }
 
 // sender is the failure state of one sending player.
@@ -43,7 +47,19 @@ func NewMailbox() *Mailbox {
 		done:    make(map[string]uint64),
 		closed:  make(chan struct{}),
 		senders: make(map[string]*sender),
+		pending: make(map[string]int64),
 	}
+}
+
+// SetPendingLimit bounds the bytes one sender may have waiting in the
+// mailbox, delivered but not yet asked for. A delivery past the bound is
+// refused with ErrBacklog and fails that sender (see FailFrom): a peer
+// cannot fill this player's memory with messages nobody will read. Zero
+// means no bound.
+func (m *Mailbox) SetPendingLimit(bytes int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.limit = bytes
 }
 
 func (m *Mailbox) sender(from string) *sender {
@@ -85,6 +101,13 @@ func (m *Mailbox) Deliver(from string, key Key, payload []byte) error {
 		return fmt.Errorf("%w: %s from %q", ErrDuplicate, key, from)
 	default:
 	}
+	if m.limit > 0 && m.pending[from]+int64(len(payload)) > m.limit {
+		err := fmt.Errorf("%w: player %q has %d bytes waiting that nobody asked for; %s (%d bytes) would pass the limit of %d",
+			ErrBacklog, from, m.pending[from], key, len(payload), m.limit)
+		m.failFrom(from, err)
+		return err
+	}
+	m.pending[from] += int64(len(payload))
 	s.payload = payload
 	close(s.ready)
 	return nil
@@ -132,6 +155,7 @@ func (m *Mailbox) Recv(ctx context.Context, from string, key Key) ([]byte, error
 	s.taken = true
 	p := s.payload
 	s.payload = nil
+	m.pending[from] -= int64(len(p))
 	return p, nil
 }
 
@@ -145,8 +169,9 @@ func (m *Mailbox) Forget(session string, iteration uint64) {
 	if last, ok := m.done[session]; !ok || iteration > last {
 		m.done[session] = iteration
 	}
-	for k := range m.slots {
+	for k, s := range m.slots {
 		if k.key.Session == session && k.key.Iteration <= iteration {
+			m.pending[k.from] -= int64(len(s.payload)) // nil once received
 			delete(m.slots, k)
 		}
 	}
@@ -173,6 +198,11 @@ func (m *Mailbox) Fail(err error) {
 func (m *Mailbox) FailFrom(from string, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.failFrom(from, err)
+}
+
+// failFrom is FailFrom with m.mu held.
+func (m *Mailbox) failFrom(from string, err error) {
 	snd := m.sender(from)
 	if snd.err != nil {
 		return

@@ -64,4 +64,7 @@ var (
 	// ErrDuplicate is returned when a key is used twice between the same
 	// pair of players.
 	ErrDuplicate = errors.New("transport: duplicate message key")
+	// ErrBacklog is returned when a sender has more bytes waiting unread
+	// than the mailbox's limit allows.
+	ErrBacklog = errors.New("transport: too many unread messages")
 )

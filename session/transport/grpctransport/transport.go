@@ -51,6 +51,11 @@ const InsecureWarning = "INSECURE: players talk in plaintext without authenticat
 	"anyone on the network can read the shares and impersonate a player. " +
 	"Use this only for trying things out."
 
+// PendingMessages is how many max_message_bytes a peer may have waiting,
+// delivered but not yet received, before this player refuses its messages
+// and fails its link (transport.ErrBacklog).
+const PendingMessages = 4
+
 // ConnectError reports a player that could not be reached, or that
 // refused this one, while connecting.
 type ConnectError struct {
@@ -222,6 +227,9 @@ func New(cfg *players.Config, self string, opts Options) (_ *Transport, err erro
 	for _, n := range cfg.Names() {
 		t.stats[n] = new(linkStats)
 	}
+	// A peer may run ahead, but not fill this player's memory with
+	// messages nobody asks for.
+	t.box.SetPendingLimit(PendingMessages * cfg.MaxMessageBytes())
 
 	var serverCreds credentials.TransportCredentials
 	clientCreds := make(map[string]credentials.TransportCredentials)
