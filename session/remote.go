@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/shareflow/shareflow/graph"
 	"github.com/shareflow/shareflow/session/transport"
@@ -94,33 +95,95 @@ func (s *Remote) Run(ctx context.Context, op *graph.Op) error {
 		s.mailer.Forget(s.opts.SessionID, iter)
 	}
 	if err != nil {
-		// A failure cascades: a server that lost a data owner stops, and
-		// the model owner then sees the server close. Say where it began.
-		if l, ok := s.t.(interface{ LostPeers() []string }); ok {
-			if lost := l.LostPeers(); len(lost) > 0 {
-				err = &LostPeersError{Err: err, Lost: lost}
-			}
-		}
+		err = s.explain(ctx, plan, iter, err)
 		s.log.Warn("iteration failed", "iteration", iter, "err", err)
 		return err
 	}
 	return nil
 }
 
-// LostPeersError is an iteration's error on a player whose transport had
-// lost contact with some peers (they crashed or were cut off) by the time
-// it failed: the likely root cause when the error itself names another
-// player that merely stopped in turn.
-type LostPeersError struct {
-	Err  error
-	Lost []string
+// abortSession is the key space of the notices a failing player sends its
+// peers: why it stops.
+const abortSession = "shareflow/abort/v1"
+
+// maxReason bounds the reason a player gives when it stops.
+const maxReason = 2048
+
+// explain tells the other players why this one stops, and adds to err
+// what the others said and which peers this one lost. Failures cascade: a
+// server that lost a data owner stops, and the model owner then sees only
+// that the server closed; the notices and lost peers say where it began.
+func (s *Remote) explain(ctx context.Context, plan *Plan, iter uint64, err error) error {
+	key := transport.Key{Session: abortSession, Iteration: iter}
+	peers := s.opts.Players
+	if len(peers) == 0 {
+		peers = plan.players
+	}
+	reason := err.Error()
+	if len(reason) > maxReason {
+		reason = reason[:maxReason] + "…"
+	}
+	// Best effort, within a short deadline of its own: the iteration's
+	// context may already be done.
+	notify, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	for _, p := range peers {
+		if p != s.self {
+			s.t.Send(notify, p, key, []byte(reason))
+		}
+	}
+	ce := &CascadeError{Err: err}
+	listen, cancel2 := context.WithTimeout(context.WithoutCancel(ctx), 200*time.Millisecond)
+	defer cancel2()
+	for _, p := range peers {
+		if p == s.self {
+			continue
+		}
+		if b, rerr := s.t.Recv(listen, p, key); rerr == nil && len(b) <= maxReason+len("…") {
+			ce.Stopped = append(ce.Stopped, PeerStop{Player: p, Reason: string(b)})
+		}
+	}
+	if l, ok := s.t.(interface{ LostPeers() []string }); ok {
+		ce.Lost = l.LostPeers()
+	}
+	if len(ce.Lost) == 0 && len(ce.Stopped) == 0 {
+		return err
+	}
+	return ce
 }
 
-func (e *LostPeersError) Error() string {
-	return fmt.Sprintf("%v (lost contact with %s)", e.Err, strings.Join(quoteAll(e.Lost), ", "))
+// PeerStop is another player's notice that it stopped, and why.
+type PeerStop struct {
+	Player string
+	Reason string
 }
 
-func (e *LostPeersError) Unwrap() error { return e.Err }
+// CascadeError is an iteration's error on one player, with what it knew of
+// the others when it failed: the peers it lost contact with (they crashed
+// or were cut off) and the peers that stopped and said why. When the error
+// itself names a player that merely stopped in turn, these say where the
+// failure began.
+type CascadeError struct {
+	Err     error
+	Lost    []string
+	Stopped []PeerStop
+}
+
+func (e *CascadeError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.Err.Error())
+	if len(e.Lost) > 0 {
+		b.WriteString(" (lost contact with ")
+		b.WriteString(strings.Join(quoteAll(e.Lost), ", "))
+		b.WriteString(")")
+	}
+	for _, p := range e.Stopped {
+		fmt.Fprintf(&b, "; %q had stopped: %s", p.Player, p.Reason)
+	}
+	return b.String()
+}
+
+func (e *CascadeError) Unwrap() error { return e.Err }
 
 func quoteAll(names []string) []string {
 	out := make([]string, len(names))

@@ -9,7 +9,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"gorgonia.org/tensor"
 
+	"github.com/shareflow/shareflow/graph"
 	"github.com/shareflow/shareflow/session/transport"
 )
 
@@ -91,10 +93,67 @@ func TestHelloWire(t *testing.T) {
 	assert.ErrorIs(t, got.unmarshal(append(h.marshal(), 0)), ErrWire)
 }
 
-func TestLostPeersErrorNamesTheRootCause(t *testing.T) {
+func TestCascadeErrorNamesTheRootCause(t *testing.T) {
 	inner := &PlayerError{Player: "model-owner", Iteration: 3, Err: errors.New(`peer closed: player "server0" closed its connection`)}
-	err := error(&LostPeersError{Err: inner, Lost: []string{"data-owner-1"}})
-	assert.EqualError(t, err, `player "model-owner", iteration 3: peer closed: player "server0" closed its connection (lost contact with "data-owner-1")`)
+	err := error(&CascadeError{Err: inner, Lost: []string{"data-owner-1"}, Stopped: []PeerStop{{"server0", `receiving from "data-owner-1": peer lost`}}})
+	assert.EqualError(t, err, `player "model-owner", iteration 3: peer closed: player "server0" closed its connection (lost contact with "data-owner-1"); "server0" had stopped: receiving from "data-owner-1": peer lost`)
 	var pe *PlayerError
 	assert.ErrorAs(t, err, &pe, "the player's error stays reachable")
+}
+
+// TestFailingPlayerTellsTheOthers: a player whose input fails stops, and
+// the players waiting for it learn why from its notice, not only that it
+// is gone.
+func TestFailingPlayerTellsTheOthers(t *testing.T) {
+	errs := runRemoteFailing(t)
+	assert.ErrorContains(t, errs["data-owner-0"], "disk on fire")
+	var ce *CascadeError
+	require.ErrorAs(t, errs["server0"], &ce, "server0: %v", errs["server0"])
+	assert.Contains(t, ce.Error(), `"data-owner-0" had stopped`)
+	assert.Contains(t, ce.Error(), "disk on fire")
+}
+
+// runRemoteFailing runs two data owners, the servers and the model owner
+// as Remote sessions; data-owner-0's input fails in the second iteration.
+func runRemoteFailing(t *testing.T) map[string]error {
+	names := []string{"server0", "server1", "model-owner", "data-owner-0", "data-owner-1"}
+	net := transport.NewMemory(names...)
+	errs := map[string]error{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, p := range names {
+		calls := 0
+		g := graph.New()
+		a := g.DefinePrivateInput("data-owner-0", func(context.Context, []*tensor.Dense) ([]*tensor.Dense, error) {
+			if calls++; calls > 1 {
+				return nil, errors.New("disk on fire")
+			}
+			return []*tensor.Dense{tensor.New(tensor.WithShape(2), tensor.WithBacking([]float64{1, 2}))}, nil
+		}, []graph.Shape{{2}})
+		b := g.DefinePrivateInput("data-owner-1", fixed([]float64{3, 4}), []graph.Shape{{2}})
+		op := g.DefineOutput("model-owner", []*graph.Private{g.Add(a[0], b[0])}, func(context.Context, []*tensor.Dense) error { return nil })
+		ep, err := net.Endpoint(p)
+		require.NoError(t, err)
+		s, err := NewRemote(g, p, ep, Options{SessionID: "run-f", Players: names})
+		require.NoError(t, err)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer s.Close()
+			var err error
+			for range 3 {
+				ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+				err = s.Run(ctx, op)
+				cancel()
+				if err != nil {
+					break
+				}
+			}
+			mu.Lock()
+			errs[p] = err
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return errs
 }
