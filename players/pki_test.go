@@ -30,13 +30,19 @@ func devPKI(t *testing.T, data string) (*Config, string) {
 	return cc, dir
 }
 
-func readCert(t *testing.T, file string) *x509.Certificate {
+// readPEM returns the DER bytes of the first PEM block of file.
+func readPEM(t *testing.T, file string) []byte {
 	t.Helper()
 	data, err := os.ReadFile(file)
 	require.NoError(t, err)
 	block, _ := pem.Decode(data)
-	require.NotNil(t, block)
-	cert, err := x509.ParseCertificate(block.Bytes)
+	require.NotNil(t, block, "%s holds no PEM block", file)
+	return block.Bytes
+}
+
+func readCert(t *testing.T, file string) *x509.Certificate {
+	t.Helper()
+	cert, err := x509.ParseCertificate(readPEM(t, file))
 	require.NoError(t, err)
 	return cert
 }

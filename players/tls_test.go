@@ -7,11 +7,9 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"math/big"
 	"net"
 	"net/url"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -212,11 +210,7 @@ func TestPlayerFromCert(t *testing.T) {
 
 func readKey(t *testing.T, file string) *ecdsa.PrivateKey {
 	t.Helper()
-	data, err := os.ReadFile(file)
-	require.NoError(t, err)
-	block, _ := pem.Decode(data)
-	require.NotNil(t, block)
-	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	k, err := x509.ParsePKCS8PrivateKey(readPEM(t, file))
 	require.NoError(t, err)
 	return k.(*ecdsa.PrivateKey)
 }
