@@ -43,17 +43,28 @@ func Neg(dst, a []uint64) {
 }
 
 // AddN sets dst to the sum of xs mod 2^64. With no operands dst is zeroed.
+//
+// The sum is formed a block at a time in a small buffer that stays in the
+// L1 cache, so each operand is read once and dst written once, whatever
+// the number of operands, and dst may alias any of them.
 func AddN(dst []uint64, xs ...[]uint64) {
 	checkLen("AddN", dst, xs...)
 	if len(xs) == 0 {
 		clear(dst)
 		return
 	}
-	copy(dst, xs[0])
-	for _, x := range xs[1:] {
-		for i := range dst {
-			dst[i] += x[i]
+	const block = 512
+	var acc [block]uint64
+	for off := 0; off < len(dst); off += block {
+		a := acc[:min(block, len(dst)-off)]
+		copy(a, xs[0][off:])
+		for _, x := range xs[1:] {
+			x = x[off : off+len(a)]
+			for i := range a {
+				a[i] += x[i]
+			}
 		}
+		copy(dst[off:], a)
 	}
 }
 

@@ -43,10 +43,49 @@ func TestKernelsAlias(t *testing.T) {
 	assert.Equal(t, []uint64{4, 8, 12}, a)
 }
 
+// AddN works a block at a time: check lengths around the block size, and
+// dst aliasing an operand other than the first.
+func TestAddNBlocks(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, n := range []int{1, 511, 512, 513, 1500} {
+		a, b, c := make([]uint64, n), make([]uint64, n), make([]uint64, n)
+		for i := range a {
+			a[i], b[i], c[i] = r.Uint64(), r.Uint64(), r.Uint64()
+		}
+		want := make([]uint64, n)
+		for i := range want {
+			want[i] = a[i] + b[i] + c[i]
+		}
+		dst := make([]uint64, n)
+		AddN(dst, a, b, c)
+		assert.Equal(t, want, dst, "%d elements", n)
+		AddN(c, a, b, c)
+		assert.Equal(t, want, c, "%d elements, dst is the last operand", n)
+	}
+}
+
 func TestLengthMismatchPanics(t *testing.T) {
 	assert.PanicsWithValue(t, "ops: Add: length mismatch: dst has 2 elements, operand has 3", func() {
 		Add(make([]uint64, 2), make([]uint64, 3), make([]uint64, 2))
 	})
+}
+
+func BenchmarkAddN(b *testing.B) {
+	const n = 407050
+	r := rand.New(rand.NewPCG(1, 2))
+	xs := make([][]uint64, 3)
+	for k := range xs {
+		xs[k] = make([]uint64, n)
+		for i := range xs[k] {
+			xs[k][i] = r.Uint64()
+		}
+	}
+	dst := make([]uint64, n)
+	b.SetBytes(8 * n * int64(len(xs)))
+	b.ReportAllocs()
+	for b.Loop() {
+		AddN(dst, xs...)
+	}
 }
 
 func BenchmarkAdd(b *testing.B) {

@@ -112,7 +112,7 @@ func (b *base) runPlayer(ctx context.Context, plan *Plan, player string, t *coun
 	r := &runner{
 		player: player, proto: b.proto, t: t, rng: b.rng,
 		session: b.opts.SessionID, iter: iter,
-		public: map[graph.Ref][]float64{}, shares: map[graph.Ref]pond.Share{},
+		public: map[graph.Ref][]float64{}, shares: map[graph.Ref]pond.Share{}, seeds: map[graph.Ref]pond.Seed{},
 		wire: map[graph.Ref][]byte{}, backing: map[*uint64][]byte{}, pool: b.pool,
 	}
 	defer r.release()

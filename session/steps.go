@@ -34,8 +34,9 @@ type runner struct {
 	iter    uint64
 	public  map[graph.Ref][]float64
 	shares  map[graph.Ref]pond.Share
-	wire    map[graph.Ref][]byte // encoded public tensors, sent to several players
-	backing map[*uint64][]byte   // messages that shares are views of
+	seeds   map[graph.Ref]pond.Seed // input shares not yet expanded (see share)
+	wire    map[graph.Ref][]byte    // encoded public tensors, sent to several players
+	backing map[*uint64][]byte      // messages that shares are views of
 	pool    *pool
 }
 
@@ -50,6 +51,7 @@ func (r *runner) release() {
 		delete(r.wire, ref)
 	}
 	clear(r.public)
+	clear(r.seeds)
 }
 
 // appender is a wire type that encodes itself onto a buffer.
@@ -116,11 +118,20 @@ func (r *runner) releaseShare(s pond.Share) {
 	r.pool.putUint64s(s)
 }
 
+// share returns the player's share of ref, expanding it from its seed on
+// first use if it arrived as one.
 func (r *runner) share(ref graph.Ref) (pond.Share, error) {
-	s, ok := r.shares[ref]
+	if s, ok := r.shares[ref]; ok {
+		return s, nil
+	}
+	seed, ok := r.seeds[ref]
 	if !ok {
 		return nil, fmt.Errorf("no share of %s on %q (plan bug)", ref, r.player)
 	}
+	s := r.shareBuf(ref.Shape().Size())
+	pond.SeedShare(s, seed, r.domain(ref))
+	r.shares[ref] = s
+	delete(r.seeds, ref)
 	return s, nil
 }
 
@@ -290,7 +301,9 @@ func (r *runner) recvShare(ctx context.Context, from string, edge uint64, want i
 	return share, nil
 }
 
-// recvSeedStep receives an input's seed on a server and expands its share.
+// recvSeedStep receives an input's seed on a server: its share, kept as
+// the seed until used. A sum adds the expanded stream straight into its
+// result; any other use expands it into a tensor (see runner.share).
 type recvSeedStep struct {
 	ref  graph.Ref
 	from string
@@ -306,9 +319,7 @@ func (s *recvSeedStep) exec(ctx context.Context, r *runner) error {
 	if err := r.recv(ctx, s.from, s.edge, &seed); err != nil {
 		return err
 	}
-	share := r.shareBuf(s.ref.Shape().Size())
-	pond.SeedShare(share, seed, r.domain(s.ref))
-	r.shares[s.ref] = share
+	r.seeds[s.ref] = seed
 	return nil
 }
 
@@ -338,6 +349,9 @@ type linearStep struct{ node *graph.Node }
 func (s *linearStep) String() string { return fmt.Sprintf("local %s", s.node) }
 
 func (s *linearStep) exec(ctx context.Context, r *runner) error {
+	if s.node.Kind() == graph.KindAddN {
+		return s.addN(r)
+	}
 	ins := make([]pond.Share, len(s.node.Inputs()))
 	for i, in := range s.node.Inputs() {
 		sh, err := r.share(in)
@@ -350,16 +364,42 @@ func (s *linearStep) exec(ctx context.Context, r *runner) error {
 	// to the output player later needs no copy.
 	dst := r.messageShare(s.node.Outputs()[0].Size())
 	switch s.node.Kind() {
-	case graph.KindAddN:
-		xs := make([][]uint64, len(ins))
-		for i, in := range ins {
-			xs[i] = in
-		}
-		ops.AddN(dst, xs...)
 	case graph.KindSub:
 		ops.Sub(dst, ins[0], ins[1])
 	case graph.KindNeg:
 		ops.Neg(dst, ins[0])
+	}
+	r.shares[graph.Ref{Node: s.node}] = dst
+	return nil
+}
+
+// addN sums the inputs' shares: those held as tensors first, then the
+// mask streams of those held as seeds, added in cache-sized chunks so that
+// no seeded share is ever written out whole.
+func (s *linearStep) addN(r *runner) error {
+	var xs [][]uint64
+	type seeded struct {
+		seed pond.Seed
+		d    pond.Domain
+	}
+	var streams []seeded
+	for _, in := range s.node.Inputs() {
+		if sh, ok := r.shares[in]; ok {
+			xs = append(xs, sh)
+			continue
+		}
+		seed, ok := r.seeds[in]
+		if !ok {
+			return fmt.Errorf("no share of %s on %q (plan bug)", in, r.player)
+		}
+		streams = append(streams, seeded{seed, r.domain(in)})
+	}
+	// The result is computed inside a message buffer, so that sending it
+	// to the output player later needs no copy.
+	dst := r.messageShare(s.node.Outputs()[0].Size())
+	ops.AddN(dst, xs...)
+	for _, st := range streams {
+		pond.AddSeedShare(dst, st.seed, st.d)
 	}
 	r.shares[graph.Ref{Node: s.node}] = dst
 	return nil

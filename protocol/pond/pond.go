@@ -62,14 +62,20 @@ func (p *Protocol) EncodeAndShare(rng io.Reader, d Domain, masked Share, x []flo
 		return seed, err
 	}
 	d.Purpose = PurposeInput
-	Expand(masked, seed, d)
+	// The mask is drawn a cache-sized chunk at a time and used at once,
+	// so each word goes to memory once, as part of the result.
+	stream := newMaskStream(seed, d)
 	scale, bound := p.scale, p.bound
-	for i, v := range x {
-		if !(math.Abs(v) < bound) {
-			clear(masked)
-			return Seed{}, &RangeError{Index: i, Value: v, Bound: bound}
+	for off := 0; off < len(x); off += maskChunk {
+		m := masked[off:min(off+maskChunk, len(x))]
+		stream.read(m)
+		for i, v := range x[off : off+len(m)] {
+			if !(math.Abs(v) < bound) {
+				clear(masked)
+				return Seed{}, &RangeError{Index: off + i, Value: v, Bound: bound}
+			}
+			m[i] = uint64(int64(math.RoundToEven(v*scale))) - m[i]
 		}
-		masked[i] = uint64(int64(math.RoundToEven(v*scale))) - masked[i]
 	}
 	return seed, nil
 }
@@ -79,6 +85,14 @@ func (p *Protocol) EncodeAndShare(rng io.Reader, d Domain, masked Share, x []flo
 func SeedShare(dst Share, seed Seed, d Domain) {
 	d.Purpose = PurposeInput
 	Expand(dst, seed, d)
+}
+
+// AddSeedShare adds the share of the input whose seed is seed (see
+// SeedShare) to dst, without materializing the share: a server summing
+// private inputs saves writing and reading back a whole tensor.
+func AddSeedShare(dst Share, seed Seed, d Domain) {
+	d.Purpose = PurposeInput
+	AddExpand(dst, seed, d)
 }
 
 // MulPublic sets dst = x · c for a constant encoded by EncodeConstant. The

@@ -9,6 +9,7 @@ import (
 	"io"
 
 	"github.com/shareflow/shareflow/internal/le"
+	"github.com/shareflow/shareflow/ops"
 )
 
 // SeedSize is the size of a seed in bytes.
@@ -66,31 +67,66 @@ func streamKey(seed Seed, d Domain) [32]byte {
 	return k
 }
 
-// Expand fills dst with the mask stream of seed in domain d: AES-256 in
-// counter mode under a key derived from both, read as little-endian
-// uint64s. The same seed and domain always give the same stream.
-func Expand(dst []uint64, seed Seed, d Domain) {
+// maskChunk is how many words of a mask stream are produced at a time:
+// 16 KiB, small enough to stay in the L1 cache while the words are used.
+const maskChunk = 2048
+
+// zeros is the plaintext a mask stream encrypts: in counter mode the
+// keystream is the encryption of zeros.
+var zeros [8 * maskChunk]byte
+
+// maskStream is the keystream of one seed and domain, read in order.
+type maskStream struct{ s cipher.Stream }
+
+func newMaskStream(seed Seed, d Domain) maskStream {
 	key := streamKey(seed, d)
 	block, err := aes.NewCipher(key[:])
 	if err != nil {
 		panic("pond: aes.NewCipher with a 32-byte key: " + err.Error())
 	}
 	var iv [aes.BlockSize]byte
-	stream := cipher.NewCTR(block, iv[:])
+	return maskStream{cipher.NewCTR(block, iv[:])}
+}
+
+// read sets dst to the next len(dst) words of the stream, little-endian.
+func (m maskStream) read(dst []uint64) {
 	if b, ok := le.Bytes(dst); ok {
-		clear(b)
-		stream.XORKeyStream(b, b) // the keystream, written in place
+		for len(b) > 0 {
+			n := min(len(b), len(zeros))
+			m.s.XORKeyStream(b[:n], zeros[:n])
+			b = b[n:]
+		}
 		return
 	}
 	var buf [4096]byte
 	for len(dst) > 0 {
 		n := min(len(dst), len(buf)/8)
 		b := buf[:8*n]
-		clear(b)
-		stream.XORKeyStream(b, b)
+		m.s.XORKeyStream(b, zeros[:len(b)])
 		for i := range n {
 			dst[i] = binary.LittleEndian.Uint64(b[8*i:])
 		}
 		dst = dst[n:]
+	}
+}
+
+// Expand fills dst with the mask stream of seed in domain d: AES-256 in
+// counter mode under a key derived from both, read as little-endian
+// uint64s. The same seed and domain always give the same stream.
+func Expand(dst []uint64, seed Seed, d Domain) {
+	newMaskStream(seed, d).read(dst)
+}
+
+// AddExpand adds the mask stream of seed in domain d to dst, word by word
+// mod 2^64: dst + Expand(seed, d) without materializing the stream, which
+// is produced a cache-sized chunk at a time.
+func AddExpand(dst []uint64, seed Seed, d Domain) {
+	m := newMaskStream(seed, d)
+	chunk := make([]uint64, min(len(dst), maskChunk))
+	for len(dst) > 0 {
+		c := chunk[:min(len(dst), len(chunk))]
+		m.read(c)
+		ops.AddTo(dst[:len(c)], c)
+		dst = dst[len(c):]
 	}
 }
