@@ -115,7 +115,7 @@ func compile(g *graph.Graph, op *graph.Op, proto *pond.Protocol, opts Options) (
 		}
 	}
 	markOwnedInputs(c.steps)
-	markLastShareUses(c.steps)
+	markLastSends(c.steps)
 	plan := &Plan{op: op, servers: c.servers, steps: c.steps, edges: c.edge}
 	for p := range c.steps {
 		plan.players = append(plan.players, p)
@@ -237,16 +237,21 @@ func (c *compiler) lower(n *graph.Node, reveal []revealTarget) error {
 	return nil
 }
 
-// markLastShareUses marks every send of a share that no later step of the
-// same server reads: the share's memory may go with the message.
-func markLastShareUses(steps map[string][]step) {
+// markLastSends marks every send of a share that no later step of the
+// same server reads, and the last send of each encoded public tensor: the
+// memory may go with the message.
+func markLastSends(steps map[string][]step) {
 	for _, list := range steps {
 		for i, s := range list {
-			send, ok := s.(*sendShareStep)
-			if !ok {
-				continue
+			switch send := s.(type) {
+			case *sendShareStep:
+				send.last = !shareUsedAfter(list[i+1:], send.ref)
+			case *sendPublicStep:
+				send.last = !slices.ContainsFunc(list[i+1:], func(s step) bool {
+					later, ok := s.(*sendPublicStep)
+					return ok && later.ref == send.ref
+				})
 			}
-			send.last = !shareUsedAfter(list[i+1:], send.ref)
 		}
 	}
 }

@@ -551,11 +551,14 @@ func (s *revealStep) exec(ctx context.Context, r *runner) error {
 	return nil
 }
 
-// sendPublicStep sends a public tensor to another player.
+// sendPublicStep sends a public tensor to another player. The tensor is
+// encoded once for all its receivers; last says that no later step sends
+// it, so the encoding goes with this message instead of being copied.
 type sendPublicStep struct {
 	ref  graph.Ref
 	to   string
 	edge uint64
+	last bool
 }
 
 func (s *sendPublicStep) String() string {
@@ -576,7 +579,14 @@ func (s *sendPublicStep) exec(ctx context.Context, r *runner) error {
 		}
 		r.wire[s.ref] = b // encoded once, however many players it goes to
 	}
-	return r.sendBytes(ctx, s.to, s.edge, b)
+	if !s.last {
+		return r.sendBytes(ctx, s.to, s.edge, b)
+	}
+	delete(r.wire, s.ref)
+	if err := r.t.SendOwned(ctx, s.to, r.key(s.edge), b); err != nil {
+		return fmt.Errorf("sending to %q: %w", s.to, err)
+	}
+	return nil
 }
 
 // recvPublicStep receives a public tensor from its holder.
