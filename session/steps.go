@@ -12,6 +12,7 @@ import (
 
 	"github.com/shareflow/shareflow/graph"
 	"github.com/shareflow/shareflow/internal/le"
+	"github.com/shareflow/shareflow/internal/par"
 	"github.com/shareflow/shareflow/ops"
 	"github.com/shareflow/shareflow/protocol/pond"
 	"github.com/shareflow/shareflow/session/transport"
@@ -397,7 +398,13 @@ func (s *linearStep) addN(r *runner) error {
 	// The result is computed inside a message buffer, so that sending it
 	// to the output player later needs no copy.
 	dst := r.messageShare(s.node.Outputs()[0].Size())
-	ops.AddN(dst, xs...)
+	par.For(len(dst), 1, func(lo, hi int) {
+		part := make([][]uint64, len(xs))
+		for i, x := range xs {
+			part[i] = x[lo:hi]
+		}
+		ops.AddN(dst[lo:hi], part...)
+	})
 	for _, st := range streams {
 		pond.AddSeedShare(dst, st.seed, st.d)
 	}

@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"sync"
 
+	"github.com/shareflow/shareflow/internal/par"
 	"github.com/shareflow/shareflow/ops"
 )
 
@@ -63,19 +65,32 @@ func (p *Protocol) EncodeAndShare(rng io.Reader, d Domain, masked Share, x []flo
 	}
 	d.Purpose = PurposeInput
 	// The mask is drawn a cache-sized chunk at a time and used at once,
-	// so each word goes to memory once, as part of the result.
-	stream := newMaskStream(seed, d)
+	// so each word goes to memory once, as part of the result. Large
+	// tensors are split across cores; the first bad element is reported.
+	var mu sync.Mutex
+	var bad *RangeError
 	scale, bound := p.scale, p.bound
-	for off := 0; off < len(x); off += maskChunk {
-		m := masked[off:min(off+maskChunk, len(x))]
-		stream.read(m)
-		for i, v := range x[off : off+len(m)] {
-			if !(math.Abs(v) < bound) {
-				clear(masked)
-				return Seed{}, &RangeError{Index: off + i, Value: v, Bound: bound}
+	par.For(len(x), maskChunk, func(lo, hi int) {
+		stream := newMaskStreamAt(seed, d, lo)
+		for off := lo; off < hi; off += maskChunk {
+			m := masked[off:min(off+maskChunk, hi)]
+			stream.read(m)
+			for i, v := range x[off : off+len(m)] {
+				if !(math.Abs(v) < bound) {
+					mu.Lock()
+					if bad == nil || off+i < bad.Index {
+						bad = &RangeError{Index: off + i, Value: v, Bound: bound}
+					}
+					mu.Unlock()
+					return
+				}
+				m[i] = uint64(int64(math.RoundToEven(v*scale))) - m[i]
 			}
-			m[i] = uint64(int64(math.RoundToEven(v*scale))) - m[i]
 		}
+	})
+	if bad != nil {
+		clear(masked)
+		return Seed{}, bad
 	}
 	return seed, nil
 }
@@ -203,8 +218,10 @@ func (p *Protocol) RevealQuotient(dst []float64, s0, s1 Share, d float64) error 
 		return fmt.Errorf("pond: reveal: divisor %v must be a finite non-zero number", d)
 	}
 	div := p.scale * d
-	for i := range dst {
-		dst[i] = float64(int64(s0[i]+s1[i])) / div
-	}
+	par.For(len(dst), 1, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			dst[i] = float64(int64(s0[i]+s1[i])) / div
+		}
+	})
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 
 	"github.com/shareflow/shareflow/internal/le"
+	"github.com/shareflow/shareflow/internal/par"
 	"github.com/shareflow/shareflow/ops"
 )
 
@@ -78,13 +79,21 @@ var zeros [8 * maskChunk]byte
 // maskStream is the keystream of one seed and domain, read in order.
 type maskStream struct{ s cipher.Stream }
 
-func newMaskStream(seed Seed, d Domain) maskStream {
+func newMaskStream(seed Seed, d Domain) maskStream { return newMaskStreamAt(seed, d, 0) }
+
+// newMaskStreamAt returns the stream from word off on, which must be even:
+// two words per AES block, and the counter starts at zero.
+func newMaskStreamAt(seed Seed, d Domain, off int) maskStream {
+	if off%2 != 0 || off < 0 {
+		panic(fmt.Sprintf("pond: mask stream at word %d, want an even offset", off))
+	}
 	key := streamKey(seed, d)
 	block, err := aes.NewCipher(key[:])
 	if err != nil {
 		panic("pond: aes.NewCipher with a 32-byte key: " + err.Error())
 	}
 	var iv [aes.BlockSize]byte
+	binary.BigEndian.PutUint64(iv[8:], uint64(off/2))
 	return maskStream{cipher.NewCTR(block, iv[:])}
 }
 
@@ -114,19 +123,23 @@ func (m maskStream) read(dst []uint64) {
 // counter mode under a key derived from both, read as little-endian
 // uint64s. The same seed and domain always give the same stream.
 func Expand(dst []uint64, seed Seed, d Domain) {
-	newMaskStream(seed, d).read(dst)
+	par.For(len(dst), maskChunk, func(lo, hi int) {
+		newMaskStreamAt(seed, d, lo).read(dst[lo:hi])
+	})
 }
 
 // AddExpand adds the mask stream of seed in domain d to dst, word by word
 // mod 2^64: dst + Expand(seed, d) without materializing the stream, which
 // is produced a cache-sized chunk at a time.
 func AddExpand(dst []uint64, seed Seed, d Domain) {
-	m := newMaskStream(seed, d)
-	chunk := make([]uint64, min(len(dst), maskChunk))
-	for len(dst) > 0 {
-		c := chunk[:min(len(dst), len(chunk))]
-		m.read(c)
-		ops.AddTo(dst[:len(c)], c)
-		dst = dst[len(c):]
-	}
+	par.For(len(dst), maskChunk, func(lo, hi int) {
+		m := newMaskStreamAt(seed, d, lo)
+		chunk := make([]uint64, min(hi-lo, maskChunk))
+		for part := dst[lo:hi]; len(part) > 0; {
+			c := chunk[:min(len(part), len(chunk))]
+			m.read(c)
+			ops.AddTo(part[:len(c)], c)
+			part = part[len(c):]
+		}
+	})
 }

@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/shareflow/shareflow/internal/par"
 )
 
 // referenceStream is the mask stream as specified, computed the plain way:
@@ -32,7 +34,8 @@ func referenceStream(t *testing.T, n int, seed Seed, d Domain) []uint64 {
 func TestMaskStreamChunking(t *testing.T) {
 	seed := Seed{1, 2, 3}
 	d := Domain{Session: "chunks", Iteration: 2, Tensor: 5, Purpose: PurposeInput}
-	for _, n := range []int{0, 1, 3, maskChunk - 1, maskChunk, maskChunk + 1, 3*maskChunk + 5} {
+	// The last length is split across cores (see par.For).
+	for _, n := range []int{0, 1, 3, maskChunk - 1, maskChunk, maskChunk + 1, 3*maskChunk + 5, 2*par.Min + 3} {
 		want := referenceStream(t, n, seed, d)
 
 		got := make([]uint64, n)
@@ -59,12 +62,13 @@ func TestMaskStreamChunking(t *testing.T) {
 	}
 }
 
-// EncodeAndShare works chunk by chunk; a bad element past the first chunk
-// is still named by its index in the whole tensor, and the half-written
-// share is cleared.
+// EncodeAndShare works chunk by chunk, and on large tensors on several
+// cores; a bad element past the first chunk is still named by its index in
+// the whole tensor, the first of several is the one named, and the
+// half-written share is cleared.
 func TestEncodeAndShareAcrossChunks(t *testing.T) {
 	p := newProtocol(t, Config{})
-	n := 2*maskChunk + 7
+	n := 2*par.Min + 7
 	x := make([]float64, n)
 	for i := range x {
 		x[i] = float64(i%97) - 48.25
@@ -80,10 +84,16 @@ func TestEncodeAndShareAcrossChunks(t *testing.T) {
 	p.Decode(got, sum)
 	assert.Equal(t, x, got, "masked + seed share decodes to x (all values exact in 16 fractional bits)")
 
+	x[n-2] = math.NaN()
 	x[maskChunk+3] = math.Inf(-1)
 	_, err = p.EncodeAndShare(newTestRand(4), d, masked, x)
 	var re *RangeError
 	require.ErrorAs(t, err, &re)
 	assert.Equal(t, maskChunk+3, re.Index)
 	assert.Equal(t, make(Share, n), masked, "no part of the mask is left behind")
+
+	x[maskChunk+3] = 0
+	_, err = p.EncodeAndShare(newTestRand(5), d, masked, x)
+	require.ErrorAs(t, err, &re)
+	assert.Equal(t, n-2, re.Index)
 }
