@@ -65,7 +65,7 @@ func TestInit(t *testing.T) {
 	}
 	assert.NotEqual(t, p1[0].Data(), p3[0].Data())
 
-	limits := []float64{4 * math.Sqrt(6.0/(784+512)), 0, math.Sqrt(6.0 / (512 + 10)), 0} // gain 4 for the sigmoid layer
+	limits := []float64{math.Sqrt(6.0 / (784 + 512)), 0, 4 * math.Sqrt(6.0/(512+10)), 0} // gain 4 after the sigmoid
 	for i, p := range p1 {
 		d := p.Data().([]float64)
 		var sq float64
