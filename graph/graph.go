@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"gorgonia.org/tensor"
+
+	"github.com/shareflow/shareflow/players"
 )
 
 // Func computes a player's tensors from the public tensors it receives. It
@@ -244,8 +246,8 @@ func (g *Graph) checkShapes(n *Node) {
 }
 
 func (g *Graph) checkPlayer(verb, player string) {
-	if player == "" {
-		g.fail("%s: empty player name", verb)
+	if err := players.CheckName(player); err != nil {
+		g.fail("%s: %v", verb, err)
 	}
 }
 

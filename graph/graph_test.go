@@ -76,6 +76,12 @@ func TestBuildErrorsNameTheNodes(t *testing.T) {
 		{"no shapes", func(g *Graph) { g.DefinePublicInput("a", constFn, nil) }, "declares no output shapes"},
 		{"nil func", func(g *Graph) { g.DefinePublicInput("a", nil, []Shape{{1}}) }, `public-input#0 on "a": nil function`},
 		{"empty player", func(g *Graph) { g.DefinePublicInput("", constFn, []Shape{{1}}) }, "empty player name"},
+		{"player name unfit for a certificate", func(g *Graph) { g.DefinePrivateInput("Data Owner", constFn, []Shape{{1}}) },
+			`private-input#0 on "Data Owner": player name "Data Owner": use lowercase letters, digits, '-' and '_'`},
+		{"output to a bad player name", func(g *Graph) {
+			a := g.DefinePrivateInput("a", constFn, []Shape{{2}})
+			g.DefineOutput("-m", a, sinkFn)
+		}, `output#1 on "-m": player name "-m"`},
 		{"empty output", func(g *Graph) { g.DefineOutput("m", nil, sinkFn) }, "no tensors to reveal"},
 		{"nil output func", func(g *Graph) {
 			a := g.DefinePrivateInput("a", constFn, []Shape{{2}})

@@ -72,22 +72,3 @@ func Defaults(n int) []string {
 	}
 	return names
 }
-
-// ValidName reports whether name can name a player: non-empty, at most 64
-// bytes of letters, digits, '-', '_' and '.'. Names appear in certificates,
-// logs and file names, so nothing else is allowed.
-func ValidName(name string) error {
-	if name == "" {
-		return fmt.Errorf("players: empty player name")
-	}
-	if len(name) > 64 {
-		return fmt.Errorf("players: player name %.20q... is longer than 64 bytes", name)
-	}
-	for _, r := range name {
-		ok := r == '-' || r == '_' || r == '.' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z'
-		if !ok {
-			return fmt.Errorf("players: player name %q has character %q; use letters, digits, '-', '_' and '.'", name, r)
-		}
-	}
-	return nil
-}

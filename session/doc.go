@@ -27,6 +27,13 @@
 //	}
 //	for _, l := range s.Stats() { fmt.Println(l.From, "->", l.To, l.Bytes) }
 //
+// Large tensors dominate the cost, so the runner avoids copying them: a
+// masked share is computed straight into its message and received as a
+// view of it, a server keeps an input's seed unexpanded and adds its mask
+// stream straight into a sum, the last send of a share or a public tensor
+// hands its buffer over, and the big steps are split across cores
+// (internal/par).
+//
 // Each Run is one iteration. The first error of any player cancels the
 // iteration for all and is returned as a *PlayerError; the session stays
 // usable, and messages left over from the failed iteration are dropped.
