@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"image/color"
+	"io"
 	"math"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -21,6 +21,7 @@ import (
 
 	"github.com/shareflow/shareflow/examples/federated-learning/mnist"
 	"github.com/shareflow/shareflow/examples/federated-learning/model"
+	"github.com/shareflow/shareflow/internal/atomicfile"
 )
 
 // Defaults of TF Encrypted's federated-learning example.
@@ -512,15 +513,20 @@ func movingAverage(v []float64, window int) []float64 {
 // writePlot renders the training curve as a PNG at path, in two panels
 // sharing the iteration axis: on top the mean training batch loss
 // (trainLoss[i] is the loss at iteration i+1; drawn raw and as a moving
-// average) and the test loss; below the test accuracy in percent. NaN
-// values are skipped. The file is written via a temporary file and a rename.
+// average) and the test loss, on a logarithmic axis; below the test
+// accuracy in percent. Values that cannot be drawn (NaN, infinite, a loss
+// of zero) are skipped. The file is replaced atomically.
 func writePlot(path string, trainLoss []float64, evals []Evaluation) error {
 	if len(trainLoss) == 0 && len(evals) == 0 {
 		return fmt.Errorf("plot %s: nothing to plot", path)
 	}
+	// Losses go on a logarithmic axis, so that the first iterations (losses
+	// of several nats) do not flatten the rest of the curve; only positive
+	// finite values can be drawn there.
+	drawable := func(l float64) bool { return l > 0 && !math.IsInf(l, 0) }
 	var raw, testLoss, acc plotter.XYs
 	for i, l := range trainLoss {
-		if !math.IsNaN(l) && !math.IsInf(l, 0) {
+		if drawable(l) {
 			raw = append(raw, plotter.XY{X: float64(i + 1), Y: l})
 		}
 	}
@@ -534,7 +540,7 @@ func writePlot(path string, trainLoss []float64, evals []Evaluation) error {
 		smooth[i] = plotter.XY{X: raw[i].X, Y: y}
 	}
 	for _, e := range evals {
-		if !math.IsNaN(e.Loss) && !math.IsInf(e.Loss, 0) {
+		if drawable(e.Loss) {
 			testLoss = append(testLoss, plotter.XY{X: float64(e.Iteration), Y: e.Loss})
 		}
 		if !math.IsNaN(e.Accuracy) && !math.IsInf(e.Accuracy, 0) {
@@ -546,8 +552,9 @@ func writePlot(path string, trainLoss []float64, evals []Evaluation) error {
 	top.Title.Text = "Federated training (mean of the data owners' gradients)"
 	top.Title.TextStyle.Font.Size = vg.Points(14)
 	top.Title.Padding = vg.Points(6)
-	top.Y.Label.Text = "cross-entropy loss"
-	top.Y.Min = 0
+	top.Y.Label.Text = "cross-entropy loss (log scale)"
+	top.Y.Scale = plot.LogScale{}
+	top.Y.Tick.Marker = plot.TickerFunc(logTicks125)
 	top.Add(plotter.NewGrid())
 	top.Legend.Top = true
 	if len(raw) > 0 {
@@ -614,27 +621,37 @@ func writePlot(path string, trainLoss []float64, evals []Evaluation) error {
 	top.Draw(canvases[0][0])
 	bottom.Draw(canvases[1][0])
 
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	err := atomicfile.Write(path, 0o644, func(w io.Writer) error {
+		_, err := (vgimg.PngCanvas{Canvas: img}).WriteTo(w)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("plot %s: %w", path, err)
 	}
-	if _, err := (vgimg.PngCanvas{Canvas: img}).WriteTo(tmp); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return fmt.Errorf("plot %s: encoding PNG: %w", path, err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return fmt.Errorf("plot %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("plot %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("plot %s: %w", path, err)
-	}
 	return nil
+}
+
+// logTicks125 labels a logarithmic axis at 1, 2 and 5 times the powers of
+// ten within [lo, hi], with unlabelled ticks at the other integers times
+// them: a loss that falls from 7 to 0.3 gets readable labels, not just 1.
+func logTicks125(lo, hi float64) []plot.Tick {
+	var ticks []plot.Tick
+	if !(lo > 0) || !(hi >= lo) || math.IsInf(hi, 0) {
+		return ticks
+	}
+	for e := math.Floor(math.Log10(lo)); e <= math.Ceil(math.Log10(hi)); e++ {
+		p := math.Pow(10, e)
+		for m := 1.0; m <= 9; m++ {
+			v := m * p
+			if v < lo || v > hi {
+				continue
+			}
+			t := plot.Tick{Value: v}
+			if m == 1 || m == 2 || m == 5 {
+				t.Label = strconv.FormatFloat(v, 'g', -1, 64)
+			}
+			ticks = append(ticks, t)
+		}
+	}
+	return ticks
 }

@@ -431,6 +431,7 @@ func TestWritePlot(t *testing.T) {
 		loss[i] = 2.3*math.Exp(-float64(i)/60) + 0.4 + 0.1*math.Sin(float64(i))
 	}
 	loss[17] = math.NaN()
+	loss[18] = 0 // cannot go on a log axis
 	evals := []Evaluation{{0, 2.5, 0.1}, {100, 0.9, 0.7}, {200, 0.6, 0.8}, {150, math.NaN(), math.NaN()}}
 	path := filepath.Join(dir, "curve.png")
 	require.NoError(t, writePlot(path, loss, evals))
@@ -449,6 +450,21 @@ func TestWritePlot(t *testing.T) {
 	assert.Error(t, writePlot(filepath.Join(dir, "empty.png"), nil, nil))
 	assert.Error(t, writePlot(filepath.Join(dir, "missing", "x.png"), loss, evals))
 	assert.Equal(t, []float64{1, 1.5, 2.5, 3.5}, movingAverage([]float64{1, 2, 3, 4}, 2))
+}
+
+func TestLogTicks125(t *testing.T) {
+	var labels []string
+	var values []float64
+	for _, tk := range logTicks125(0.3, 7) {
+		values = append(values, tk.Value)
+		if tk.Label != "" {
+			labels = append(labels, tk.Label)
+		}
+	}
+	assert.Equal(t, []string{"0.5", "1", "2", "5"}, labels)
+	assert.InDeltaSlice(t, []float64{0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1, 2, 3, 4, 5, 6, 7}, values, 1e-12)
+	assert.Empty(t, logTicks125(0, 1), "a range touching zero has no log ticks")
+	assert.Empty(t, logTicks125(math.NaN(), 1))
 }
 
 func BenchmarkComputeGradient(b *testing.B) {
