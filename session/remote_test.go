@@ -157,3 +157,55 @@ func runRemoteFailing(t *testing.T) map[string]error {
 	wg.Wait()
 	return errs
 }
+
+// TestRemoteSenderAheadWaits runs a graph without feedback: data owners
+// that only send can run iterations ahead of the servers. The mailbox
+// bound on unread bytes must hold them back (backpressure), not fail them.
+func TestRemoteSenderAheadWaits(t *testing.T) {
+	const n, iterations = 1000, 60
+	shapes := []graph.Shape{{n}}
+	inputs := randomInputs(newBenchRand(), 3, shapes, 100)
+	names := []string{"server0", "server1", "model-owner", "data-owner-0", "data-owner-1", "data-owner-2"}
+	net := transport.NewMemory(names...)
+	errs := make(map[string]error)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var revealed [][]float64
+	for _, p := range names {
+		g, op, got := meanGraph(inputs, shapes)
+		ep, err := net.Endpoint(p)
+		require.NoError(t, err)
+		ep.Mailbox().SetPendingLimit(3 * (8 + 8*n)) // three masked tensors
+		s, err := NewRemote(g, p, ep, Options{SessionID: "ahead"})
+		require.NoError(t, err)
+		wg.Go(func() {
+			defer s.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			var err error
+			for i := range iterations {
+				if p == "server1" && i%10 == 0 {
+					time.Sleep(20 * time.Millisecond) // a slow server: the owners get ahead
+				}
+				if err = s.Run(ctx, op); err != nil {
+					break
+				}
+			}
+			mu.Lock()
+			errs[p] = err
+			if p == "model-owner" {
+				revealed = *got
+			}
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	for p, err := range errs {
+		require.NoError(t, err, p)
+	}
+	require.Len(t, revealed, 1)
+	for i := range revealed[0] {
+		want := (inputs[0][0][i] + inputs[1][0][i] + inputs[2][0][i]) / 3
+		require.InDelta(t, want, revealed[0][i], 1e-4)
+	}
+}

@@ -18,9 +18,12 @@ type Mailbox struct {
 	// senders holds per-sender failures set by FailFrom.
 	senders map[string]*sender
 	// pending counts, per sender, the bytes delivered but not yet received;
-	// limit bounds it (0: no bound).
+	// limit bounds it (0: no bound). room[from] is closed, and dropped,
+	// when bytes from that sender are received or forgotten: deliveries
+	// waiting for room wait on it.
 	pending map[string]int64
 	limit   int64
+	room    map[string]chan struct{}
 }
 
 // sender is the failure state of one sending player.
@@ -48,14 +51,16 @@ func NewMailbox() *Mailbox {
 		closed:  make(chan struct{}),
 		senders: make(map[string]*sender),
 		pending: make(map[string]int64),
+		room:    make(map[string]chan struct{}),
 	}
 }
 
 // SetPendingLimit bounds the bytes one sender may have waiting in the
-// mailbox, delivered but not yet asked for. A delivery past the bound is
-// refused with ErrBacklog and fails that sender (see FailFrom): a peer
-// cannot fill this player's memory with messages nobody will read. Zero
-// means no bound.
+// mailbox, delivered but not yet asked for: a peer cannot fill this
+// player's memory with messages nobody reads. A delivery past the bound
+// waits until this player has received or forgotten enough of that
+// sender's messages (see Deliver). A single message larger than the bound
+// is taken once nothing else from its sender waits. Zero means no bound.
 func (m *Mailbox) SetPendingLimit(bytes int64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -83,34 +88,71 @@ func (m *Mailbox) slot(k slotKey) *slot {
 // Deliver stores payload as the message from player from under key. The
 // mailbox keeps payload; the caller must not modify it afterwards. A second
 // delivery under the same sender and key is refused with ErrDuplicate.
-func (m *Mailbox) Deliver(from string, key Key, payload []byte) error {
+//
+// When the sender already has as many unread bytes as the pending limit
+// allows, Deliver waits for room: this is how a sender that runs ahead of
+// this player, say a data owner that only sends, is held back rather than
+// failed. It gives up when ctx ends, with an error wrapping ErrBacklog and
+// the context's cause, or when the mailbox or that sender fails.
+func (m *Mailbox) Deliver(ctx context.Context, from string, key Key, payload []byte) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.err != nil {
-		return m.err
-	}
-	if snd, ok := m.senders[from]; ok && snd.err != nil {
-		return snd.err
-	}
-	if last, ok := m.done[key.Session]; ok && key.Iteration <= last {
-		return nil // late message of a finished iteration
+	for {
+		if m.err != nil {
+			return m.err
+		}
+		snd := m.sender(from)
+		if snd.err != nil {
+			return snd.err
+		}
+		if last, ok := m.done[key.Session]; ok && key.Iteration <= last {
+			return nil // late message of a finished iteration
+		}
+		if s, ok := m.slots[slotKey{from, key}]; ok {
+			select {
+			case <-s.ready:
+				return fmt.Errorf("%w: %s from %q", ErrDuplicate, key, from)
+			default:
+			}
+		}
+		waiting := m.pending[from]
+		if m.limit <= 0 || waiting == 0 || waiting+int64(len(payload)) <= m.limit {
+			break
+		}
+		room, ok := m.room[from]
+		if !ok {
+			room = make(chan struct{})
+			m.room[from] = room
+		}
+		m.mu.Unlock()
+		var err error
+		select {
+		case <-room:
+		case <-snd.failed:
+		case <-m.closed:
+		case <-ctx.Done():
+			err = fmt.Errorf("%w: player %q has %d bytes waiting that nobody asked for; %s (%d bytes) did not fit under the limit of %d in time: %w",
+				ErrBacklog, from, waiting, key, len(payload), m.limit, context.Cause(ctx))
+		}
+		m.mu.Lock()
+		if err != nil {
+			return err
+		}
 	}
 	s := m.slot(slotKey{from, key})
-	select {
-	case <-s.ready:
-		return fmt.Errorf("%w: %s from %q", ErrDuplicate, key, from)
-	default:
-	}
-	if m.limit > 0 && m.pending[from]+int64(len(payload)) > m.limit {
-		err := fmt.Errorf("%w: player %q has %d bytes waiting that nobody asked for; %s (%d bytes) would pass the limit of %d",
-			ErrBacklog, from, m.pending[from], key, len(payload), m.limit)
-		m.failFrom(from, err)
-		return err
-	}
 	m.pending[from] += int64(len(payload))
 	s.payload = payload
 	close(s.ready)
 	return nil
+}
+
+// freed wakes the deliveries from player from that wait for room. m.mu is
+// held.
+func (m *Mailbox) freed(from string) {
+	if room, ok := m.room[from]; ok {
+		close(room)
+		delete(m.room, from)
+	}
 }
 
 // Recv waits for the message from player from under key.
@@ -156,6 +198,7 @@ func (m *Mailbox) Recv(ctx context.Context, from string, key Key) ([]byte, error
 	p := s.payload
 	s.payload = nil
 	m.pending[from] -= int64(len(p))
+	m.freed(from)
 	return p, nil
 }
 
@@ -173,6 +216,7 @@ func (m *Mailbox) Forget(session string, iteration uint64) {
 		if k.key.Session == session && k.key.Iteration <= iteration {
 			m.pending[k.from] -= int64(len(s.payload)) // nil once received
 			delete(m.slots, k)
+			m.freed(k.from)
 		}
 	}
 }

@@ -17,7 +17,7 @@ func TestMailboxFailFrom(t *testing.T) {
 	k2 := Key{Session: "s", Iteration: 1, Edge: 2}
 
 	// A message that arrived before the failure is still handed out.
-	require.NoError(t, box.Deliver("b", k1, []byte("early")))
+	require.NoError(t, box.Deliver(context.Background(), "b", k1, []byte("early")))
 
 	pending := make(chan error, 1)
 	go func() {
@@ -41,7 +41,7 @@ func TestMailboxFailFrom(t *testing.T) {
 
 	_, err = box.Recv(context.Background(), "b", Key{Session: "s", Iteration: 2})
 	assert.ErrorIs(t, err, errGone, "later Recv fails too")
-	assert.ErrorIs(t, box.Deliver("b", Key{Session: "s", Iteration: 3}, nil), errGone, "later Deliver refused")
+	assert.ErrorIs(t, box.Deliver(context.Background(), "b", Key{Session: "s", Iteration: 3}, nil), errGone, "later Deliver refused")
 
 	// The first error wins.
 	box.FailFrom("b", errors.New("second"))
@@ -49,7 +49,7 @@ func TestMailboxFailFrom(t *testing.T) {
 	assert.ErrorIs(t, err, errGone)
 
 	// Other senders are unaffected.
-	require.NoError(t, box.Deliver("c", k2, []byte("c")))
+	require.NoError(t, box.Deliver(context.Background(), "c", k2, []byte("c")))
 	got, err = box.Recv(context.Background(), "c", k2)
 	require.NoError(t, err)
 	assert.Equal(t, []byte("c"), got)

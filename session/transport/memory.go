@@ -65,7 +65,7 @@ func (e *MemoryEndpoint) Send(ctx context.Context, to string, key Key, payload [
 	if !ok {
 		return fmt.Errorf("%w: %q", ErrUnknownPlayer, to)
 	}
-	return box.Deliver(e.self, key, slices.Clone(payload))
+	return box.Deliver(ctx, e.self, key, slices.Clone(payload))
 }
 
 // SendOwned hands payload over to player to without copying it; the
@@ -78,7 +78,7 @@ func (e *MemoryEndpoint) SendOwned(ctx context.Context, to string, key Key, payl
 	if !ok {
 		return fmt.Errorf("%w: %q", ErrUnknownPlayer, to)
 	}
-	return box.Deliver(e.self, key, payload)
+	return box.Deliver(ctx, e.self, key, payload)
 }
 
 var _ Mover = (*MemoryEndpoint)(nil)

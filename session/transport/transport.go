@@ -64,7 +64,8 @@ var (
 	// ErrDuplicate is returned when a key is used twice between the same
 	// pair of players.
 	ErrDuplicate = errors.New("transport: duplicate message key")
-	// ErrBacklog is returned when a sender has more bytes waiting unread
-	// than the mailbox's limit allows.
+	// ErrBacklog is returned when a message waited for room in a mailbox
+	// whose sender already had as many unread bytes as the limit allows,
+	// and its context ended first.
 	ErrBacklog = errors.New("transport: too many unread messages")
 )

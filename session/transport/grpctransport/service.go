@@ -142,9 +142,10 @@ func (t *Transport) hello(ctx context.Context, in *wrapperspb.BytesValue) (*wrap
 }
 
 // messages receives the frames of one peer's stream, reassembles messages
-// and delivers them to the mailbox. It never waits for a Recv, so the
-// sender is never held up by the receiver's progress. When the stream
-// ends, receives from that peer that can no longer complete fail.
+// and delivers them to the mailbox. It waits for a Recv only when the peer
+// has PendingMessages' worth of messages unread, which holds a peer that
+// runs ahead back by flow control. When the stream ends, receives from
+// that peer that can no longer complete fail.
 func (t *Transport) messages(stream grpc.ServerStream) error {
 	from, err := t.caller(stream.Context())
 	if err != nil {
@@ -194,7 +195,7 @@ func (t *Transport) messages(stream grpc.ServerStream) error {
 		if !done {
 			continue
 		}
-		if err := t.box.Deliver(from, key, payload); err != nil {
+		if err := t.box.Deliver(stream.Context(), from, key, payload); err != nil {
 			if errors.Is(err, transport.ErrDuplicate) {
 				err = fmt.Errorf("%w: player %q sent %s twice", ErrProtocol, from, key)
 				t.box.FailFrom(from, err)

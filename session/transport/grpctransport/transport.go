@@ -52,8 +52,10 @@ const InsecureWarning = "INSECURE: players talk in plaintext without authenticat
 	"Use this only for trying things out."
 
 // PendingMessages is how many max_message_bytes a peer may have waiting,
-// delivered but not yet received, before this player refuses its messages
-// and fails its link (transport.ErrBacklog).
+// delivered but not yet received. Past that, this player stops reading the
+// peer's stream until it has received enough (transport.Mailbox.Deliver),
+// and gRPC's flow control holds the peer's sends: a peer running
+// iterations ahead is slowed down, and cannot fill this player's memory.
 const PendingMessages = 4
 
 // ConnectError reports a player that could not be reached, or that
@@ -578,7 +580,7 @@ func (t *Transport) Send(ctx context.Context, to string, key transport.Key, payl
 		return fmt.Errorf("grpctransport: sending %s to %q: session id of %d bytes, limit %d", key, to, len(key.Session), MaxSessionBytes)
 	}
 	if to == t.self {
-		return t.box.Deliver(t.self, key, slices.Clone(payload))
+		return t.box.Deliver(ctx, t.self, key, slices.Clone(payload))
 	}
 	l, ok := t.links[to]
 	if !ok {
