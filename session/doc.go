@@ -34,6 +34,10 @@
 // hands its buffer over, and the big steps are split across cores
 // (internal/par).
 //
+// The compiler emits every send together with its receive, so each player
+// receives a sender's messages in the order they were sent. Transports rely
+// on it to hold back a sender that runs ahead (transport.Mailbox.Deliver).
+//
 // Each Run is one iteration. The first error of any player cancels the
 // iteration for all and is returned as a *PlayerError; the session stays
 // usable, and messages left over from the failed iteration are dropped.

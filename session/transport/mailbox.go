@@ -93,7 +93,10 @@ func (m *Mailbox) slot(k slotKey) *slot {
 // allows, Deliver waits for room: this is how a sender that runs ahead of
 // this player, say a data owner that only sends, is held back rather than
 // failed. It gives up when ctx ends, with an error wrapping ErrBacklog and
-// the context's cause, or when the mailbox or that sender fails.
+// the context's cause, or when the mailbox or that sender fails. Waiting
+// cannot deadlock as long as the receiver asks for each sender's messages
+// in the order they were sent, as the session's plans do: what it needs
+// next is then never behind what waits unread.
 func (m *Mailbox) Deliver(ctx context.Context, from string, key Key, payload []byte) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
