@@ -39,9 +39,12 @@ func (p *progress) update(done int, history []Evaluation) {
 	if p.quiet {
 		return
 	}
+	// The latest evaluation, with the iteration it was taken at: between
+	// evaluations it is older than the iteration shown.
 	acc := "   -  "
 	if len(history) > 0 {
-		acc = fmt.Sprintf("%.4f", history[len(history)-1].Accuracy)
+		last := history[len(history)-1]
+		acc = fmt.Sprintf("%.4f (iteration %d)", last.Accuracy, last.Iteration)
 	}
 	elapsed := time.Since(p.began)
 	if p.tty {
