@@ -341,6 +341,9 @@ func (d *DataOwner) ComputeGradient(ctx context.Context, weights []*tensor.Dense
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.shard == nil {
+		return nil, fmt.Errorf("%s: compute gradient: this data owner's data is on its own host, not here", d.Name)
+	}
 	tr, err := d.trainerFor(weights)
 	if err != nil {
 		return nil, fmt.Errorf("%s: compute gradient: %w", d.Name, err)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"image/png"
 	"math"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/shareflow/shareflow/examples/federated-learning/mnist"
 	"github.com/shareflow/shareflow/examples/federated-learning/model"
+	"github.com/shareflow/shareflow/players"
 )
 
 // tiny is a network small enough for exhaustive checks, over 2×3 images.
@@ -495,4 +497,34 @@ func BenchmarkEvaluate(b *testing.B) {
 	for b.Loop() {
 		mo.Evaluate()
 	}
+}
+
+// In a run across hosts a process builds only its own player; the others
+// are stand-ins that need no data, and a stand-in data owner refuses to
+// compute rather than fail obscurely.
+func TestPlayersForOneHost(t *testing.T) {
+	o, err := parseFlags(nil, &bytes.Buffer{})
+	require.NoError(t, err)
+	train, test, err := mnist.Embedded()
+	require.NoError(t, err)
+
+	mo, dos, err := newPlayers(o, players.Server0, nil, nil)
+	require.NoError(t, err, "a server needs no data")
+	require.Len(t, dos, 3)
+	assert.Empty(t, mo.History(), "a stand-in model owner does not evaluate")
+	weights, err := mo.Weights(context.Background(), nil)
+	require.NoError(t, err)
+	_, err = dos[0].ComputeGradient(context.Background(), weights)
+	assert.ErrorContains(t, err, "data-owner-0: compute gradient: this data owner's data is on its own host")
+
+	_, dos, err = newPlayers(o, players.DataOwner(1), train, nil)
+	require.NoError(t, err)
+	_, err = dos[1].ComputeGradient(context.Background(), weights)
+	require.NoError(t, err, "the host's own data owner computes")
+	assert.Equal(t, train.N/3, dos[1].shard.N)
+	assert.Nil(t, dos[0].shard)
+
+	mo, _, err = newPlayers(o, players.ModelOwner, train, test)
+	require.NoError(t, err)
+	assert.Len(t, mo.History(), 1, "the real model owner evaluates the initial weights")
 }

@@ -105,7 +105,7 @@ func dataOwnersIn(cfg *players.Config) (int, error) {
 // trainRemote runs this process's player of a multi-host run. Every host
 // runs the same program with the same flags but --player; each builds the
 // same graph and executes only its own player's part of it.
-func trainRemote(ctx context.Context, o options, trainSet, testSet *mnist.Dataset, stdout, stderr io.Writer) error {
+func trainRemote(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	cfg, err := loadHosts(o, stderr)
 	if err != nil {
 		return err
@@ -113,13 +113,21 @@ func trainRemote(ctx context.Context, o options, trainSet, testSet *mnist.Datase
 	if o.dataOwners, err = dataOwnersIn(cfg); err != nil {
 		return err
 	}
+	// Only the model owner (test set) and data owners (their shard of the
+	// training set) read data.
+	var trainSet, testSet *mnist.Dataset
+	if role := players.RoleOf(o.player); o.player == players.ModelOwner || role == players.RoleDataOwner {
+		if trainSet, testSet, _, err = loadData(o); err != nil {
+			return err
+		}
+	}
 	timeout := o.timeout
 	if timeout == 0 {
 		timeout = cfg.MessageTimeout()
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 
-	fed, err := newFederation(o, trainSet, testSet)
+	fed, err := newFederation(o, o.player, trainSet, testSet)
 	if err != nil {
 		return err
 	}

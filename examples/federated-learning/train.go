@@ -65,8 +65,11 @@ type federation struct {
 }
 
 // newFederation builds the players, each with its own data, and the graph.
-func newFederation(o options, train, test *mnist.Dataset) (*federation, error) {
-	modelOwner, dataOwners, err := newPlayers(o, train, test)
+// With self empty every player is built for this process; otherwise only
+// player self is, and the others are stand-ins that name them in the graph
+// (see newPlayers).
+func newFederation(o options, self string, train, test *mnist.Dataset) (*federation, error) {
+	modelOwner, dataOwners, err := newPlayers(o, self, train, test)
 	if err != nil {
 		return nil, err
 	}
@@ -88,20 +91,36 @@ func (f *federation) Close() {
 // newPlayers builds the model owner and the data owners, each with its own
 // data: the model owner the test set, every data owner one disjoint shard
 // of the training set.
-func newPlayers(o options, train, test *mnist.Dataset) (*ModelOwner, []*DataOwner, error) {
-	modelOwner, err := NewModelOwner(players.ModelOwner, ModelOwnerConfig{
-		LearningRate: o.learningRate, Seed: o.seed, TestSet: test, EvalEvery: o.evalEvery,
-	})
+//
+// In a run across hosts (self not empty) only player self is real. Every
+// other player is a stand-in: the model owner without a test set (so it
+// never evaluates) and data owners without data, whose functions the
+// session never calls here, as they run on their own hosts. A host thus
+// needs only its own player's data, and a server none.
+func newPlayers(o options, self string, train, test *mnist.Dataset) (*ModelOwner, []*DataOwner, error) {
+	here := func(name string) bool { return self == "" || self == name }
+	mo := ModelOwnerConfig{LearningRate: o.learningRate, Seed: o.seed, EvalEvery: o.evalEvery}
+	if here(players.ModelOwner) {
+		mo.TestSet = test
+	}
+	modelOwner, err := NewModelOwner(players.ModelOwner, mo)
 	if err != nil {
 		return nil, nil, err
 	}
-	shards, err := train.Split(o.dataOwners)
-	if err != nil {
-		return nil, nil, fmt.Errorf("splitting the training set over %d data owners: %w", o.dataOwners, err)
-	}
 	dataOwners := make([]*DataOwner, o.dataOwners)
+	var shards []*mnist.Dataset
 	for i := range dataOwners {
-		d, err := NewDataOwner(players.DataOwner(i), shards[i], o.batchSize, o.seed*1000+uint64(i))
+		name := players.DataOwner(i)
+		if !here(name) {
+			dataOwners[i] = &DataOwner{Name: name}
+			continue
+		}
+		if shards == nil {
+			if shards, err = train.Split(o.dataOwners); err != nil {
+				return nil, nil, fmt.Errorf("splitting the training set over %d data owners: %w", o.dataOwners, err)
+			}
+		}
+		d, err := NewDataOwner(name, shards[i], o.batchSize, o.seed*1000+uint64(i))
 		if err != nil {
 			return nil, nil, err
 		}
@@ -137,7 +156,7 @@ type result struct {
 // trainOnce trains from scratch with the given mode ("secure" or
 // "plaintext") and returns what it measured.
 func trainOnce(ctx context.Context, o options, mode string, train, test *mnist.Dataset, progress *progress) (*result, error) {
-	f, err := newFederation(o, train, test)
+	f, err := newFederation(o, "", train, test)
 	if err != nil {
 		return nil, err
 	}
@@ -179,15 +198,15 @@ func trainOnce(ctx context.Context, o options, mode string, train, test *mnist.D
 
 // train runs the example as the options say and prints the summary.
 func train(ctx context.Context, o options, stdout, stderr io.Writer) error {
+	if o.config != "" && !o.printPlan && o.dot == "" {
+		return trainRemote(ctx, o, stdout, stderr) // loads only this player's data
+	}
 	trainSet, testSet, source, err := loadData(o)
 	if err != nil {
 		return err
 	}
 	if o.printPlan || o.dot != "" {
 		return describe(o, trainSet, testSet, stdout)
-	}
-	if o.config != "" {
-		return trainRemote(ctx, o, trainSet, testSet, stdout, stderr)
 	}
 	fmt.Fprintf(stdout, "data: %s, split over %d data owners\n", source, o.dataOwners)
 	prog := newProgress(stderr, o.quiet)
@@ -263,7 +282,7 @@ func humanBytes(b float64) string {
 // describe prints the compiled plan or writes the graph, without training:
 // where each gradient is shared, and who receives what.
 func describe(o options, trainSet, testSet *mnist.Dataset, stdout io.Writer) error {
-	fed, err := newFederation(o, trainSet, testSet)
+	fed, err := newFederation(o, "", trainSet, testSet)
 	if err != nil {
 		return err
 	}
