@@ -178,7 +178,7 @@ func (s *Local) Run(ctx context.Context, op *graph.Op) error {
 	s.iter++
 	s.log.Debug("iteration start", "iteration", iter, "op", op.Node().String())
 	err = runAll(ctx, plan.players, func(ctx context.Context, p string) error {
-		t := &counting{Transport: s.endpoints[p], self: p, c: s.stats}
+		t := &counting{Transport: s.endpoints[p], self: p, c: s.stats, pool: s.pool}
 		return s.runPlayer(ctx, plan, p, t, iter)
 	})
 	for _, e := range s.endpoints {

@@ -42,6 +42,12 @@ type Remote struct {
 // NewRemote returns a session in which this process is player self and
 // reaches the others through t. All players must be given the same
 // Options.SessionID (and protocol options).
+//
+// Run one session at a time over a transport, and one op at a time in
+// it: a transport that holds back a sender running ahead (as grpctransport
+// does) relies on each peer's messages being received in the order they
+// were sent, which holds within one plan's run but not between two runs
+// interleaved on the same links.
 func NewRemote(g *graph.Graph, self string, t transport.Transport, opts Options) (*Remote, error) {
 	if opts.SessionID == "" {
 		return nil, errors.New("session: a remote session needs an explicit SessionID shared by all players")
@@ -86,7 +92,7 @@ func (s *Remote) Run(ctx context.Context, op *graph.Op) error {
 	if !slices.Contains(plan.players, s.self) {
 		return nil // no part in this plan, like the crypto producer in aggregation
 	}
-	t := &counting{Transport: s.t, self: s.self, c: s.stats, recv: true}
+	t := &counting{Transport: s.t, self: s.self, c: s.stats, recv: true, pool: s.pool}
 	iter := s.iter
 	s.iter++
 	s.log.Debug("iteration start", "iteration", iter)

@@ -62,6 +62,7 @@ type counting struct {
 	self string
 	c    *counters
 	recv bool
+	pool *pool // takes back what SendOwned copied instead of handing over
 }
 
 func (t *counting) Send(ctx context.Context, to string, key transport.Key, payload []byte) error {
@@ -73,7 +74,7 @@ func (t *counting) Send(ctx context.Context, to string, key transport.Key, paylo
 }
 
 // SendOwned hands payload over when the transport can take it, and
-// copies it otherwise.
+// otherwise sends a copy and gives payload back to the pool.
 func (t *counting) SendOwned(ctx context.Context, to string, key transport.Key, payload []byte) error {
 	n := len(payload)
 	var err error
@@ -81,6 +82,9 @@ func (t *counting) SendOwned(ctx context.Context, to string, key transport.Key, 
 		err = m.SendOwned(ctx, to, key, payload)
 	} else {
 		err = t.Transport.Send(ctx, to, key, payload)
+		if t.pool != nil {
+			t.pool.putBytes(payload) // Send is done with it either way
+		}
 	}
 	if err != nil {
 		return err

@@ -96,7 +96,7 @@ func (f *federation) Close() {
 // other player is a stand-in: the model owner without a test set (so it
 // never evaluates) and data owners without data, whose functions the
 // session never calls here, as they run on their own hosts. A host thus
-// needs only its own player's data, and a server none.
+// uses only its own player's data, and a server reads none.
 func newPlayers(o options, self string, train, test *mnist.Dataset) (*ModelOwner, []*DataOwner, error) {
 	here := func(name string) bool { return self == "" || self == name }
 	mo := ModelOwnerConfig{LearningRate: o.learningRate, Seed: o.seed, EvalEvery: o.evalEvery}

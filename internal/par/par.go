@@ -27,6 +27,6 @@ func For(n, align int, f func(lo, hi int)) {
 	for lo := per; lo < n; lo += per {
 		wg.Go(func() { f(lo, min(lo+per, n)) })
 	}
-	f(0, per)
+	f(0, min(per, n))
 	wg.Wait()
 }

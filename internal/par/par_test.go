@@ -10,6 +10,10 @@ import (
 )
 
 func TestForCoversEveryElementOnce(t *testing.T) {
+	// An alignment larger than a core's share: one range, never past n.
+	For(2*Min+1, 4*Min, func(lo, hi int) {
+		assert.Equal(t, [2]int{0, 2*Min + 1}, [2]int{lo, hi})
+	})
 	for _, procs := range []int{1, 2, 3, 8} {
 		old := runtime.GOMAXPROCS(procs)
 		for _, n := range []int{0, 1, Min - 1, Min, 2 * Min, 2*Min + 1, 5*Min + 7} {

@@ -40,7 +40,18 @@ type slotKey struct {
 type slot struct {
 	ready   chan struct{} // closed when payload is set
 	payload []byte
+	cost    int64 // what the message counts against its sender's bound until received
 	taken   bool
+}
+
+// slotCost is what a waiting message costs besides its payload and session
+// id: the slot and its map entry. Counting it stops a sender filling memory
+// with empty messages under ever new keys.
+const slotCost = 128
+
+// cost is what a message counts against its sender's bound while it waits.
+func cost(key Key, payload []byte) int64 {
+	return int64(len(payload)) + int64(len(key.Session)) + slotCost
 }
 
 // NewMailbox returns an empty mailbox.
@@ -57,7 +68,8 @@ func NewMailbox() *Mailbox {
 
 // SetPendingLimit bounds the bytes one sender may have waiting in the
 // mailbox, delivered but not yet asked for: a peer cannot fill this
-// player's memory with messages nobody reads. A delivery past the bound
+// player's memory with messages nobody reads. A message counts its
+// payload, its session id and a fixed slotCost. A delivery past the bound
 // waits until this player has received or forgotten enough of that
 // sender's messages (see Deliver). A single message larger than the bound
 // is taken once nothing else from its sender waits. Zero means no bound.
@@ -119,7 +131,7 @@ func (m *Mailbox) Deliver(ctx context.Context, from string, key Key, payload []b
 			}
 		}
 		waiting := m.pending[from]
-		if m.limit <= 0 || waiting == 0 || waiting+int64(len(payload)) <= m.limit {
+		if m.limit <= 0 || waiting == 0 || waiting+cost(key, payload) <= m.limit {
 			break
 		}
 		room, ok := m.room[from]
@@ -143,7 +155,8 @@ func (m *Mailbox) Deliver(ctx context.Context, from string, key Key, payload []b
 		}
 	}
 	s := m.slot(slotKey{from, key})
-	m.pending[from] += int64(len(payload))
+	s.cost = cost(key, payload)
+	m.pending[from] += s.cost
 	s.payload = payload
 	close(s.ready)
 	return nil
@@ -200,7 +213,8 @@ func (m *Mailbox) Recv(ctx context.Context, from string, key Key) ([]byte, error
 	s.taken = true
 	p := s.payload
 	s.payload = nil
-	m.pending[from] -= int64(len(p))
+	m.pending[from] -= s.cost
+	s.cost = 0
 	m.freed(from)
 	return p, nil
 }
@@ -217,7 +231,7 @@ func (m *Mailbox) Forget(session string, iteration uint64) {
 	}
 	for k, s := range m.slots {
 		if k.key.Session == session && k.key.Iteration <= iteration {
-			m.pending[k.from] -= int64(len(s.payload)) // nil once received
+			m.pending[k.from] -= s.cost // zero once received
 			delete(m.slots, k)
 			m.freed(k.from)
 		}

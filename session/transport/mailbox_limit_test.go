@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -16,13 +17,16 @@ import (
 // sender has its own bound.
 func TestPendingLimitHoldsASenderBack(t *testing.T) {
 	m := NewMailbox()
-	m.SetPendingLimit(10)
+	// Room for 10 payload bytes in two messages; a message also counts
+	// its session id ("s") and slotCost.
+	const perMessage = 1 + slotCost
+	m.SetPendingLimit(10 + 2*perMessage)
 	ctx := context.Background()
 	k := func(it, e uint64) Key { return Key{Session: "s", Iteration: it, Edge: e} }
 
 	require.NoError(t, m.Deliver(ctx, "a", k(0, 0), make([]byte, 6)))
 	require.NoError(t, m.Deliver(ctx, "a", k(0, 1), make([]byte, 4)))
-	require.NoError(t, m.Deliver(ctx, "b", k(0, 0), make([]byte, 10)), "each sender has its own bound")
+	require.NoError(t, m.Deliver(ctx, "b", k(0, 0), make([]byte, 10+perMessage)), "each sender has its own bound")
 
 	// Past the bound: the delivery waits, and a receive lets it in.
 	delivered := make(chan error, 1)
@@ -48,7 +52,7 @@ func TestPendingLimitHoldsASenderBack(t *testing.T) {
 	err = m.Deliver(short, "a", k(2, 0), make([]byte, 1))
 	require.ErrorIs(t, err, ErrBacklog)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
-	assert.Contains(t, err.Error(), `player "a" has 10 bytes waiting`)
+	assert.Contains(t, err.Error(), fmt.Sprintf(`player "a" has %d bytes waiting`, 10+2*perMessage))
 	got, err := m.Recv(ctx, "a", k(1, 0))
 	require.NoError(t, err, "the sender is not failed: what it sent is handed out")
 	assert.Len(t, got, 6)
@@ -56,7 +60,23 @@ func TestPendingLimitHoldsASenderBack(t *testing.T) {
 	// A message larger than the bound is taken once nothing else waits.
 	_, err = m.Recv(ctx, "a", k(1, 1))
 	require.NoError(t, err)
-	require.NoError(t, m.Deliver(ctx, "a", k(3, 0), make([]byte, 25)))
+	require.NoError(t, m.Deliver(ctx, "a", k(3, 0), make([]byte, 1000)))
+}
+
+// TestEmptyMessagesCountToo: a sender cannot fill memory with empty
+// messages under ever new keys; each costs its slot.
+func TestEmptyMessagesCountToo(t *testing.T) {
+	m := NewMailbox()
+	m.SetPendingLimit(10 * slotCost)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	var err error
+	n := 0
+	for ; n < 1000 && err == nil; n++ {
+		err = m.Deliver(ctx, "a", Key{Session: "junk", Edge: uint64(n)}, nil)
+	}
+	require.ErrorIs(t, err, ErrBacklog)
+	assert.Less(t, n, 11, "empty messages delivered before the bound held")
 }
 
 // TestWaitingDeliveryEndsWithTheMailbox: a delivery waiting for room

@@ -44,8 +44,11 @@
 // frame, refuses a message announcing more than the config's
 // max_message_bytes before allocating anything, reassembles and hands it
 // to its transport.Mailbox. The receiving side drains its streams without
-// waiting for Recv, so gRPC flow control only ever waits on the network,
-// and senders cannot deadlock with receivers.
+// waiting for Recv until a peer has PendingMessages × max_message_bytes
+// unread; then it stops reading that stream until the player catches up,
+// and gRPC flow control holds the peer's sends. Players receive each
+// peer's messages in the order they were sent (the session's plans
+// guarantee it), so this cannot deadlock.
 //
 // # Failure
 //

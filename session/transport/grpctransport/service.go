@@ -201,6 +201,11 @@ func (t *Transport) messages(stream grpc.ServerStream) error {
 				t.box.FailFrom(from, err)
 				return status.Error(codes.InvalidArgument, err.Error())
 			}
+			if !t.isClosing() {
+				// Waiting for room ended with the stream, or the mailbox
+				// failed: either way nothing more comes from this peer.
+				t.box.FailFrom(from, fmt.Errorf("%w: connection from player %q to %q ended while a message waited for room: %v", ErrPeerLost, from, t.self, err))
+			}
 			return status.Errorf(codes.Unavailable, "player %q no longer takes messages from %q: %v", t.self, from, err)
 		}
 		stats.recvMessages.Add(1)

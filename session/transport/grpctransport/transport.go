@@ -558,13 +558,14 @@ func (t *Transport) monitor(l *link, stream grpc.ClientStream, done chan struct{
 }
 
 // Send queues payload for player to under key. It connects first if
-// Connect has not, and it returns once the message is handed to gRPC,
-// which may wait for flow control but never for the receiver to call
-// Recv: the receiving server drains every stream into its mailbox. ctx
-// bounds connecting and waiting for other Sends to the same player; once
-// a message has started it is finished, so that the stream stays
-// consistent. Messages above the config's max_message_bytes are refused
-// with ErrTooLarge.
+// Connect has not, and it returns once the message is handed to gRPC.
+// That waits for flow control, which holds the sender back while the
+// receiver has PendingMessages' worth of its messages unread. ctx bounds
+// all of it: connecting, waiting for other Sends to the same player, and
+// flow control. A message cannot be abandoned half-sent without breaking
+// the stream, so when ctx ends in the middle of one the link is given up
+// and fails, as if the peer were lost. Messages above the config's
+// max_message_bytes are refused with ErrTooLarge.
 func (t *Transport) Send(ctx context.Context, to string, key transport.Key, payload []byte) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("grpctransport: sending %s to %q: %w", key, to, context.Cause(ctx))
@@ -598,6 +599,9 @@ func (t *Transport) Send(ctx context.Context, to string, key transport.Key, payl
 	if err := t.open(ctx, l, time.Now()); err != nil {
 		return fmt.Errorf("grpctransport: sending %s to %q: %w", key, to, err)
 	}
+	abandoned := context.AfterFunc(ctx, func() { t.abandon(l, key, context.Cause(ctx)) })
+	stop := sync.OnceValue(abandoned)
+	defer stop()
 	total := uint64(len(payload))
 	for off := 0; ; {
 		n := min(t.chunk, len(payload)-off)
@@ -614,10 +618,33 @@ func (t *Transport) Send(ctx context.Context, to string, key transport.Key, payl
 			break
 		}
 	}
+	if !stop() {
+		// ctx ended as the last frame went: the stream is cancelled, and
+		// the message may not arrive.
+		return t.sendFailed(l, key, context.Cause(ctx))
+	}
 	s := t.stats[to]
 	s.sentMessages.Add(1)
 	s.sentBytes.Add(total)
 	return nil
+}
+
+// abandon gives up the link to l in the middle of sending key, because the
+// Send's context ended: it records why and cancels the stream, which ends
+// a SendMsg held by flow control.
+func (t *Transport) abandon(l *link, key transport.Key, cause error) {
+	if t.isClosing() {
+		return
+	}
+	l.mu.Lock()
+	if l.err == nil {
+		l.err = fmt.Errorf("%w: gave up sending %s to player %q at %s in the middle of the message: %w", ErrPeerLost, key, l.name, l.addr, cause)
+	}
+	cancel := l.cancel
+	l.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
 }
 
 // sendFailed turns a failed SendMsg into the link's failure. On io.EOF

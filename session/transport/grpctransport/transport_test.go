@@ -352,6 +352,49 @@ func TestSenderAheadIsHeldBack(t *testing.T) {
 	require.NoError(t, <-sent)
 }
 
+// TestSendHeldBackHonoursItsContext: a Send held by flow control because
+// the receiver reads nothing returns when its context ends, and the link
+// then fails on both sides instead of hanging.
+func TestSendHeldBackHonoursItsContext(t *testing.T) {
+	n := newNetwork(t, three...)
+	cfg := n.config(t, nil, `"max_message_bytes": 1048576`)
+	ts := n.startAll(t, cfg, Options{})
+	connectAll(t, ts)
+
+	ctx, cancel := context.WithTimeout(testCtx(t), 500*time.Millisecond)
+	defer cancel()
+	sent := make(chan error, 1)
+	go func() {
+		for i := range 1000 { // far more than the receiver's bound and gRPC's windows
+			key := transport.Key{Session: "stuck", Iteration: uint64(i)}
+			if err := ts["server0"].Send(ctx, "server1", key, make([]byte, 1<<20)); err != nil {
+				sent <- err
+				return
+			}
+		}
+		sent <- nil
+	}()
+	var err error
+	select {
+	case err = <-sent:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Send still blocked 10 s after its deadline of 0.5 s")
+	}
+	require.Error(t, err, "a thousand megabytes went to a player that reads nothing")
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+
+	// The receiver learns that nothing more comes from server0.
+	recvCtx, cancel2 := context.WithTimeout(testCtx(t), 5*time.Second)
+	defer cancel2()
+	for i := 0; ; i++ {
+		_, err := ts["server1"].Recv(recvCtx, "server0", transport.Key{Session: "stuck", Iteration: uint64(i)})
+		if err != nil {
+			assert.NotErrorIs(t, err, context.DeadlineExceeded, "the receiver waited for the deadline instead of learning of the link's end")
+			break
+		}
+	}
+}
+
 // rawHello greets server s at addr with hand-made credentials and claim,
 // the way a misbehaving client would.
 func rawHello(t *testing.T, addr string, creds credentials.TransportCredentials, claim string) error {
