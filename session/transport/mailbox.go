@@ -77,6 +77,9 @@ func (m *Mailbox) SetPendingLimit(bytes int64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.limit = bytes
+	for from := range m.room {
+		m.freed(from) // waiting deliveries check the new bound
+	}
 }
 
 func (m *Mailbox) sender(from string) *sender {
