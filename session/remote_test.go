@@ -15,6 +15,51 @@ import (
 	"github.com/shareflow/shareflow/session/transport"
 )
 
+// runPlayers runs every player of names as its own Remote session over one
+// in-memory network, each in its own goroutine, the way separate hosts
+// would. setup builds a player's graph, op and options (it may also set up
+// the player's endpoint); run runs its iterations. It returns what run
+// returned for each player.
+func runPlayers(t *testing.T, names []string,
+	setup func(p string, ep *transport.MemoryEndpoint) (*graph.Graph, *graph.Op, Options),
+	run func(p string, s *Remote, op *graph.Op) error,
+) map[string]error {
+	net := transport.NewMemory(names...)
+	errs := make(map[string]error)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, p := range names {
+		ep, err := net.Endpoint(p)
+		require.NoError(t, err)
+		g, op, opts := setup(p, ep)
+		s, err := NewRemote(g, p, ep, opts)
+		require.NoError(t, err)
+		wg.Go(func() {
+			defer s.Close()
+			err := run(p, s, op)
+			mu.Lock()
+			errs[p] = err
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return errs
+}
+
+// runIterations runs op n times, each within its own timeout, and stops
+// at the first error.
+func runIterations(s *Remote, op *graph.Op, n int, timeout time.Duration) error {
+	for range n {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		err := s.Run(ctx, op)
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // runRemote runs every player of the federated-learning miniature as its
 // own Remote session over an in-memory network, the way separate hosts
 // would, with per-player option changes.
@@ -23,40 +68,17 @@ func runRemote(t *testing.T, owners int, tweak func(player string, o *Options) i
 	for i := range owners {
 		names = append(names, "data-owner-"+string(rune('0'+i)))
 	}
-	net := transport.NewMemory(names...)
-	errs := map[string]error{}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, p := range names {
+	return runPlayers(t, names, func(p string, _ *transport.MemoryEndpoint) (*graph.Graph, *graph.Op, Options) {
 		opts := Options{SessionID: "run-1"}
 		n := owners
 		if tweak != nil {
 			n = tweak(p, &opts)
 		}
 		g, op := flGraph(n)
-		ep, err := net.Endpoint(p)
-		require.NoError(t, err)
-		s, err := NewRemote(g, p, ep, opts)
-		require.NoError(t, err)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer s.Close()
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			var err error
-			for range 3 {
-				if err = s.Run(ctx, op); err != nil {
-					break
-				}
-			}
-			mu.Lock()
-			errs[p] = err
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	return errs
+		return g, op, opts
+	}, func(_ string, s *Remote, op *graph.Op) error {
+		return runIterations(s, op, 3, 2*time.Second)
+	})
 }
 
 func TestRemotePlayersRunTogether(t *testing.T) {
@@ -117,11 +139,7 @@ func TestFailingPlayerTellsTheOthers(t *testing.T) {
 // as Remote sessions; data-owner-0's input fails in the second iteration.
 func runRemoteFailing(t *testing.T) map[string]error {
 	names := []string{"server0", "server1", "model-owner", "data-owner-0", "data-owner-1"}
-	net := transport.NewMemory(names...)
-	errs := map[string]error{}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, p := range names {
+	return runPlayers(t, names, func(string, *transport.MemoryEndpoint) (*graph.Graph, *graph.Op, Options) {
 		calls := 0
 		g := graph.New()
 		a := g.DefinePrivateInput("data-owner-0", func(context.Context, []*tensor.Dense) ([]*tensor.Dense, error) {
@@ -132,30 +150,10 @@ func runRemoteFailing(t *testing.T) map[string]error {
 		}, []graph.Shape{{2}})
 		b := g.DefinePrivateInput("data-owner-1", fixed([]float64{3, 4}), []graph.Shape{{2}})
 		op := g.DefineOutput("model-owner", []*graph.Private{g.Add(a[0], b[0])}, func(context.Context, []*tensor.Dense) error { return nil })
-		ep, err := net.Endpoint(p)
-		require.NoError(t, err)
-		s, err := NewRemote(g, p, ep, Options{SessionID: "run-f", Players: names})
-		require.NoError(t, err)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer s.Close()
-			var err error
-			for range 3 {
-				ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-				err = s.Run(ctx, op)
-				cancel()
-				if err != nil {
-					break
-				}
-			}
-			mu.Lock()
-			errs[p] = err
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	return errs
+		return g, op, Options{SessionID: "run-f", Players: names}
+	}, func(_ string, s *Remote, op *graph.Op) error {
+		return runIterations(s, op, 3, 500*time.Millisecond)
+	})
 }
 
 // TestRemoteSenderAheadWaits runs a graph without feedback: data owners
@@ -166,46 +164,33 @@ func TestRemoteSenderAheadWaits(t *testing.T) {
 	shapes := []graph.Shape{{n}}
 	inputs := randomInputs(newBenchRand(), 3, shapes, 100)
 	names := []string{"server0", "server1", "model-owner", "data-owner-0", "data-owner-1", "data-owner-2"}
-	net := transport.NewMemory(names...)
-	errs := make(map[string]error)
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	var revealed [][]float64
-	for _, p := range names {
+	var revealed *[][]float64
+	errs := runPlayers(t, names, func(p string, ep *transport.MemoryEndpoint) (*graph.Graph, *graph.Op, Options) {
 		g, op, got := meanGraph(inputs, shapes)
-		ep, err := net.Endpoint(p)
-		require.NoError(t, err)
-		ep.Mailbox().SetPendingLimit(3 * (8 + 8*n)) // three masked tensors
-		s, err := NewRemote(g, p, ep, Options{SessionID: "ahead"})
-		require.NoError(t, err)
-		wg.Go(func() {
-			defer s.Close()
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			var err error
-			for i := range iterations {
-				if p == "server1" && i%10 == 0 {
-					time.Sleep(20 * time.Millisecond) // a slow server: the owners get ahead
-				}
-				if err = s.Run(ctx, op); err != nil {
-					break
-				}
+		if p == "model-owner" {
+			revealed = got
+		}
+		ep.Mailbox().SetPendingLimit(3 * (8 + 8*n)) // under three masked tensors
+		return g, op, Options{SessionID: "ahead"}
+	}, func(p string, s *Remote, op *graph.Op) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		for i := range iterations {
+			if p == "server1" && i%10 == 0 {
+				time.Sleep(20 * time.Millisecond) // a slow server: the owners get ahead
 			}
-			mu.Lock()
-			errs[p] = err
-			if p == "model-owner" {
-				revealed = *got
+			if err := s.Run(ctx, op); err != nil {
+				return err
 			}
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
+		}
+		return nil
+	})
 	for p, err := range errs {
 		require.NoError(t, err, p)
 	}
-	require.Len(t, revealed, 1)
-	for i := range revealed[0] {
+	require.Len(t, *revealed, 1)
+	for i, got := range (*revealed)[0] {
 		want := (inputs[0][0][i] + inputs[1][0][i] + inputs[2][0][i]) / 3
-		require.InDelta(t, want, revealed[0][i], 1e-4)
+		require.InDelta(t, want, got, 1e-4)
 	}
 }
