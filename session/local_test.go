@@ -20,16 +20,11 @@ import (
 	"github.com/shareflow/shareflow/protocol/pond"
 )
 
-// seededRand is a reproducible byte source for tests only.
-type seededRand struct{ r *mrand.ChaCha8 }
-
-func newSeededRand(seed byte) *seededRand {
-	var s [32]byte
-	s[0] = seed
-	return &seededRand{mrand.NewChaCha8(s)}
+// newSeededRand returns a reproducible byte source (ChaCha8 has a Read
+// method) for tests only.
+func newSeededRand(seed byte) *mrand.ChaCha8 {
+	return mrand.NewChaCha8([32]byte{seed})
 }
-
-func (s *seededRand) Read(p []byte) (int, error) { return s.r.Read(p) }
 
 // fixed returns an input function producing the given tensors.
 func fixed(values ...[]float64) graph.Func {

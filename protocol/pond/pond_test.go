@@ -11,17 +11,11 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// testRand is a seeded, reproducible byte source for tests. It is not
-// cryptographic: tests only.
-type testRand struct{ r *mrand.ChaCha8 }
-
-func newTestRand(seed byte) *testRand {
-	var s [32]byte
-	s[0] = seed
-	return &testRand{mrand.NewChaCha8(s)}
+// newTestRand returns a seeded, reproducible byte source (ChaCha8 has a
+// Read method) for tests, where shares need not be secret.
+func newTestRand(seed byte) *mrand.ChaCha8 {
+	return mrand.NewChaCha8([32]byte{seed})
 }
-
-func (t *testRand) Read(p []byte) (int, error) { return t.r.Read(p) }
 
 func newProtocol(t testing.TB, cfg Config) *Protocol {
 	p, err := New(cfg)
@@ -120,7 +114,7 @@ func TestShareInputAndReveal(t *testing.T) {
 
 // mulAndTruncate multiplies the secret sharing of x by c and truncates it
 // with the configured protocol, returning the revealed result.
-func mulAndTruncate(t testing.TB, p *Protocol, rng *testRand, x []float64, c float64) []float64 {
+func mulAndTruncate(t testing.TB, p *Protocol, rng *mrand.ChaCha8, x []float64, c float64) []float64 {
 	enc := make([]uint64, len(x))
 	require.NoError(t, p.Encode(enc, x))
 	cc, err := p.EncodeConstant(c)
