@@ -385,15 +385,15 @@ func (s *linearStep) addN(r *runner) error {
 	}
 	var streams []seeded
 	for _, in := range s.node.Inputs() {
-		if sh, ok := r.shares[in]; ok {
-			xs = append(xs, sh)
+		if seed, ok := r.seeds[in]; ok {
+			streams = append(streams, seeded{seed, r.domain(in)})
 			continue
 		}
-		seed, ok := r.seeds[in]
-		if !ok {
-			return fmt.Errorf("no share of %s on %q (plan bug)", in, r.player)
+		sh, err := r.share(in)
+		if err != nil {
+			return err
 		}
-		streams = append(streams, seeded{seed, r.domain(in)})
+		xs = append(xs, sh)
 	}
 	// The result is computed inside a message buffer, so that sending it
 	// to the output player later needs no copy.

@@ -116,7 +116,7 @@ func trainRemote(ctx context.Context, o options, stdout, stderr io.Writer) error
 	// Only the model owner (test set) and data owners (their shard of the
 	// training set) read data.
 	var trainSet, testSet *mnist.Dataset
-	if role := players.RoleOf(o.player); o.player == players.ModelOwner || role == players.RoleDataOwner {
+	if role := players.RoleOf(o.player); role == players.RoleModelOwner || role == players.RoleDataOwner {
 		if trainSet, testSet, _, err = loadData(o); err != nil {
 			return err
 		}

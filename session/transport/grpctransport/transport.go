@@ -599,9 +599,8 @@ func (t *Transport) Send(ctx context.Context, to string, key transport.Key, payl
 	if err := t.open(ctx, l, time.Now()); err != nil {
 		return fmt.Errorf("grpctransport: sending %s to %q: %w", key, to, err)
 	}
-	abandoned := context.AfterFunc(ctx, func() { t.abandon(l, key, context.Cause(ctx)) })
-	stop := sync.OnceValue(abandoned)
-	defer stop()
+	stop := context.AfterFunc(ctx, func() { t.abandon(l, key, context.Cause(ctx)) })
+	defer stop() // a second call, after the one below, does nothing
 	total := uint64(len(payload))
 	for off := 0; ; {
 		n := min(t.chunk, len(payload)-off)
