@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -96,7 +97,7 @@ func (d Duration) MarshalText() ([]byte, error) {
 func (d *Duration) UnmarshalText(text []byte) error {
 	v, err := time.ParseDuration(string(text))
 	if err != nil {
-		return err
+		return fmt.Errorf(`bad duration %q; want a Go duration such as "30s" or "2m"`, text)
 	}
 	*d = Duration(v)
 	return nil
@@ -105,14 +106,18 @@ func (d *Duration) UnmarshalText(text []byte) error {
 // Spec is the literal form of the extended config, as written in JSON.
 // Build a checked Config from it with NewConfig; zero fields take their
 // defaults. A Spec is a plain value, not safe for concurrent mutation.
+//
+// The JSON tags are the one list of field names: the parser decodes each
+// member into the field its tag names. A field tagged config:"path" may be
+// left out but not given as "".
 type Spec struct {
 	// Players maps each player name to where it runs.
 	Players map[string]PlayerSpec `json:"players"`
 	// CA is the PEM file of the certificate authority all players trust.
-	CA string `json:"ca,omitempty"`
+	CA string `json:"ca,omitempty" config:"path"`
 	// CertDir is a directory laid out as DIR/ca.pem, DIR/NAME.pem,
 	// DIR/NAME-key.pem; it supplies CA, Cert and Key where those are empty.
-	CertDir string `json:"cert_dir,omitempty"`
+	CertDir string `json:"cert_dir,omitempty" config:"path"`
 	// ConnectTimeout bounds the wait for all peers at start-up.
 	ConnectTimeout Duration `json:"connect_timeout,omitempty"`
 	// MessageTimeout bounds the wait for one message.
@@ -133,8 +138,8 @@ type PlayerSpec struct {
 	// empty.
 	Listen string `json:"listen,omitempty"`
 	// Cert and Key are the player's PEM certificate and private key.
-	Cert string `json:"cert,omitempty"`
-	Key  string `json:"key,omitempty"`
+	Cert string `json:"cert,omitempty" config:"path"`
+	Key  string `json:"key,omitempty" config:"path"`
 }
 
 // Player is one checked player of a Config. It is a plain value: changing
@@ -165,6 +170,10 @@ type Config struct {
 	messageTimeout  time.Duration
 	maxMessageBytes int64
 	insecure        bool
+
+	// locate maps a field path to its line and column in the file, or
+	// is nil for a Config built with NewConfig.
+	locate func(field string) (line, col int)
 }
 
 // LoadConfig reads and checks the config file at path.
@@ -251,7 +260,47 @@ func (c *Config) unknown(name string) error {
 	if where == "" {
 		where = "the config"
 	}
-	return fmt.Errorf("%w %q: %s has %s", ErrUnknownPlayer, name, where, strings.Join(c.names, ", "))
+	err := fmt.Errorf("%w %q: %s has %s", ErrUnknownPlayer, name, where, strings.Join(c.names, ", "))
+	if s := nearest(name, c.names); s != "" {
+		err = fmt.Errorf("%w; did you mean %q?", err, s)
+	}
+	return err
+}
+
+// Require checks that the config has every player in names, for a caller
+// that needs particular players. For the first one missing it returns a
+// *ConfigError. When a player of the config that is not in names looks
+// like a misspelling of the missing one, the error points at that
+// player's key:
+//
+//	players: hosts.json:4:3: players.data-ower-1: unknown player "data-ower-1"; did you mean "data-owner-1"?
+func (c *Config) Require(names ...string) error {
+	var stray []string
+	for _, n := range c.names {
+		if !slices.Contains(names, n) {
+			stray = append(stray, n)
+		}
+	}
+	for _, want := range names {
+		if c.Has(want) {
+			continue
+		}
+		if s := nearest(want, stray); s != "" {
+			return c.fail("players."+s, fmt.Errorf("unknown player %q; did you mean %q?", s, want))
+		}
+		return c.fail("players", fmt.Errorf("no player %q; the config has %s", want, strings.Join(c.names, ", ")))
+	}
+	return nil
+}
+
+// fail returns a ConfigError about field, located in the file when the
+// Config was parsed from one.
+func (c *Config) fail(field string, err error) *ConfigError {
+	e := &ConfigError{File: c.file, Field: field, Err: err}
+	if c.locate != nil {
+		e.Line, e.Column = c.locate(field)
+	}
+	return e
 }
 
 // CAFile returns the resolved path of the CA certificate, or "" if the
@@ -394,13 +443,6 @@ func CheckName(name string) error {
 // build checks spec and makes the Config. locate maps a field path to a
 // line and column, or is nil.
 func build(spec Spec, file, dir string, locate func(field string) (int, int)) (*Config, error) {
-	fail := func(field string, err error) error {
-		e := &ConfigError{File: file, Field: field, Err: err}
-		if locate != nil {
-			e.Line, e.Column = locate(field)
-		}
-		return e
-	}
 	resolve := func(path string) string {
 		if path == "" || filepath.IsAbs(path) {
 			return path
@@ -419,7 +461,9 @@ func build(spec Spec, file, dir string, locate func(field string) (int, int)) (*
 		messageTimeout:  time.Duration(spec.MessageTimeout),
 		maxMessageBytes: spec.MaxMessageBytes,
 		insecure:        spec.Insecure,
+		locate:          locate,
 	}
+	fail := func(field string, err error) error { return c.fail(field, err) }
 	if len(spec.Players) == 0 {
 		return nil, fail("players", errors.New("no players"))
 	}
@@ -567,43 +611,73 @@ func checkHostname(host string) error {
 	return nil
 }
 
-// parser reads the JSON of a config with json.Decoder tokens, so that it
-// sees duplicate keys (which encoding/json would silently collapse) and
-// knows where every value starts.
+// A config file is read in two passes. scan reads it as a stream of JSON
+// tokens: it checks the syntax, refuses duplicate keys (which
+// encoding/json would silently collapse) and notes where every member
+// starts. Then encoding/json decodes each member's value into the field of
+// Spec or PlayerSpec that its JSON tag names. Decoding member by member,
+// rather than the whole file at once with DisallowUnknownFields, is what
+// lets every error name its field and line: encoding/json reports an
+// unknown field with neither, matches keys without regard to case, leaves
+// map keys out of UnmarshalTypeError.Field and passes UnmarshalText errors
+// on bare.
+
+// maxDepth bounds the nesting of a config file. Three levels are used
+// (settings, players, a player's fields); the rest leaves room for
+// mistakes to be reported as type errors.
+const maxDepth = 16
+
+// parser reads one config file.
 type parser struct {
 	data []byte
 	file string
-	pos  map[string]int // field path -> byte offset of its value
+	pos  map[string]int // field path -> byte offset, for errors found later
 }
 
-// entry is one member of a JSON object.
-type entry struct {
-	key    string
-	raw    []byte
-	keyOff int // absolute offset of the key
-	valOff int // absolute offset of the value
+// member is one member of a JSON object.
+type member struct {
+	key            string
+	keyOff, valOff int      // byte offsets of the key and of the value
+	raw            []byte   // the value
+	members        []member // the value's members, when it is an object
 }
 
-func (p *parser) errAt(off int, field string, err error) error {
+// frame is an object or array that scan is inside.
+type frame struct {
+	field   string         // JSON path, for errors
+	start   int            // offset of the '{' or '['
+	obj     bool           // an object, not an array
+	members []member       // of an object
+	seen    map[string]int // of an object: key -> offset
+	open    *member        // of an object: the member whose value is being read
+}
+
+func join(field, key string) string {
+	if field == "" {
+		return key
+	}
+	return field + "." + key
+}
+
+func (p *parser) errAt(off int, field string, err error) *ConfigError {
 	line, col := lineCol(p.data, off)
 	return &ConfigError{File: p.file, Line: line, Column: col, Field: field, Err: err}
 }
 
+// locate returns the line and column of a field path, or of the nearest
+// enclosing field that has one ("players.x.cert" -> "players.x"); zero if
+// none does.
 func (p *parser) locate(field string) (int, int) {
-	off, ok := p.pos[field]
-	for !ok && field != "" {
-		// Fall back to the enclosing field: "players.x.cert" -> "players.x".
+	for {
+		if off, ok := p.pos[field]; ok {
+			return lineCol(p.data, off)
+		}
 		i := strings.LastIndexByte(field, '.')
 		if i < 0 {
 			return 0, 0
 		}
 		field = field[:i]
-		off, ok = p.pos[field]
 	}
-	if !ok {
-		return 0, 0
-	}
-	return lineCol(p.data, off)
 }
 
 // lineCol turns a byte offset into a 1-based line and column.
@@ -628,73 +702,78 @@ func skip(data []byte, off int) int {
 	return off
 }
 
-// syntaxErr converts a decoder error at stream offset base into a
-// ConfigError with a position.
-func (p *parser) syntaxErr(err error, base int, field string) error {
-	var se *json.SyntaxError
-	if errors.As(err, &se) {
-		return p.errAt(base+int(se.Offset), field, fmt.Errorf("malformed JSON: %w", err))
-	}
-	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-		return p.errAt(len(p.data), field, errors.New("malformed JSON: unexpected end of input"))
-	}
-	return p.errAt(base, field, fmt.Errorf("malformed JSON: %w", err))
-}
-
-// object reads the JSON object raw (starting at absolute offset base) and
-// returns its members in order, refusing duplicate keys.
-func (p *parser) object(raw []byte, base int, field string) ([]entry, error) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	start := skip(raw, 0)
-	tok, err := dec.Token()
-	if err != nil {
-		return nil, p.syntaxErr(err, base, field)
-	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
-		return nil, p.errAt(base+start, field, fmt.Errorf("want a JSON object, got %s", describe(raw[start:])))
-	}
-	var out []entry
-	seen := make(map[string]int)
-	for dec.More() {
-		keyOff := base + skip(raw, int(dec.InputOffset()))
+// scan reads the file as JSON tokens and returns the members of its one
+// top-level object.
+func (p *parser) scan() ([]member, error) {
+	dec := json.NewDecoder(bytes.NewReader(p.data))
+	dec.UseNumber() // numbers are judged when decoded, not here
+	var stack []*frame
+	for {
+		off := skip(p.data, int(dec.InputOffset()))
+		var top *frame
+		field := ""
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+			field = top.field
+			if top.open != nil {
+				field = join(field, top.open.key)
+			}
+		}
 		tok, err := dec.Token()
 		if err != nil {
-			return nil, p.syntaxErr(err, base, field)
-		}
-		key, ok := tok.(string)
-		if !ok {
-			return nil, p.errAt(keyOff, field, errors.New("malformed JSON: object key is not a string"))
-		}
-		sub := key
-		if field != "" {
-			sub = field + "." + key
-		}
-		if first, dup := seen[key]; dup {
-			line, _ := lineCol(p.data, first)
-			return nil, p.errAt(keyOff, sub, fmt.Errorf("duplicate key %q (first on line %d)", key, line))
-		}
-		seen[key] = keyOff
-		valOff := base + skip(raw, int(dec.InputOffset()))
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return nil, p.syntaxErr(err, base, sub)
-		}
-		out = append(out, entry{key: key, raw: v, keyOff: keyOff, valOff: valOff})
-	}
-	if _, err := dec.Token(); err != nil { // the closing '}'
-		return nil, p.syntaxErr(err, base, field)
-	}
-	if field == "" {
-		// Top level: nothing may follow the object.
-		if _, err := dec.Token(); err != io.EOF {
-			off := base + skip(raw, int(dec.InputOffset()))
-			if err != nil {
-				return nil, p.syntaxErr(err, base, field)
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return nil, p.errAt(len(p.data), field, errors.New("malformed JSON: unexpected end of input"))
 			}
-			return nil, p.errAt(off, "", errors.New("malformed JSON: data after the top-level object"))
+			// The decoder's offsets inside a value are not reliable;
+			// the start of the token that failed is.
+			return nil, p.errAt(off, field, fmt.Errorf("malformed JSON: %w", err))
+		}
+		if top == nil && tok != json.Delim('{') {
+			return nil, p.errAt(off, "", fmt.Errorf("want a JSON object, got %s", describe(p.data[off:])))
+		}
+		if top != nil && top.obj && top.open == nil && tok != json.Delim('}') {
+			key := tok.(string) // the decoder allows only strings here
+			if first, dup := top.seen[key]; dup {
+				line, _ := lineCol(p.data, first)
+				return nil, p.errAt(off, join(top.field, key), fmt.Errorf("duplicate key %q (first on line %d)", key, line))
+			}
+			top.seen[key] = off
+			top.open = &member{key: key, keyOff: off}
+			continue
+		}
+
+		// tok starts a value, or ends the innermost object or array.
+		start, members := off, []member(nil)
+		switch tok {
+		case json.Delim('{'), json.Delim('['):
+			if len(stack) == maxDepth {
+				return nil, p.errAt(off, field, fmt.Errorf("malformed JSON: nested deeper than %d levels", maxDepth))
+			}
+			f := &frame{field: field, start: off, obj: tok == json.Delim('{')}
+			if f.obj {
+				f.seen = make(map[string]int)
+			}
+			stack = append(stack, f)
+			continue
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+			start, members = top.start, top.members
+			if len(stack) == 0 {
+				end := skip(p.data, int(dec.InputOffset()))
+				if _, err := dec.Token(); err != io.EOF {
+					return nil, p.errAt(end, "", errors.New("malformed JSON: data after the top-level object"))
+				}
+				return members, nil
+			}
+			top = stack[len(stack)-1]
+		}
+		if top.obj { // the value of top.open is complete
+			m := top.open
+			m.valOff, m.raw, m.members = start, p.data[start:dec.InputOffset()], members
+			top.members = append(top.members, *m)
+			top.open = nil
 		}
 	}
-	return out, nil
 }
 
 // describe names the JSON type of a value for error messages.
@@ -718,168 +797,146 @@ func describe(raw []byte) string {
 	}
 }
 
-func (p *parser) str(e entry, field string) (string, error) {
-	if len(e.raw) == 0 || e.raw[0] != '"' {
-		return "", p.errAt(e.valOff, field, fmt.Errorf("want a string, got %s", describe(e.raw)))
-	}
-	var s string
-	if err := json.Unmarshal(e.raw, &s); err != nil {
-		return "", p.syntaxErr(err, e.valOff, field)
-	}
-	return s, nil
-}
-
 func (p *parser) parse() (Spec, error) {
 	if len(bytes.TrimSpace(p.data)) == 0 {
 		return Spec{}, &ConfigError{File: p.file, Err: errors.New("empty file; want a JSON object of players")}
 	}
-	top, err := p.object(p.data, 0, "")
+	top, err := p.scan()
 	if err != nil {
 		return Spec{}, err
 	}
-	extended := false
-	for _, e := range top {
-		if e.key == "players" && len(e.raw) > 0 && e.raw[0] == '{' {
-			extended = true
+	for _, m := range top {
+		if m.key == "players" && m.raw[0] == '{' {
+			var spec Spec
+			return spec, p.fields(top, "", &spec)
 		}
 	}
-	if !extended {
-		return p.flat(top)
-	}
-	return p.extended(top)
+	return p.flat(top)
 }
 
 // flat reads TF Encrypted's hostmap: {"name": "host:port", ...}.
-func (p *parser) flat(top []entry) (Spec, error) {
+func (p *parser) flat(top []member) (Spec, error) {
 	spec := Spec{Players: make(map[string]PlayerSpec, len(top))}
-	for _, e := range top {
-		field := "players." + e.key
-		p.pos[field] = e.keyOff
-		p.pos[field+".address"] = e.valOff
-		if len(e.raw) == 0 || e.raw[0] != '"' {
-			return Spec{}, p.errAt(e.valOff, e.key, fmt.Errorf(`want a "host:port" string, got %s (settings need the extended form {"players": {...}, ...})`, describe(e.raw)))
-		}
-		addr, err := p.str(e, e.key)
-		if err != nil {
-			return Spec{}, err
-		}
-		spec.Players[e.key] = PlayerSpec{Address: addr}
-	}
-	return spec, nil
-}
-
-// extended reads {"players": {...}, "ca": ..., ...}.
-func (p *parser) extended(top []entry) (Spec, error) {
-	var spec Spec
-	for _, e := range top {
-		p.pos[e.key] = e.valOff
-		switch e.key {
-		case "players":
-			players, err := p.players(e)
-			if err != nil {
-				return Spec{}, err
-			}
-			spec.Players = players
-		case "ca", "cert_dir":
-			s, err := p.str(e, e.key)
-			if err != nil {
-				return Spec{}, err
-			}
-			if s == "" {
-				return Spec{}, p.errAt(e.valOff, e.key, errors.New("empty path"))
-			}
-			if e.key == "ca" {
-				spec.CA = s
-			} else {
-				spec.CertDir = s
-			}
-		case "connect_timeout", "message_timeout":
-			s, err := p.str(e, e.key)
-			if err != nil {
-				return Spec{}, p.errAt(e.valOff, e.key, fmt.Errorf(`want a duration string such as "30s", got %s`, describe(e.raw)))
-			}
-			d, err := time.ParseDuration(s)
-			if err != nil {
-				return Spec{}, p.errAt(e.valOff, e.key, fmt.Errorf(`bad duration %q; want a Go duration such as "30s" or "2m"`, s))
-			}
-			if e.key == "connect_timeout" {
-				spec.ConnectTimeout = Duration(d)
-			} else {
-				spec.MessageTimeout = Duration(d)
-			}
-		case "max_message_bytes":
-			if describe(e.raw) != "a number" {
-				return Spec{}, p.errAt(e.valOff, e.key, fmt.Errorf("want a whole number of bytes, got %s", describe(e.raw)))
-			}
-			n, err := strconv.ParseInt(string(e.raw), 10, 64)
-			if err != nil {
-				return Spec{}, p.errAt(e.valOff, e.key, fmt.Errorf("want a whole number of bytes, got %s", e.raw))
-			}
-			spec.MaxMessageBytes = n
-		case "insecure":
-			switch string(e.raw) {
-			case "true":
-				spec.Insecure = true
-			case "false":
-			default:
-				return Spec{}, p.errAt(e.valOff, e.key, fmt.Errorf("want true or false, got %s", describe(e.raw)))
-			}
-		default:
-			return Spec{}, p.errAt(e.keyOff, e.key, errors.New("unknown field; known fields are players, ca, cert_dir, connect_timeout, message_timeout, max_message_bytes, insecure"))
-		}
-	}
-	return spec, nil
-}
-
-func (p *parser) players(e entry) (map[string]PlayerSpec, error) {
-	members, err := p.object(e.raw, e.valOff, "players")
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[string]PlayerSpec, len(members))
-	for _, m := range members {
+	for _, m := range top {
 		field := "players." + m.key
 		p.pos[field] = m.keyOff
-		if len(m.raw) > 0 && m.raw[0] == '"' {
-			addr, err := p.str(m, field)
-			if err != nil {
-				return nil, err
+		p.pos[field+".address"] = m.valOff
+		if m.raw[0] != '"' {
+			msg := fmt.Sprintf(`want a "host:port" string, got %s (settings need the extended form {"players": {...}, ...})`, describe(m.raw))
+			if s := nearest(m.key, jsonNames(reflect.TypeFor[Spec]())); s != "" && s != m.key {
+				msg += fmt.Sprintf("; did you mean %q?", s)
 			}
-			p.pos[field+".address"] = m.valOff
-			out[m.key] = PlayerSpec{Address: addr}
-			continue
-		}
-		if len(m.raw) == 0 || m.raw[0] != '{' {
-			return nil, p.errAt(m.valOff, field, fmt.Errorf(`want a "host:port" string or an object, got %s`, describe(m.raw)))
-		}
-		fields, err := p.object(m.raw, m.valOff, field)
-		if err != nil {
-			return nil, err
+			return Spec{}, p.errAt(m.valOff, m.key, errors.New(msg))
 		}
 		var ps PlayerSpec
-		for _, f := range fields {
-			ff := field + "." + f.key
-			p.pos[ff] = f.valOff
-			var dst *string
-			switch f.key {
-			case "address":
-				dst = &ps.Address
-			case "listen":
-				dst = &ps.Listen
-			case "cert":
-				dst = &ps.Cert
-			case "key":
-				dst = &ps.Key
-			default:
-				return nil, p.errAt(f.keyOff, ff, errors.New("unknown field; known fields are address, listen, cert, key"))
+		if err := p.value(m, m.key, &ps.Address, false); err != nil {
+			return Spec{}, err
+		}
+		spec.Players[m.key] = ps
+	}
+	return spec, nil
+}
+
+// jsonNames returns the JSON names of a struct type's fields, in order.
+func jsonNames(t reflect.Type) []string {
+	names := make([]string, t.NumField())
+	for i := range names {
+		names[i], _, _ = strings.Cut(t.Field(i).Tag.Get("json"), ",")
+	}
+	return names
+}
+
+// fields decodes the members of a JSON object at path field into the
+// struct dst points to, each member into the field its JSON tag names.
+func (p *parser) fields(members []member, field string, dst any) error {
+	v := reflect.ValueOf(dst).Elem()
+	names := jsonNames(v.Type())
+	for _, m := range members {
+		sub := join(field, m.key)
+		i := slices.Index(names, m.key)
+		if i < 0 {
+			msg := fmt.Sprintf("unknown field %q; known fields are %s", m.key, strings.Join(names, ", "))
+			if s := nearest(m.key, names); s != "" {
+				msg = fmt.Sprintf("unknown field %q; did you mean %q?", m.key, s)
 			}
-			s, err := p.str(f, ff)
+			return p.errAt(m.keyOff, sub, errors.New(msg))
+		}
+		p.pos[sub] = m.valOff
+		switch dst := v.Field(i).Addr().Interface().(type) {
+		case *map[string]PlayerSpec:
+			players, err := p.players(m, sub)
 			if err != nil {
+				return err
+			}
+			*dst = players
+		default:
+			path := v.Type().Field(i).Tag.Get("config") == "path"
+			if err := p.value(m, sub, dst, path); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// value decodes one member's value into dst. A path may not be given as
+// an empty string: leaving the field out is how to say "none".
+func (p *parser) value(m member, field string, dst any, path bool) error {
+	var want string
+	switch dst.(type) {
+	case *string:
+		want = "a string"
+	case *Duration:
+		want = `a duration string such as "30s"`
+	case *int64:
+		want = "a whole number"
+	case *bool:
+		want = "true or false"
+	default:
+		want = fmt.Sprintf("a %v", reflect.TypeOf(dst).Elem())
+	}
+	got := describe(m.raw)
+	if got == "a number" {
+		got = fmt.Sprintf("%.32s", m.raw)
+	}
+	if got == "null" { // encoding/json would take null for "absent"
+		return p.errAt(m.valOff, field, fmt.Errorf("want %s, got null", want))
+	}
+	if err := json.Unmarshal(m.raw, dst); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			err = fmt.Errorf("want %s, got %s", want, got)
+		}
+		return p.errAt(m.valOff, field, err)
+	}
+	if s, ok := dst.(*string); ok && path && *s == "" {
+		return p.errAt(m.valOff, field, errors.New("empty path; leave the field out instead"))
+	}
+	return nil
+}
+
+// players reads the "players" object of the extended form: each player is
+// an address string or an object of PlayerSpec fields.
+func (p *parser) players(m member, field string) (map[string]PlayerSpec, error) {
+	out := make(map[string]PlayerSpec, len(m.members))
+	for _, pm := range m.members {
+		sub := join(field, pm.key)
+		p.pos[sub] = pm.keyOff
+		var ps PlayerSpec
+		switch pm.raw[0] {
+		case '"':
+			p.pos[sub+".address"] = pm.valOff
+			if err := p.value(pm, sub, &ps.Address, false); err != nil {
 				return nil, err
 			}
-			*dst = s
+		case '{':
+			if err := p.fields(pm.members, sub, &ps); err != nil {
+				return nil, err
+			}
+		default:
+			return nil, p.errAt(pm.valOff, sub, fmt.Errorf(`want a "host:port" string or an object, got %s`, describe(pm.raw)))
 		}
-		out[m.key] = ps
+		out[pm.key] = ps
 	}
 	return out, nil
 }

@@ -1,9 +1,12 @@
 package players
 
 import (
+	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -257,6 +260,7 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte(`{"a": "127.0.0.1:1", "a": "127.0.0.1:2"}`))
 	f.Add([]byte(`{"players": "x"}`))
 	f.Add([]byte(`{"a": "[::1]:1"} trailing`))
+	f.Add([]byte(`{"players": {"a": {"adress": "127.0.0.1:1", "listen": null}}, "CA": "", "message_timeout": [[{}]]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := ParseConfig(data, "fuzz.json")
 		if err != nil {
@@ -281,4 +285,177 @@ func FuzzParseConfig(f *testing.F) {
 			t.Fatal("non-positive setting accepted")
 		}
 	})
+}
+
+// TestIssue8MisspelledPlayer: a misspelled player name in a hostmap used
+// to surface as "data-owner-1 is missing", with no position and no
+// mention of the stray key. Require names the stray key, where it is and
+// what it probably meant, in both forms of the config.
+func TestIssue8MisspelledPlayer(t *testing.T) {
+	flat := "{\n  \"data-owner-0\": \"127.0.0.1:1\",\n  \"data-ower-1\": \"127.0.0.1:2\",\n  \"server0\": \"127.0.0.1:3\"\n}"
+	extended := "{\"players\": {\n  \"data-owner-0\": \"127.0.0.1:1\",\n  \"server0\": {\"address\": \"127.0.0.1:3\"},\n    \"data-ower-1\": {\"address\": \"127.0.0.1:2\"}\n}}"
+	for _, tt := range []struct {
+		name, data string
+		line, col  int
+	}{
+		{"flat", flat, 3, 3},
+		{"extended", extended, 4, 5},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := ParseConfig([]byte(tt.data), "hosts.json")
+			require.NoError(t, err)
+			require.NoError(t, c.Require("server0", "data-owner-0"))
+
+			err = c.Require("server0", "data-owner-0", "data-owner-1")
+			var ce *ConfigError
+			require.ErrorAs(t, err, &ce)
+			assert.ErrorIs(t, err, ErrInvalidConfig)
+			assert.Equal(t, "players.data-ower-1", ce.Field)
+			assert.Equal(t, [2]int{tt.line, tt.col}, [2]int{ce.Line, ce.Column})
+			assert.Equal(t, fmt.Sprintf(`players: hosts.json:%d:%d: players.data-ower-1: unknown player "data-ower-1"; did you mean "data-owner-1"?`, tt.line, tt.col), err.Error())
+
+			// Nothing close: name the missing player and what there is.
+			err = c.Require("model-owner")
+			require.ErrorAs(t, err, &ce)
+			assert.Equal(t, "players", ce.Field)
+			assert.Contains(t, err.Error(), `no player "model-owner"; the config has data-ower-1, data-owner-0, server0`)
+
+			// A key that is itself required is not taken for a misspelling.
+			err = c.Require("data-owner-0", "data-ower-1", "data-owner-1")
+			require.ErrorAs(t, err, &ce)
+			assert.Equal(t, "players", ce.Field)
+			assert.Contains(t, err.Error(), `no player "data-owner-1"`)
+
+			// Asking for a player directly suggests the nearest name.
+			_, err = c.Player("sever0")
+			assert.ErrorIs(t, err, ErrUnknownPlayer)
+			assert.ErrorContains(t, err, `did you mean "server0"?`)
+		})
+	}
+
+	// A Config built in code has no file positions.
+	c, err := NewConfig(Spec{Players: map[string]PlayerSpec{"data-ower-1": {Address: "127.0.0.1:1"}}}, "")
+	require.NoError(t, err)
+	assert.EqualError(t, c.Require("data-owner-1"), `players: config: players.data-ower-1: unknown player "data-ower-1"; did you mean "data-owner-1"?`)
+}
+
+// Unknown fields are reported at their key, with the field they probably
+// meant, or the list of known fields when none is close.
+func TestParseConfigUnknownFields(t *testing.T) {
+	const players = `{"players": {"a": "127.0.0.1:1"},` + "\n"
+	tests := []struct{ name, data, want string }{
+		{"setting", players + `  "max_mesage_bytes": 5}`,
+			`players: hosts.json:2:3: max_mesage_bytes: unknown field "max_mesage_bytes"; did you mean "max_message_bytes"?`},
+		{"setting case", players + ` "CA": "ca.pem"}`,
+			`players: hosts.json:2:2: CA: unknown field "CA"; did you mean "ca"?`},
+		{"player field", "{\"players\": {\"a\": {\n  \"adress\": \"127.0.0.1:1\"}}}",
+			`players: hosts.json:2:3: players.a.adress: unknown field "adress"; did you mean "address"?`},
+		{"nothing close", players + ` "tls": true}`,
+			`players: hosts.json:2:2: tls: unknown field "tls"; known fields are players, ca, cert_dir, connect_timeout, message_timeout, max_message_bytes, insecure`},
+		{"player field nothing close", `{"players": {"a": {"address": "127.0.0.1:1", "port": 3}}}`,
+			`players: hosts.json:1:46: players.a.port: unknown field "port"; known fields are address, listen, cert, key`},
+		{"flat with a misspelled players", `{"player": {"a": "127.0.0.1:1"}}`,
+			`players: hosts.json:1:12: player: want a "host:port" string, got an object (settings need the extended form {"players": {...}, ...}); did you mean "players"?`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseConfig([]byte(tt.data), "hosts.json")
+			assert.ErrorIs(t, err, ErrInvalidConfig)
+			assert.EqualError(t, err, tt.want)
+		})
+	}
+}
+
+// More malformed configs, each reported at the right field and position.
+func TestParseConfigMoreErrors(t *testing.T) {
+	const players = `{"players": {"a": "127.0.0.1:1"}, `
+	deep := `{"a": ` + strings.Repeat("[", 100) + strings.Repeat("]", 100) + `}`
+	tests := []struct {
+		name, data string
+		field      string
+		line, col  int
+		contains   string
+	}{
+		{"null setting", players + `"ca": null}`, "ca", 1, 41, "want a string, got null"},
+		{"null player", `{"players": {"a": null}}`, "players.a", 1, 19, `want a "host:port" string or an object, got null`},
+		{"empty cert path", `{"players": {"a": {"address": "127.0.0.1:1", "cert": "", "key": "k.pem"}}}`, "players.a.cert", 1, 54, "empty path"},
+		{"size overflow", players + `"max_message_bytes": 99999999999999999999}`, "max_message_bytes", 1, 56, "want a whole number, got 99999999999999999999"},
+		{"size exponent", players + `"max_message_bytes": 1e3}`, "max_message_bytes", 1, 56, "want a whole number, got 1e3"},
+		{"escaped duplicate", "{\"a\": \"127.0.0.1:1\",\n \"\\u0061\": \"127.0.0.1:2\"}", "a", 2, 2, `duplicate key "a" (first on line 1)`},
+		{"bad escape", "{\"a\": \"127.0.0.1:1\",\n \"b\": \"1\\x\"}", "b", 2, 7, "malformed JSON"},
+		{"bad literal", "{\"a\": \"127.0.0.1:1\",\n \"b\": tru}", "b", 2, 7, "malformed JSON"},
+		{"trailing garbage", `{"a": "127.0.0.1:1"} x`, "", 1, 22, "data after the top-level object"},
+		{"top-level string", `"127.0.0.1:1"`, "", 1, 1, "want a JSON object, got a string"},
+		{"deep nesting", deep, "a", 1, 22, "nested deeper than 16 levels"},
+		{"truncated in player", "{\"players\": {\"a\": {\"address\": \"127.0.0.1:1\"", "players.a", 1, 44, "unexpected end of input"},
+		{"array in player", `{"players": {"a": {"address": ["127.0.0.1:1"]}}}`, "players.a.address", 1, 31, "want a string, got an array"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseConfig([]byte(tt.data), "hosts.json")
+			var ce *ConfigError
+			require.ErrorAs(t, err, &ce)
+			assert.Equal(t, tt.field, ce.Field)
+			assert.Equal(t, [2]int{tt.line, tt.col}, [2]int{ce.Line, ce.Column}, "position of %v", err)
+			assert.Contains(t, err.Error(), tt.contains)
+		})
+	}
+}
+
+// Every field of Spec and PlayerSpec, written by encoding/json, reads
+// back: the parser knows fields only by their JSON tags.
+func TestParseConfigEveryField(t *testing.T) {
+	spec := Spec{
+		Players: map[string]PlayerSpec{
+			"a": {Address: "10.0.0.1:1", Listen: ":1", Cert: "a.pem", Key: "/k/a-key.pem"},
+			"b": {Address: "10.0.0.2:2"},
+		},
+		CA:              "/ca/ca.pem",
+		CertDir:         "certs",
+		ConnectTimeout:  Duration(3 * time.Second),
+		MessageTimeout:  Duration(4 * time.Minute),
+		MaxMessageBytes: 12345,
+	}
+	data, err := json.Marshal(spec)
+	require.NoError(t, err)
+	c, err := ParseConfig(data, "/etc/shareflow/hosts.json")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"a", "b"}, c.Names())
+	assert.Equal(t, "/ca/ca.pem", c.CAFile())
+	assert.Equal(t, 3*time.Second, c.ConnectTimeout())
+	assert.Equal(t, 4*time.Minute, c.MessageTimeout())
+	assert.Equal(t, int64(12345), c.MaxMessageBytes())
+	a, err := c.Player("a")
+	require.NoError(t, err)
+	assert.Equal(t, Player{Name: "a", Address: "10.0.0.1:1", Listen: ":1", Cert: "/etc/shareflow/a.pem", Key: "/k/a-key.pem",
+		certField: "players.a.cert", keyField: "players.a.key"}, a)
+	b, err := c.Player("b")
+	require.NoError(t, err)
+	assert.Equal(t, "/etc/shareflow/certs/b.pem", b.Cert)
+
+	insecure, err := json.Marshal(Spec{Players: spec.Players, Insecure: true})
+	require.NoError(t, err)
+	_, err = ParseConfig(insecure, "hosts.json")
+	assert.ErrorContains(t, err, "choose one", "insecure read as true")
+}
+
+func TestNearest(t *testing.T) {
+	known := []string{"server0", "server1", "data-owner-1", "ca", "cert", "max_message_bytes"}
+	for s, want := range map[string]string{
+		"data-ower-1":             "data-owner-1",
+		"Data-Owner-1":            "data-owner-1",
+		"sever0":                  "server0",
+		"server1":                 "server1",
+		"CA":                      "ca",
+		"ce":                      "ca",
+		"port":                    "",
+		"max_mesage_bytes":        "max_message_bytes",
+		"":                        "",
+		strings.Repeat("x", 1000): "",
+	} {
+		assert.Equal(t, want, nearest(s, known), s)
+	}
+	assert.Equal(t, 3, editDistance("kitten", "sitting"))
+	assert.Equal(t, 0, editDistance("", ""))
+	assert.Equal(t, 4, editDistance("", "abcd"))
 }

@@ -72,3 +72,44 @@ func Defaults(n int) []string {
 	}
 	return names
 }
+
+// nearest returns the name in known that s is most likely a misspelling
+// of, or "" if none is close: the smallest edit distance, ignoring case,
+// of at most one edit per four bytes of the name (and at least one). So
+// "data-ower-1" finds "data-owner-1" and "CA" finds "ca", but "port" does
+// not find "cert".
+func nearest(s string, known []string) string {
+	best, bestDist := "", -1
+	for _, k := range known {
+		limit := max(1, len(k)/4)
+		if len(s) > len(k)+limit || len(k) > len(s)+limit {
+			continue // too far apart in length alone; also bounds the work
+		}
+		d := editDistance(strings.ToLower(s), strings.ToLower(k))
+		if d <= limit && (bestDist < 0 || d < bestDist) {
+			best, bestDist = k, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance between a and b, in bytes.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
