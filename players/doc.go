@@ -40,6 +40,12 @@
 // LoadConfig and ParseConfig check everything that can be checked without
 // knowing which player is reading: JSON syntax (with line and column),
 // duplicate and unknown keys, player names, addresses, durations and limits.
+// An unknown key is reported with the field it probably meant. A program
+// that needs particular players checks them with Config.Require, which
+// points at a key that looks like a misspelling of a missing player:
+//
+//	players: hosts.json:3:3: players.data-ower-1: unknown player "data-ower-1"; did you mean "data-owner-1"?
+//
 // The one host that plays a given player then calls Config.LoadIdentity,
 // which reads and checks that player's certificate and key and the CA; the
 // other players' keys are not on that host.
