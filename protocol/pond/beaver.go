@@ -283,8 +283,8 @@ func (t *TripleShare) Shape() TripleShape { return t.shape }
 func (t *TripleShare) Party() int { return t.party }
 
 // Expand is server0's step on receiving its triple message for a product
-// of shape s in domain d: it sets t to (a0, b0, c0), the seed's streams.
-// It fails only on an invalid shape.
+// of shape s in domain d (its purpose is ignored): it sets t to
+// (a0, b0, c0), the seed's streams. It fails only on an invalid shape.
 func (m *TripleMessage0) Expand(t *TripleShare, d Domain, s TripleShape) error {
 	if err := s.Validate(); err != nil {
 		return err
@@ -300,7 +300,8 @@ func (m *TripleMessage0) Expand(t *TripleShare, d Domain, s TripleShape) error {
 }
 
 // Expand is server1's step on receiving its triple message for a product
-// of shape s in domain d: it sets t to (a1, b1), the seed's streams, and
+// of shape s in domain d (its purpose is ignored): it sets t to (a1, b1),
+// the seed's streams, and
 // c1 from the message. It refuses, wrapping ErrWire, a c1 whose element
 // count does not fit the shape.
 func (m *TripleMessage1) Expand(t *TripleShare, d Domain, s TripleShape) error {
@@ -370,8 +371,8 @@ func (t *TripleShare) Open(msg *Opening, x, y Share) error {
 // 2·FracBits fractional bits: sum it if a sum is wanted (ops.ReduceSum),
 // then truncate it (TruncateSend/TruncateReceive or TruncateLocal).
 //
-// Finish consumes theirs, whose buffers it overwrites with e and f, and
-// the triple. It refuses, wrapping ErrWire, an opening whose sizes do not
+// Finish consumes theirs, whose buffers it may overwrite (with e and f),
+// and the triple. It refuses, wrapping ErrWire, an opening whose sizes do not
 // fit the shape, and returns ErrTripleUsed unless the triple was opened
 // and not yet finished. dst must not overlap the openings.
 func (t *TripleShare) Finish(dst Share, mine, theirs *Opening) error {
