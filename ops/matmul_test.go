@@ -1,6 +1,7 @@
 package ops
 
 import (
+	"math/bits"
 	"math/rand/v2"
 	"testing"
 
@@ -68,7 +69,8 @@ func TestMatMulRefusesBadShapes(t *testing.T) {
 	assert.PanicsWithValue(t, "ops: MatMulAdd: dst has 7 elements, want 2×4", func() { MatMulAdd(dst[:7], a, b, 2, 3, 4) })
 	assert.Panics(t, func() { MatMul(dst, a, b, -2, -3, 4) })
 	// 2^32 · 2^32 wraps to 0 in 64 bits; it must not pass for empty slices.
-	assert.Panics(t, func() { MatMul(nil, nil, nil, 1<<32, 1<<32, 0) })
+	const half = 1 << (bits.UintSize / 2)
+	assert.Panics(t, func() { MatMul(nil, nil, nil, half, half, 0) })
 
 	big := make([]uint64, 16)
 	assert.PanicsWithValue(t, "ops: MatMul: dst overlaps an operand", func() { MatMul(big[:4], big[2:6], b[:4], 2, 2, 2) })
