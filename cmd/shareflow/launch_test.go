@@ -17,8 +17,10 @@ import (
 )
 
 // playerScript writes a shell script that stands in for a player program:
-// it says who it is, then exits, or with a name starting "slow" waits to
-// be stopped.
+// it says who it is, then exits: with status 3 if its name is "fail"
+// (once the player "slow" is ready to be stopped, when $SYNC names a
+// directory), 0 otherwise, or with a name starting "slow" when it is
+// stopped.
 func playerScript(t *testing.T) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "player.sh")
@@ -27,7 +29,8 @@ player=$4
 case "$player" in slow*) trap 'kill $! 2>/dev/null; echo "stopped"; exit 1' TERM ;; esac
 echo "player $player ready"
 case "$player" in
-  slow*) sleep 60 & wait ;;
+  slow*) [ -n "$SYNC" ] && touch "$SYNC/$player"; sleep 60 & wait ;;
+  fail) while [ -n "$SYNC" ] && [ ! -e "$SYNC/slow" ]; do sleep 0.01; done; exit 3 ;;
   *) exit 0 ;;
 esac
 `
@@ -45,6 +48,15 @@ func TestLaunchAllPlayers(t *testing.T) {
 	for _, p := range []string{"a", "b", "c"} {
 		assert.Contains(t, out, "["+p+"] player "+p+" ready")
 	}
+}
+
+func TestLaunchNamesTheFailedPlayer(t *testing.T) {
+	file := writeConfig(t, `{"fail": "127.0.0.1:1", "slow": "127.0.0.1:2"}`)
+	t.Setenv("SYNC", t.TempDir()) // the players inherit it
+	code, out, errOut := runArgs("launch", "--config", file, "--", playerScript(t))
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, "shareflow launch: player \"fail\": exit status 3\n")
+	assert.Contains(t, out, "[slow] stopped")
 }
 
 func TestLaunchSomePlayers(t *testing.T) {
@@ -131,7 +143,7 @@ func TestLaunchStoppedBySignal(t *testing.T) {
 	var ee *exec.ExitError
 	require.ErrorAs(t, err, &ee, stderr.String())
 	assert.Equal(t, 1, ee.ExitCode())
-	assert.Contains(t, stderr.String(), "shareflow launch: launch: stopped every player: terminated signal received")
+	assert.Contains(t, stderr.String(), "shareflow launch: stopped every player: terminated signal received\n")
 	assert.NotContains(t, stderr.String(), `player "`, "no player is blamed")
 	assert.Contains(t, strings.Join(seen, "\n"), "[slow-a] stopped")
 	assert.Contains(t, strings.Join(seen, "\n"), "[slow-b] stopped")

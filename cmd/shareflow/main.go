@@ -230,7 +230,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	default:
-		fmt.Fprintf(stderr, "shareflow %s: %v\n", name, err)
+		// Errors of a package named like the command (launch) already
+		// start with its name.
+		msg := err.Error()
+		if !strings.HasPrefix(msg, name+": ") {
+			msg = name + ": " + msg
+		}
+		fmt.Fprintf(stderr, "shareflow %s\n", msg)
 		return 1
 	}
 }
