@@ -36,7 +36,7 @@ func TestCertsCommand(t *testing.T) {
 	// Call the command's run function directly.
 	var stdout, stderr bytes.Buffer
 	ctx := withStdio(context.Background(), &stdout, &stderr)
-	require.NoError(t, commands["certs"].run(ctx, []string{"--config", file, "--out", out}))
+	require.NoError(t, commands["certs"].main(ctx, []string{"--config", file, "--out", out}))
 	assert.Contains(t, stdout.String(), filepath.Join(out, "ca.pem"))
 	assert.Contains(t, stdout.String(), filepath.Join(out, "server1.pem"))
 	assert.Contains(t, stdout.String(), "server1.example.com")

@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"flag"
+	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -23,11 +26,6 @@ func TestHelpListsCommands(t *testing.T) {
 	assert.Contains(t, out, "make a development CA")
 	assert.Contains(t, out, "help")
 
-	code, out, _ = runArgs("help", "certs")
-	assert.Equal(t, 0, code)
-	assert.Contains(t, out, "usage: shareflow certs --config FILE")
-	assert.Contains(t, out, "-force")
-
 	code, _, errOut := runArgs()
 	assert.Equal(t, 2, code)
 	assert.Contains(t, errOut, "Commands:")
@@ -39,6 +37,50 @@ func TestHelpListsCommands(t *testing.T) {
 	code, _, errOut = runArgs("help", "frobnicate")
 	assert.Equal(t, 2, code)
 	assert.Contains(t, errOut, `unknown command "frobnicate"`)
+}
+
+// TestHelpCommand checks that 'shareflow help NAME' prints each command's
+// usage with every flag it has, and advertises no flag it lacks.
+func TestHelpCommand(t *testing.T) {
+	flagInSynopsis := regexp.MustCompile(`--([a-z][a-z-]*)`)
+	for name, c := range commands {
+		code, out, errOut := runArgs("help", name)
+		assert.Equal(t, 0, code, name)
+		assert.Empty(t, errOut, name)
+		assert.True(t, strings.HasPrefix(out, "usage: shareflow "+name+" "+c.usage+"\n"), "%s:\n%s", name, out)
+		assert.Contains(t, out, upperFirst(c.summary), name)
+
+		fs := c.flagSet(context.Background())
+		c.flags(fs)
+		n := 0
+		fs.VisitAll(func(f *flag.Flag) {
+			n++
+			assert.Regexp(t, "\n  --"+f.Name+"[ \n]", out, "%s help lists --%s", name, f.Name)
+			assert.Contains(t, out, strings.ReplaceAll(f.Usage, "`", ""), "%s help explains --%s", name, f.Name)
+		})
+		assert.Positive(t, n, name)
+		for _, m := range flagInSynopsis.FindAllStringSubmatch(c.usage, -1) {
+			assert.NotNil(t, fs.Lookup(m[1]), "%s advertises --%s, which it does not have", name, m[1])
+		}
+
+		// -h prints the same, to the error output.
+		code, hOut, hErr := runArgs(name, "-h")
+		assert.Equal(t, 0, code, name)
+		assert.Empty(t, hOut, name)
+		assert.Equal(t, out, hErr, name)
+	}
+
+	_, out, _ := runArgs("help", "launch")
+	assert.Contains(t, out, "--players names\n")
+	assert.Contains(t, out, "(default 5s)")
+	assert.Contains(t, out, "SIGTERM")
+	_, out, _ = runArgs("help", "certs")
+	assert.Contains(t, out, "  --force\n")
+	assert.Contains(t, out, "ca-key.pem")
+
+	code, _, errOut := runArgs("help", "certs", "launch")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errOut, `unexpected argument "launch"`)
 }
 
 func TestBadFlags(t *testing.T) {

@@ -71,7 +71,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.config, "config", "", "hosts file (TF Encrypted's hostmap JSON) for a run across processes or hosts")
 	fs.StringVar(&o.player, "player", "", "with --config: the player this process is")
 	fs.StringVar(&o.sessionID, "session-id", "federated-learning", "with --config: the session id, the same on every player")
-	fs.StringVar(&o.certs, "certs", "", "with --config: directory of ca.pem, NAME.pem and NAME-key.pem (see shareflow certs); default: the config's own TLS settings")
+	fs.StringVar(&o.certs, "certs", "", "with --config: directory of ca.pem, NAME.pem and NAME-key.pem (see shareflow certs); default: the config's TLS settings or, if it has none, the certs directory next to it")
 	fs.BoolVar(&o.insecure, "insecure", false, "with --config: plaintext connections, no authentication (INSECURE, for trying things out)")
 	fs.DurationVar(&o.timeout, "timeout", 0, "with --config: deadline of one iteration; zero means the config's message timeout")
 	fs.Usage = func() {

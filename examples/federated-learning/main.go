@@ -10,6 +10,7 @@
 //	go run ./examples/federated-learning --data DIR            # a full (Fashion-)MNIST set in IDX form
 //	go run ./examples/federated-learning download --dir DIR    # fetch MNIST, as TF Encrypted's download.py
 //	go run ./examples/federated-learning --config hosts.json --player NAME   # one player of a multi-host run
+//	go run ./cmd/shareflow launch --config hosts.json -- ./examples/federated-learning   # every player, one process each
 //
 // Run with --help for every flag.
 package main

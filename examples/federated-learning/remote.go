@@ -2,11 +2,18 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/shareflow/shareflow/examples/federated-learning/mnist"
 	"github.com/shareflow/shareflow/graph"
@@ -44,18 +51,33 @@ func (r *remoteAggregation) Run(ctx context.Context, op *graph.Op) error {
 	return r.Remote.Run(ctx, op)
 }
 
-// loadHosts reads the hosts file and applies the TLS flags.
-func loadHosts(o options, stderr io.Writer) (*players.Config, error) {
+// loadHosts reads the hosts file and applies the TLS flags. With neither
+// --certs nor --insecure, a config that names no TLS material (TF
+// Encrypted's flat hostmap, say) takes its certificates from the certs
+// directory next to it, where 'shareflow certs' writes them.
+func loadHosts(o options, stdout io.Writer) (*players.Config, error) {
 	cfg, err := players.LoadConfig(o.config)
 	if err != nil {
 		return nil, err
 	}
-	if o.insecure {
+	switch {
+	case o.insecure:
 		cfg = cfg.WithInsecure(true)
-	} else if o.certs != "" {
+	case o.certs != "":
 		if cfg, err = cfg.WithCertDir(o.certs); err != nil {
 			return nil, err
 		}
+	case !cfg.Insecure() && !namesTLS(cfg):
+		dir := filepath.Join(filepath.Dir(o.config), "certs")
+		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+			return nil, fmt.Errorf("%s names no certificates, and there is no directory %s: "+
+				"make them with 'shareflow certs --config %s', pass --certs DIR, "+
+				"or --insecure to try without TLS", o.config, dir, o.config)
+		}
+		if cfg, err = cfg.WithCertDir(dir); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(stdout, "%s: certificates from %s\n", o.player, dir)
 	}
 	if !cfg.Has(o.player) {
 		return nil, fmt.Errorf("--player %q is not in %s (players: %v)", o.player, o.config, cfg.Names())
@@ -69,16 +91,115 @@ func loadHosts(o options, stderr io.Writer) (*players.Config, error) {
 	return cfg, nil
 }
 
-// waitForPeersToLeave returns once every other player has closed its
-// connection to this one (or lost it), or ctx is done. A receive under a
-// key nobody sends returns exactly when the peer goes away.
-func waitForPeersToLeave(ctx context.Context, t transport.Transport, names []string, self string) {
-	never := transport.Key{Session: "federated-learning/never"}
+// outcomeKey is the key of the last message of a multi-host run: every
+// player tells every other how its part ended. It lives outside the
+// session's key space, whose messages the session forgets after each
+// iteration.
+var outcomeKey = transport.Key{Session: "federated-learning/outcome/v1"}
+
+// maxOutcomeReason bounds the reason a player gives for its failure, on
+// the sending and the receiving side.
+const maxOutcomeReason = 2048
+
+// Outcome messages: one status byte, then the reason of a failure.
+const (
+	outcomeSucceeded byte = 0
+	outcomeFailed    byte = 1
+)
+
+// tellOutcome tells every other player how this one's part of the run
+// ended: runErr is nil for success, the reason otherwise. Sends are best
+// effort: a peer that has already gone does not need to know. A failure is
+// told within a second of its own, since ctx may be what failed.
+func tellOutcome(ctx context.Context, t transport.Transport, names []string, self string, runErr error) {
+	msg := []byte{outcomeSucceeded}
+	if runErr != nil {
+		reason := runErr.Error()
+		if len(reason) > maxOutcomeReason {
+			n := maxOutcomeReason
+			for n > 0 && !utf8.RuneStart(reason[n]) {
+				n--
+			}
+			reason = reason[:n]
+		}
+		msg = append([]byte{outcomeFailed}, reason...)
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+	}
 	for _, p := range names {
 		if p != self {
-			t.Recv(ctx, p, never) // the error is the point: the peer has left
+			t.Send(ctx, p, outcomeKey, msg) // best effort, see above
 		}
 	}
+}
+
+// awaitOutcomes waits until every other player has told how its part
+// ended, or has gone without telling, and returns nil only if every one
+// succeeded. Otherwise the error names each player that failed, with its
+// reason, and each that went away without a word (crashed, killed, cut
+// off). A player with no part in the computation learns this way whether
+// the run it waited for succeeded.
+func awaitOutcomes(ctx context.Context, t transport.Transport, names []string, self string) error {
+	// Receive from every player at once, so that an answer that came in
+	// time is taken in time, and a deadline blames only the silent.
+	verdicts := make([]string, len(names)) // "" for success
+	var wg sync.WaitGroup
+	for i, p := range names {
+		if p == self {
+			continue
+		}
+		wg.Go(func() {
+			b, err := t.Recv(ctx, p, outcomeKey)
+			switch {
+			case err != nil && ctx.Err() != nil:
+				verdicts[i] = fmt.Sprintf("%q: no word: %v", p, context.Cause(ctx))
+			case err != nil:
+				verdicts[i] = fmt.Sprintf("%q went away without a word: %v", p, err)
+			case len(b) == 1 && b[0] == outcomeSucceeded:
+			case len(b) >= 1 && b[0] == outcomeFailed && len(b) <= 1+maxOutcomeReason:
+				verdicts[i] = fmt.Sprintf("%q failed: %s", p, printable(b[1:]))
+			default:
+				verdicts[i] = fmt.Sprintf("%q sent a malformed outcome of %d bytes", p, len(b))
+			}
+		})
+	}
+	wg.Wait()
+	var failed []string
+	for _, v := range verdicts {
+		if v != "" {
+			failed = append(failed, v)
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("the run failed on %d of the other %d players:\n  %s", len(failed), len(names)-1, strings.Join(failed, "\n  "))
+	}
+	return nil
+}
+
+// printable returns b as text with every rune that is not printable, and
+// every invalid byte, replaced, so that another player's words cannot
+// move this one's terminal.
+func printable(b []byte) string {
+	return strings.Map(func(r rune) rune {
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
+			return '?'
+		}
+		return r
+	}, string(b))
+}
+
+// namesTLS reports whether cfg names a CA or any player's certificate.
+func namesTLS(cfg *players.Config) bool {
+	if cfg.CAFile() != "" {
+		return true
+	}
+	for _, p := range cfg.Players() {
+		if p.Cert != "" || p.Key != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // dataOwnersIn counts the data owners of a config: data-owner-0 to
@@ -106,7 +227,7 @@ func dataOwnersIn(cfg *players.Config) (int, error) {
 // runs the same program with the same flags but --player; each builds the
 // same graph and executes only its own player's part of it.
 func trainRemote(ctx context.Context, o options, stdout, stderr io.Writer) error {
-	cfg, err := loadHosts(o, stderr)
+	cfg, err := loadHosts(o, stdout)
 	if err != nil {
 		return err
 	}
@@ -150,6 +271,11 @@ func trainRemote(ctx context.Context, o options, stdout, stderr io.Writer) error
 		return err
 	}
 	defer s.Close()
+	plan, err := s.Plan(iteration)
+	if err != nil {
+		return err
+	}
+	hasPart := slices.Contains(plan.Players(), o.player)
 	fmt.Fprintf(stdout, "%s: waiting for %d peers (up to %v)\n", o.player, cfg.Len()-1, cfg.ConnectTimeout())
 	if err := t.Connect(ctx); err != nil {
 		return err
@@ -163,6 +289,14 @@ func trainRemote(ctx context.Context, o options, stdout, stderr io.Writer) error
 	start := time.Now()
 	for i := range o.iterations {
 		if err := agg.Run(ctx, iteration); err != nil {
+			// Tell the others this player's own failure; what the others
+			// said, which err also carries, they tell themselves.
+			own := err
+			var ce *session.CascadeError
+			if errors.As(err, &ce) {
+				own = &session.CascadeError{Err: ce.Err, Lost: ce.Lost}
+			}
+			tellOutcome(ctx, t, cfg.Names(), o.player, fmt.Errorf("secure training, iteration %d: %w", i, own))
 			return fmt.Errorf("secure training, iteration %d: %w", i, err)
 		}
 		prog.update(i+1, modelOwner.History())
@@ -170,16 +304,24 @@ func trainRemote(ctx context.Context, o options, stdout, stderr io.Writer) error
 	elapsed := time.Since(start)
 	prog.done()
 
-	plan, err := s.Plan(iteration)
-	if err != nil {
-		return err
-	}
-	if !slices.Contains(plan.Players(), o.player) {
-		// A player with no part in the plan (the crypto producer, in
-		// aggregation) stays until the others are done, so that its
-		// leaving is not mistaken for a failure.
+	// This player's part is done, but the run succeeded only if every
+	// player's did: a player's last step may come before another's last
+	// step fails. So every player tells the others how it ended and waits
+	// to hear from them. A player with a part waits at most two iteration
+	// deadlines (any peer's last iteration overlaps its own); one with
+	// none (the crypto producer, in aggregation) waits for the whole run.
+	wait := ctx
+	if hasPart {
+		var cancel context.CancelFunc
+		wait, cancel = context.WithTimeoutCause(ctx, 2*timeout,
+			fmt.Errorf("not done %v after %q finished its last iteration", 2*timeout, o.player))
+		defer cancel()
+	} else {
 		fmt.Fprintf(stdout, "%s: no part in this computation; waiting for the other players to finish\n", o.player)
-		waitForPeersToLeave(ctx, t, cfg.Names(), o.player)
+	}
+	tellOutcome(wait, t, cfg.Names(), o.player, nil)
+	if err := awaitOutcomes(wait, t, cfg.Names(), o.player); err != nil {
+		return err
 	}
 
 	r := &result{mode: "secure (" + o.player + ")", perIter: (elapsed - modelOwner.EvaluationTime()) / time.Duration(o.iterations), stats: s.Stats(), iterations: o.iterations}

@@ -2,7 +2,8 @@
 // on this machine, as TF Encrypted's run-remote.sh did: each runs the same
 // program with --config and --player, its output prefixed with its name.
 // When the first player fails, the others are stopped; the run ends when
-// all have exited.
+// all have exited. When the caller stops the run (a signal, say), no
+// player is blamed for it.
 package launch
 
 import (
@@ -50,7 +51,10 @@ func (e *ExitError) Unwrap() error { return e.Err }
 
 // Run starts every player and waits for all to exit. It returns nil when
 // all exit successfully, or an *ExitError naming the first that failed,
-// after stopping the rest. Cancelling ctx stops every player.
+// after stopping the rest. Cancelling ctx stops every player; Run then
+// returns an error wrapping ctx's cause (not an *ExitError: players that
+// exit because they were stopped did not fail), unless a player had
+// failed before.
 func Run(ctx context.Context, spec Spec) error {
 	if len(spec.Players) == 0 {
 		return errors.New("launch: no players to start")
@@ -62,6 +66,7 @@ func Run(ctx context.Context, spec Spec) error {
 	if spec.Output == nil {
 		out.w = os.Stdout
 	}
+	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -71,6 +76,9 @@ func Run(ctx context.Context, spec Spec) error {
 		first error
 	)
 	fail := func(err error) {
+		if parent.Err() != nil {
+			return // stopped by the caller: the players' errors are its doing
+		}
 		once.Do(func() {
 			first = err
 			cancel()
@@ -106,8 +114,8 @@ func Run(ctx context.Context, spec Spec) error {
 		}()
 	}
 	wg.Wait()
-	if first == nil && ctx.Err() != nil { // all goroutines are done: no race on first
-		return fmt.Errorf("launch: %w", ctx.Err())
+	if first == nil && parent.Err() != nil { // all goroutines are done: no race on first
+		return fmt.Errorf("launch: stopped every player: %w", context.Cause(parent))
 	}
 	return first
 }
