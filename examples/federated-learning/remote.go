@@ -82,11 +82,9 @@ func loadHosts(o options, stdout io.Writer) (*players.Config, error) {
 	if !cfg.Has(o.player) {
 		return nil, fmt.Errorf("--player %q is not in %s (players: %v)", o.player, o.config, cfg.Names())
 	}
-	for _, need := range []string{players.Server0, players.Server1, players.ModelOwner} {
-		if !cfg.Has(need) {
-			return nil, fmt.Errorf("%s: player %q is missing; the example needs %s, %s, %s and data owners",
-				o.config, need, players.Server0, players.Server1, players.ModelOwner)
-		}
+	if err := cfg.Require(examplePlayers(cfg)...); err != nil {
+		return nil, fmt.Errorf("%w (the example needs %s, %s, %s and data owners %s, %s, ...)",
+			err, players.Server0, players.Server1, players.ModelOwner, players.DataOwner(0), players.DataOwner(1))
 	}
 	return cfg, nil
 }
@@ -202,19 +200,36 @@ func namesTLS(cfg *players.Config) bool {
 	return false
 }
 
-// dataOwnersIn counts the data owners of a config: data-owner-0 to
-// data-owner-(n-1), with no gap.
+// examplePlayers returns the players the example expects of cfg: the
+// servers, the model owner and data-owner-0 to data-owner-(n-1), where n
+// counts both the data owners and the names of no known role, which are
+// most likely misspelt data owners. Config.Require then names a stray key
+// and what it probably meant ("data-ower-1": did you mean "data-owner-1"?).
+// The crypto producer is optional: aggregation does not use it.
+func examplePlayers(cfg *players.Config) []string {
+	want := []string{players.Server0, players.Server1, players.ModelOwner}
+	if cfg.Has(players.CryptoProducer) {
+		want = append(want, players.CryptoProducer)
+	}
+	n := 0
+	for _, name := range cfg.Names() {
+		if r := players.RoleOf(name); r == players.RoleDataOwner || r == players.RoleOther {
+			n++
+		}
+	}
+	for i := range n {
+		want = append(want, players.DataOwner(i))
+	}
+	return want
+}
+
+// dataOwnersIn counts the data owners of a config checked by loadHosts:
+// data-owner-0 to data-owner-(n-1), with no gap.
 func dataOwnersIn(cfg *players.Config) (int, error) {
 	n := 0
 	for _, name := range cfg.Names() {
 		if players.RoleOf(name) == players.RoleDataOwner {
 			n++
-		}
-	}
-	for i := range n {
-		if !cfg.Has(players.DataOwner(i)) {
-			return 0, fmt.Errorf("%s: data owners must be named %s to %s; %s is missing",
-				cfg.File(), players.DataOwner(0), players.DataOwner(n-1), players.DataOwner(i))
 		}
 	}
 	if n == 0 {

@@ -456,3 +456,33 @@ func TestCertsDefaultNextToConfig(t *testing.T) {
 	assert.Equal(t, filepath.Join(filepath.Dir(ext), "certs", "ca.pem"), cfg.CAFile())
 	assert.Empty(t, out.String(), "the config's own setting, not the default")
 }
+
+// TestIssue8MisspelledDataOwner: a misspelt player name in a flat hostmap
+// is named, with its place in the file and the name it probably meant,
+// rather than reported as a missing data owner.
+func TestIssue8MisspelledDataOwner(t *testing.T) {
+	hosts := filepath.Join(t.TempDir(), "hosts.json")
+	const flat = `{
+  "server0": "127.0.0.1:4440",
+  "server1": "127.0.0.1:4441",
+  "server2": "127.0.0.1:4442",
+  "model-owner": "127.0.0.1:4443",
+  "data-owner-0": "127.0.0.1:4444",
+  "data-ower-1": "127.0.0.1:4445",
+  "data-owner-2": "127.0.0.1:4446"
+}`
+	require.NoError(t, os.WriteFile(hosts, []byte(flat), 0o644))
+	_, err := loadHosts(options{config: hosts, player: "server0", insecure: true}, io.Discard)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), hosts+":7:3")
+	assert.Contains(t, err.Error(), `unknown player "data-ower-1"; did you mean "data-owner-1"?`)
+
+	// Without the stray key the same hostmap loads.
+	fixed := strings.Replace(flat, "data-ower-1", "data-owner-1", 1)
+	require.NoError(t, os.WriteFile(hosts, []byte(fixed), 0o644))
+	cfg, err := loadHosts(options{config: hosts, player: "server0", insecure: true}, io.Discard)
+	require.NoError(t, err)
+	n, err := dataOwnersIn(cfg)
+	require.NoError(t, err)
+	assert.Equal(t, 3, n)
+}
