@@ -65,7 +65,10 @@ var (
 	// pair of players.
 	ErrDuplicate = errors.New("transport: duplicate message key")
 	// ErrBacklog is returned when a message waited for room in a mailbox
-	// whose sender already had as many unread bytes as the limit allows,
-	// and its context ended first.
+	// whose sender already had as many unread messages or bytes as the
+	// limits allow, and its context ended first.
 	ErrBacklog = errors.New("transport: too many unread messages")
+	// ErrUnexpected is returned for a message under a session the
+	// receiving mailbox does not expect (see Mailbox.Expect).
+	ErrUnexpected = errors.New("transport: message under an unexpected session")
 )
