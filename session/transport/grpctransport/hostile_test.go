@@ -266,3 +266,21 @@ func heapObjectBytes() uint64 {
 }
 
 func mib(b uint64) float64 { return float64(b) / (1 << 20) }
+
+// framesFrom returns how many frames the current or last stream of peer
+// from delivered.
+func (in *inbound) framesFrom(from string) uint64 {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if c := in.frames[from]; c != nil {
+		return c.Load()
+	}
+	return 0
+}
+
+// openStreams returns how many peers have a stream open.
+func (in *inbound) openStreams() int {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return len(in.open)
+}

@@ -44,8 +44,9 @@ type handler interface {
 //
 // Messages carries Frames from client to server for as long as the client
 // lives; the server never sends on it and ends it with a status only when
-// it refuses a frame or shuts down, so the client learns of a broken link
-// by its pending receive.
+// it refuses the stream (the client has one open already) or a frame, or
+// shuts down, so the client learns of a broken link by its pending
+// receive.
 var serviceDesc = grpc.ServiceDesc{
 	ServiceName: serviceName,
 	HandlerType: (*handler)(nil),
@@ -179,24 +180,6 @@ func (in *inbound) begin(self, from, addr string) (*atomic.Uint64, error) {
 	in.open[from] = addr
 	in.frames[from] = new(atomic.Uint64)
 	return in.frames[from], nil
-}
-
-// framesFrom returns how many frames the current or last stream of peer
-// from delivered.
-func (in *inbound) framesFrom(from string) uint64 {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	if c := in.frames[from]; c != nil {
-		return c.Load()
-	}
-	return 0
-}
-
-// openStreams returns how many peers have a stream open.
-func (in *inbound) openStreams() int {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	return len(in.open)
 }
 
 // end records that the stream of peer from has ended.

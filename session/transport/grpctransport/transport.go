@@ -52,10 +52,11 @@ const InsecureWarning = "INSECURE: players talk in plaintext without authenticat
 	"Use this only for trying things out."
 
 // PendingMessages is how many max_message_bytes a peer may have waiting,
-// delivered but not yet received. Past that, this player stops reading the
-// peer's stream until it has received enough (transport.Mailbox.Deliver),
-// and gRPC's flow control holds the peer's sends: a peer running
-// iterations ahead is slowed down, and cannot fill this player's memory.
+// delivered but not yet received or being reassembled, counted as
+// transport.Charge says. Past that, this player stops reading the peer's
+// stream until it has received enough (transport.Mailbox.Deliver), and
+// gRPC's flow control holds the peer's sends: a peer running iterations
+// ahead is slowed down, and cannot fill this player's memory.
 const PendingMessages = 4
 
 // PendingCount is how many messages, whatever their size, a peer may
