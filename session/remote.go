@@ -62,6 +62,9 @@ func NewRemote(g *graph.Graph, self string, t transport.Transport, opts Options)
 	s := &Remote{base: b, self: self, t: t, hello: map[*graph.Op]bool{}}
 	if m, ok := t.(interface{ Mailbox() *transport.Mailbox }); ok {
 		s.mailer = m.Mailbox()
+		// Take messages under this session's keys only, so that a peer
+		// cannot fill the mailbox under sessions nobody asks for.
+		m.Mailbox().Expect(opts.SessionID, helloSession, abortSession)
 	}
 	return s, nil
 }

@@ -2,34 +2,54 @@ package transport
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"maps"
 	"sync"
 )
 
 // Mailbox holds the messages that reached one player until it asks for them.
-// Transports build on it: whatever carries a message hands it to Deliver,
-// and Recv waits for it. A Mailbox is safe for concurrent use.
+// Transports build on it: whatever carries a message hands it to Deliver
+// (or, for a message it assembles from pieces, reserves room with Reserve
+// first), and Recv waits for it. A Mailbox is safe for concurrent use.
+//
+// What a sender may leave unread is bounded, per sender, by
+// SetPendingLimit (bytes) and SetPendingCount (messages); Expect confines
+// deliveries to the sessions this player runs, and Forget drops finished
+// iterations.
 type Mailbox struct {
 	mu     sync.Mutex
-	slots  map[slotKey]*slot
+	slots  map[slotKey]slot
 	done   map[string]uint64 // per session: iterations up to this one are forgotten
+	expect map[string]bool   // sessions taken; nil: every session
 	err    error             // set once by Fail or Close
 	closed chan struct{}
-	// senders holds per-sender failures set by FailFrom.
+	// senders holds, per sender, its failure and what it has waiting.
 	senders map[string]*sender
-	// pending counts, per sender, the bytes delivered but not yet received;
-	// limit bounds it (0: no bound). room[from] is closed, and dropped,
-	// when bytes from that sender are received or forgotten: deliveries
-	// waiting for room wait on it.
-	pending map[string]int64
-	limit   int64
-	room    map[string]chan struct{}
+	// limit and count bound, per sender, the charged bytes and the number
+	// of messages delivered but not yet received, reservations included
+	// (0: no bound).
+	limit int64
+	count int
+	// waiting counts the deliveries and reservations waiting for room,
+	// receiving the receives waiting for a message; tests read them.
+	waiting, receiving int
+	// peak is the most slots the table held since it was last compacted.
+	peak int
 }
 
-// sender is the failure state of one sending player.
+// sender is the state of one sending player.
 type sender struct {
 	err    error         // set once, before failed is closed
 	failed chan struct{} // closed by FailFrom
+	// bytes and count are what the sender has waiting unread or reserved:
+	// charged bytes (see MessageOverhead) and messages.
+	bytes int64
+	count int
+	// room, when not nil, is closed and dropped when some of the sender's
+	// bytes are received, forgotten or released; deliveries waiting for
+	// room wait on it.
+	room chan struct{}
 }
 
 type slotKey struct {
@@ -37,49 +57,104 @@ type slotKey struct {
 	key  Key
 }
 
+// slot is one message, delivered or awaited.
 type slot struct {
-	ready   chan struct{} // closed when payload is set
 	payload []byte
-	cost    int64 // what the message counts against its sender's bound until received
+	cost    int64         // what the message counts against its sender while unread
+	ready   chan struct{} // made by a waiting Recv; closed when the message arrives
+	arrived bool
 	taken   bool
 }
 
-// slotCost is what a waiting message costs besides its payload and session
-// id: the slot and its map entry. Counting it stops a sender filling memory
-// with empty messages under ever new keys.
-const slotCost = 128
+// MessageOverhead is what the mailbox charges a message besides its
+// payload and session id: its slot and map entry, with the table's spare
+// capacity, and the smallest allocation of a session id. It is measured
+// (TestMessageOverheadCoversTheHeap), so that a sender of empty messages
+// under ever new keys is charged what they really cost.
+const MessageOverhead = 320
 
-// cost is what a message counts against its sender's bound while it waits.
-func cost(key Key, payload []byte) int64 {
-	return int64(len(payload)) + int64(len(key.Session)) + slotCost
+// Charge is what a message under key with payload counts against its
+// sender's bounds while it waits unread: the payload's capacity, the
+// session id's length and an eighth more (for the allocator's rounding),
+// and MessageOverhead.
+func Charge(key Key, payload []byte) int64 {
+	return charge(key, cap(payload))
 }
 
-// NewMailbox returns an empty mailbox.
+// charge is the charge of a message of size bytes under key.
+func charge(key Key, size int) int64 {
+	n := int64(len(key.Session))
+	return int64(size) + n + n/8 + MessageOverhead
+}
+
+// NewMailbox returns an empty mailbox that takes messages under any
+// session, with no bound on what a sender may leave unread.
 func NewMailbox() *Mailbox {
 	return &Mailbox{
-		slots:   make(map[slotKey]*slot),
+		slots:   make(map[slotKey]slot),
 		done:    make(map[string]uint64),
 		closed:  make(chan struct{}),
 		senders: make(map[string]*sender),
-		pending: make(map[string]int64),
-		room:    make(map[string]chan struct{}),
 	}
 }
 
 // SetPendingLimit bounds the bytes one sender may have waiting in the
-// mailbox, delivered but not yet asked for: a peer cannot fill this
-// player's memory with messages nobody reads. A message counts its
-// payload, its session id and a fixed slotCost. A delivery past the bound
-// waits until this player has received or forgotten enough of that
-// sender's messages (see Deliver). A single message larger than the bound
-// is taken once nothing else from its sender waits. Zero means no bound.
+// mailbox, delivered but not yet asked for, or reserved: a peer cannot
+// fill this player's memory with messages nobody reads. A message is
+// charged as Charge says. A delivery past the bound waits until this
+// player has received or forgotten enough of that sender's messages (see
+// Deliver). A single message larger than the bound is taken once nothing
+// else from its sender waits. Zero means no bound.
 func (m *Mailbox) SetPendingLimit(bytes int64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.limit = bytes
-	for from := range m.room {
-		m.freed(from) // waiting deliveries check the new bound
+	m.wakeAll() // waiting deliveries check the new bound
+}
+
+// SetPendingCount bounds the number of messages one sender may have
+// waiting in the mailbox, delivered but not yet asked for, or reserved,
+// whatever their size. Past it a delivery waits as it does past the
+// pending limit. Zero means no bound.
+func (m *Mailbox) SetPendingCount(messages int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.count = messages
+	m.wakeAll()
+}
+
+// Expect declares sessions this player runs. Once any session is
+// declared, the mailbox takes messages under declared sessions only: it
+// refuses others with ErrUnexpected, and drops those that arrived before
+// the declaration. Later calls add to the sessions taken. A player that
+// declares its sessions before it starts cannot be filled with messages
+// under sessions it never asks for.
+func (m *Mailbox) Expect(sessions ...string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.expect == nil {
+		m.expect = make(map[string]bool)
 	}
+	for _, s := range sessions {
+		m.expect[s] = true
+	}
+	for k, s := range m.slots {
+		if !m.expect[k.key.Session] && s.arrived && !s.taken {
+			m.drop(k, s)
+		}
+	}
+	m.wakeAll() // deliveries waiting under other sessions are refused now
+}
+
+// Unread returns how many messages from player from wait in the mailbox
+// unread, reservations included, and the bytes they are charged.
+func (m *Mailbox) Unread(from string) (messages int, bytes int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s, ok := m.senders[from]; ok {
+		return s.count, s.bytes
+	}
+	return 0, 0
 }
 
 func (m *Mailbox) sender(from string) *sender {
@@ -91,30 +166,40 @@ func (m *Mailbox) sender(from string) *sender {
 	return s
 }
 
-func (m *Mailbox) slot(k slotKey) *slot {
-	s, ok := m.slots[k]
-	if !ok {
-		s = &slot{ready: make(chan struct{})}
-		m.slots[k] = s
-	}
-	return s
-}
-
 // Deliver stores payload as the message from player from under key. The
-// mailbox keeps payload; the caller must not modify it afterwards. A second
-// delivery under the same sender and key is refused with ErrDuplicate.
+// mailbox keeps payload; the caller must not modify it afterwards, and
+// should not hand over a window into a larger array it keeps (only the
+// slice's capacity is charged). A second delivery under the same sender
+// and key is refused with ErrDuplicate; a message under a session the
+// mailbox does not expect (see Expect) with ErrUnexpected. A message of an
+// iteration already forgotten is dropped.
 //
-// When the sender already has as many unread bytes as the pending limit
-// allows, Deliver waits for room: this is how a sender that runs ahead of
-// this player, say a data owner that only sends, is held back rather than
-// failed. It gives up when ctx ends, with an error wrapping ErrBacklog and
-// the context's cause, or when the mailbox or that sender fails. Waiting
-// cannot deadlock as long as the receiver asks for each sender's messages
-// in the order they were sent, as the session's plans do: what it needs
-// next is then never behind what waits unread.
+// When the sender already has as many unread bytes or messages as the
+// pending limits allow, Deliver waits for room: this is how a sender that
+// runs ahead of this player, say a data owner that only sends, is held
+// back rather than failed. It gives up when ctx ends, with an error
+// wrapping ErrBacklog and the context's cause, or when the mailbox or that
+// sender fails. Waiting cannot deadlock as long as the receiver asks for
+// each sender's messages in the order they were sent, as the session's
+// plans do: what it needs next is then never behind what waits unread.
 func (m *Mailbox) Deliver(ctx context.Context, from string, key Key, payload []byte) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	c := Charge(key, payload)
+	if err := m.admit(ctx, from, key, c, len(payload)); err != nil {
+		return err
+	}
+	if m.forgotten(key) {
+		return nil // late message of a finished iteration
+	}
+	m.store(from, key, payload, c)
+	return nil
+}
+
+// admit waits until sender from has room for a message charged c under
+// key, and charges it. size is the payload's length, for errors. m.mu is
+// held; admit releases it while it waits.
+func (m *Mailbox) admit(ctx context.Context, from string, key Key, c int64, size int) error {
 	for {
 		if m.err != nil {
 			return m.err
@@ -123,25 +208,24 @@ func (m *Mailbox) Deliver(ctx context.Context, from string, key Key, payload []b
 		if snd.err != nil {
 			return snd.err
 		}
-		if last, ok := m.done[key.Session]; ok && key.Iteration <= last {
-			return nil // late message of a finished iteration
+		if m.expect != nil && !m.expect[key.Session] {
+			return fmt.Errorf("%w: %s from %q: session %q is not one this player runs", ErrUnexpected, key, from, key.Session)
 		}
-		if s, ok := m.slots[slotKey{from, key}]; ok {
-			select {
-			case <-s.ready:
-				return fmt.Errorf("%w: %s from %q", ErrDuplicate, key, from)
-			default:
-			}
+		if s, ok := m.slots[slotKey{from, key}]; ok && s.arrived {
+			return fmt.Errorf("%w: %s from %q", ErrDuplicate, key, from)
 		}
-		waiting := m.pending[from]
-		if m.limit <= 0 || waiting == 0 || waiting+cost(key, payload) <= m.limit {
-			break
+		if snd.count == 0 ||
+			(m.limit <= 0 || snd.bytes+c <= m.limit) && (m.count <= 0 || snd.count < m.count) {
+			snd.bytes += c
+			snd.count++
+			return nil
 		}
-		room, ok := m.room[from]
-		if !ok {
-			room = make(chan struct{})
-			m.room[from] = room
+		if snd.room == nil {
+			snd.room = make(chan struct{})
 		}
+		room := snd.room
+		count, bytes := snd.count, snd.bytes
+		m.waiting++
 		m.mu.Unlock()
 		var err error
 		select {
@@ -149,29 +233,148 @@ func (m *Mailbox) Deliver(ctx context.Context, from string, key Key, payload []b
 		case <-snd.failed:
 		case <-m.closed:
 		case <-ctx.Done():
-			err = fmt.Errorf("%w: player %q has %d bytes waiting that nobody asked for; %s (%d bytes) did not fit under the limit of %d in time: %w",
-				ErrBacklog, from, waiting, key, len(payload), m.limit, context.Cause(ctx))
+			err = fmt.Errorf("%w: player %q has %d messages (%d bytes) waiting that nobody asked for; %s (%d bytes) did not fit under the limits of %d messages and %d bytes in time: %w",
+				ErrBacklog, from, count, bytes, key, size, m.count, m.limit, context.Cause(ctx))
 		}
 		m.mu.Lock()
+		m.waiting--
 		if err != nil {
 			return err
 		}
 	}
-	s := m.slot(slotKey{from, key})
-	s.cost = cost(key, payload)
-	m.pending[from] += s.cost
-	s.payload = payload
-	close(s.ready)
+}
+
+// forgotten reports whether key's iteration is forgotten. m.mu is held.
+func (m *Mailbox) forgotten(key Key) bool {
+	last, ok := m.done[key.Session]
+	return ok && key.Iteration <= last
+}
+
+// store puts a message, already charged c to its sender, in its slot.
+// m.mu is held.
+func (m *Mailbox) store(from string, key Key, payload []byte, c int64) {
+	k := slotKey{from, key}
+	s := m.slots[k]
+	s.payload, s.cost, s.arrived = payload, c, true
+	if s.ready != nil {
+		close(s.ready)
+		s.ready = nil
+	}
+	m.slots[k] = s
+	m.grew()
+}
+
+// release takes back a charge of c bytes and one message from sender from
+// and wakes its waiting deliveries. m.mu is held.
+func (m *Mailbox) release(from string, c int64) {
+	snd := m.senders[from]
+	snd.bytes -= c
+	snd.count--
+	if snd.room != nil {
+		close(snd.room)
+		snd.room = nil
+	}
+}
+
+// drop removes slot k, releasing what it is charged if unread. A receive
+// waiting for it keeps waiting, until its context ends or the sender
+// fails. m.mu is held.
+func (m *Mailbox) drop(k slotKey, s slot) {
+	if s.arrived && !s.taken {
+		m.release(k.from, s.cost)
+	}
+	delete(m.slots, k)
+}
+
+// wakeAll wakes every waiting delivery to check again. m.mu is held.
+func (m *Mailbox) wakeAll() {
+	for _, snd := range m.senders {
+		if snd.room != nil {
+			close(snd.room)
+			snd.room = nil
+		}
+	}
+}
+
+// Reservation is room set aside in a Mailbox for one message that its
+// transport assembles from pieces; see Mailbox.Reserve. It must be ended
+// by Deliver or Cancel. A Reservation is not safe for concurrent use.
+type Reservation struct {
+	m     *Mailbox
+	from  string
+	key   Key
+	size  int
+	cost  int64
+	ended bool
+}
+
+// Reserve waits, as Deliver does, until sender from has room for a message
+// of size bytes under key, and sets that room aside: a transport calls it
+// before it allocates a message it assembles from pieces, so that what it
+// holds while the pieces arrive counts against the sender's bounds too.
+// It refuses what Deliver would refuse (a duplicate key, an unexpected
+// session, a failed sender or mailbox), with the same errors.
+func (m *Mailbox) Reserve(ctx context.Context, from string, key Key, size int) (*Reservation, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := charge(key, size)
+	if err := m.admit(ctx, from, key, c, size); err != nil {
+		return nil, err
+	}
+	return &Reservation{m: m, from: from, key: key, size: size, cost: c}, nil
+}
+
+// Deliver stores payload, of at most the size reserved, as the reserved
+// message, without waiting, and ends the reservation. The message is
+// charged for the size reserved, or the payload's capacity if larger: a
+// transport that hands over a window into a larger buffer reserves that
+// buffer's size. It refuses and drops what Mailbox.Deliver would, but for
+// the bounds.
+func (r *Reservation) Deliver(payload []byte) error {
+	m := r.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if r.ended {
+		return fmt.Errorf("transport: reservation for %s from %q used twice", r.key, r.from)
+	}
+	r.ended = true
+	m.release(r.from, r.cost)
+	if len(payload) > r.size {
+		return fmt.Errorf("transport: %s from %q is %d bytes, above the %d reserved", r.key, r.from, len(payload), r.size)
+	}
+	switch snd := m.senders[r.from]; {
+	case m.err != nil:
+		return m.err
+	case snd.err != nil:
+		return snd.err
+	case m.expect != nil && !m.expect[r.key.Session]:
+		return fmt.Errorf("%w: %s from %q: session %q is not one this player runs", ErrUnexpected, r.key, r.from, r.key.Session)
+	}
+	if s, ok := m.slots[slotKey{r.from, r.key}]; ok && s.arrived {
+		return fmt.Errorf("%w: %s from %q", ErrDuplicate, r.key, r.from)
+	}
+	if m.forgotten(r.key) {
+		return nil
+	}
+	c := charge(r.key, max(r.size, cap(payload)))
+	snd := m.senders[r.from]
+	snd.bytes += c
+	snd.count++
+	m.store(r.from, r.key, payload, c)
 	return nil
 }
 
-// freed wakes the deliveries from player from that wait for room. m.mu is
-// held.
-func (m *Mailbox) freed(from string) {
-	if room, ok := m.room[from]; ok {
-		close(room)
-		delete(m.room, from)
+// Cancel gives the reserved room back, for a message that will not be
+// completed. Cancel after Deliver or Cancel does nothing.
+func (r *Reservation) Cancel() {
+	m := r.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if r.ended {
+		return
 	}
+	r.ended = true
+	m.release(r.from, r.cost)
 }
 
 // Recv waits for the message from player from under key.
@@ -182,43 +385,52 @@ func (m *Mailbox) Recv(ctx context.Context, from string, key Key) ([]byte, error
 		m.mu.Unlock()
 		return nil, m.err
 	}
-	s := m.slot(k)
+	s := m.slots[k]
 	snd := m.sender(from)
-	m.mu.Unlock()
-
-	select {
-	case <-s.ready:
-	case <-snd.failed:
-		// As with Fail, a message that arrived first is still handed out.
-		select {
-		case <-s.ready:
-		default:
-			return nil, fmt.Errorf("waiting for %s from %q: %w", key, from, snd.err)
+	if !s.arrived {
+		if s.ready == nil {
+			s.ready = make(chan struct{})
+			m.slots[k] = s
+			m.grew()
 		}
-	case <-ctx.Done():
-		return nil, fmt.Errorf("waiting for %s from %q: %w", key, from, context.Cause(ctx))
-	case <-m.closed:
-		// A message that arrived before the failure is still handed out.
+		ready := s.ready
+		m.receiving++
+		m.mu.Unlock()
+		var err error
 		select {
-		case <-s.ready:
-		default:
-			m.mu.Lock()
-			err := m.err
+		case <-ready:
+		case <-snd.failed:
+		case <-ctx.Done():
+			err = context.Cause(ctx)
+		case <-m.closed:
+		}
+		m.mu.Lock()
+		m.receiving--
+		s = m.slots[k]
+		// A message that arrived before a failure is still handed out.
+		if !s.arrived {
+			switch {
+			case err != nil:
+			case m.err != nil:
+				err = m.err
+			case snd.err != nil:
+				err = snd.err
+			default:
+				// It arrived, but Forget or Expect dropped it before it
+				// was taken.
+				err = errors.New("the message was dropped: its iteration is forgotten or its session not expected")
+			}
 			m.mu.Unlock()
 			return nil, fmt.Errorf("waiting for %s from %q: %w", key, from, err)
 		}
 	}
-	m.mu.Lock()
 	defer m.mu.Unlock()
 	if s.taken {
 		return nil, fmt.Errorf("%w: %s from %q received twice", ErrDuplicate, key, from)
 	}
-	s.taken = true
 	p := s.payload
-	s.payload = nil
-	m.pending[from] -= s.cost
-	s.cost = 0
-	m.freed(from)
+	m.release(from, s.cost)
+	m.slots[k] = slot{arrived: true, taken: true}
 	return p, nil
 }
 
@@ -234,12 +446,23 @@ func (m *Mailbox) Forget(session string, iteration uint64) {
 	}
 	for k, s := range m.slots {
 		if k.key.Session == session && k.key.Iteration <= iteration {
-			m.pending[k.from] -= s.cost // zero once received
-			delete(m.slots, k)
-			m.freed(k.from)
+			m.drop(k, s)
 		}
 	}
+	// A map does not shrink: after a burst of messages (a peer far
+	// ahead, or one flooding), copy what is left to a table of its size.
+	if m.peak >= compactAbove && len(m.slots) <= m.peak/4 {
+		m.slots = maps.Collect(maps.All(m.slots))
+		m.peak = len(m.slots)
+	}
 }
+
+// compactAbove is the number of slots below which Forget does not bother
+// to shrink the table.
+const compactAbove = 1024
+
+// grew records the table's size after a slot was added. m.mu is held.
+func (m *Mailbox) grew() { m.peak = max(m.peak, len(m.slots)) }
 
 // Fail makes every pending and later Recv return err (wrapped). The first
 // error wins.
@@ -262,11 +485,6 @@ func (m *Mailbox) Fail(err error) {
 func (m *Mailbox) FailFrom(from string, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.failFrom(from, err)
-}
-
-// failFrom is FailFrom with m.mu held.
-func (m *Mailbox) failFrom(from string, err error) {
 	snd := m.sender(from)
 	if snd.err != nil {
 		return

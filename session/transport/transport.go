@@ -6,6 +6,13 @@
 // in a mailbox until they are asked for. Send never waits for the receiver to
 // ask, so players that follow one global order of steps cannot deadlock.
 //
+// A Mailbox holds one player's messages until they are asked for. It can
+// bound, per sender, what waits unread, in bytes (SetPendingLimit, each
+// message charged its real cost as Charge says) and in messages
+// (SetPendingCount), holding a sender that runs ahead back rather than
+// failing it; it can refuse messages under sessions the player does not
+// run (Expect); and it drops the iterations the player forgot (Forget).
+//
 // Memory is the in-process implementation: it copies every payload, so
 // players share no memory, exactly as if they ran on separate hosts. The gRPC
 // implementation for players on separate hosts lives in a subpackage.
@@ -65,7 +72,10 @@ var (
 	// pair of players.
 	ErrDuplicate = errors.New("transport: duplicate message key")
 	// ErrBacklog is returned when a message waited for room in a mailbox
-	// whose sender already had as many unread bytes as the limit allows,
-	// and its context ended first.
+	// whose sender already had as many unread messages or bytes as the
+	// limits allow, and its context ended first.
 	ErrBacklog = errors.New("transport: too many unread messages")
+	// ErrUnexpected is returned for a message under a session the
+	// receiving mailbox does not expect (see Mailbox.Expect).
+	ErrUnexpected = errors.New("transport: message under an unexpected session")
 )

@@ -43,12 +43,44 @@
 // of at most MaxChunkBytes (Options.ChunkBytes); the receiver checks each
 // frame, refuses a message announcing more than the config's
 // max_message_bytes before allocating anything, reassembles and hands it
-// to its transport.Mailbox. The receiving side drains its streams without
-// waiting for Recv until a peer has PendingMessages × max_message_bytes
-// unread; then it stops reading that stream until the player catches up,
-// and gRPC flow control holds the peer's sends. Players receive each
+// to its transport.Mailbox.
+//
+// # What a peer can cost
+//
+// A peer has one message stream open to a player at a time. A second one,
+// say from another process holding the same certificate, is refused with
+// codes.AlreadyExists naming the remote addresses of both, and logged; the
+// first carries on untouched. A peer whose stream has ended is refused
+// with codes.FailedPrecondition: it does not rejoin the run.
+//
+// What a peer has waiting at a player, messages delivered but not yet
+// received and the one being reassembled, is bounded per peer:
+//
+//   - at most PendingMessages × max_message_bytes bytes as
+//     transport.Charge counts them: a message's payload (for one that came
+//     in a single frame, the whole frame it keeps alive), its session id
+//     and an eighth more, and transport.MessageOverhead (320) bytes of
+//     bookkeeping, so that empty messages cost what they charge;
+//   - at most PendingCount (4096) messages, whatever their size.
+//
+// Room for a message is reserved when its first frame arrives, before
+// anything is allocated, and given back if its stream ends before the
+// last frame. Past either bound the player stops
+// reading the peer's stream until it has received enough, and gRPC flow
+// control holds the peer's sends; gRPC keeps at most the stream's
+// flow-control window of what arrives meanwhile. Players receive each
 // peer's messages in the order they were sent (the session's plans
-// guarantee it), so this cannot deadlock.
+// guarantee it), so this cannot deadlock. With the default
+// max_message_bytes of 256 MiB a peer may have 1 GiB waiting; the heap
+// it takes exceeds the charge only by the allocator's rounding.
+//
+// A player whose session declares its sessions (transport.Mailbox.Expect,
+// as session.Remote does) refuses a message under any other: the stream
+// that carried it ends with codes.InvalidArgument, and the peer counts as
+// failed. Messages of iterations the player has forgotten are dropped as
+// they arrive. What a peer left unread when its stream ended stays, within
+// the bounds above, until it is received, its iteration forgotten or the
+// transport closed, since it may be the last the peer sent.
 //
 // # Failure
 //

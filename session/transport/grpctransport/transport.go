@@ -52,11 +52,18 @@ const InsecureWarning = "INSECURE: players talk in plaintext without authenticat
 	"Use this only for trying things out."
 
 // PendingMessages is how many max_message_bytes a peer may have waiting,
-// delivered but not yet received. Past that, this player stops reading the
-// peer's stream until it has received enough (transport.Mailbox.Deliver),
-// and gRPC's flow control holds the peer's sends: a peer running
-// iterations ahead is slowed down, and cannot fill this player's memory.
+// delivered but not yet received or being reassembled, counted as
+// transport.Charge says. Past that, this player stops reading the peer's
+// stream until it has received enough (transport.Mailbox.Deliver), and
+// gRPC's flow control holds the peer's sends: a peer running iterations
+// ahead is slowed down, and cannot fill this player's memory.
 const PendingMessages = 4
+
+// PendingCount is how many messages, whatever their size, a peer may
+// have waiting, delivered but not yet received, or being assembled. Past
+// it this player stops reading the peer's stream as past PendingMessages:
+// a peer cannot fill its memory with small or empty messages either.
+const PendingCount = 4096
 
 // ConnectError reports a player that could not be reached, or that
 // refused this one, while connecting.
@@ -121,6 +128,7 @@ type Transport struct {
 	server *grpc.Server
 	links  map[string]*link
 	stats  map[string]*linkStats
+	in     inbound // the peers' streams to this player
 
 	life   context.Context // canceled at the end of Close; parent of all streams
 	cancel context.CancelFunc
@@ -232,6 +240,7 @@ func New(cfg *players.Config, self string, opts Options) (_ *Transport, err erro
 	// A peer may run ahead, but not fill this player's memory with
 	// messages nobody asks for.
 	t.box.SetPendingLimit(PendingMessages * cfg.MaxMessageBytes())
+	t.box.SetPendingCount(PendingCount)
 
 	var serverCreds credentials.TransportCredentials
 	clientCreds := make(map[string]credentials.TransportCredentials)
