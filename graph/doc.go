@@ -25,6 +25,19 @@
 // reads top to bottom and checks Err once. A session refuses to run a graph
 // whose Err is not nil.
 //
+// Private values are fixed-point numbers, and every value the computation
+// handles must stay within the protocol's range: by default |x| < 1024 at
+// a resolution of 2^-16 (about 1.5e-5), and each fractional bit added
+// (pond.Config.FracBits) quarters the range, as a product carries twice
+// the fractional bits. Inputs outside the range are
+// refused when they arrive, naming the player, tensor and element; sums
+// and products must stay inside it too, which nobody can check, since
+// nobody sees them. Constants are checked when the graph is built: the
+// constant of MulPublic and the reciprocal of Div's divisor must fit the
+// widest range any configuration allows (MaxConstant, MinConstant), and a
+// session checks them again against its own configuration when it compiles
+// the graph.
+//
 // The graph only describes the computation. Package session compiles it
 // into one plan per player and runs it; the functions stored in nodes are
 // called only on the player that owns them. Nothing in this package knows

@@ -368,24 +368,63 @@ func (g *Graph) Neg(x *Private) *Private {
 	return g.elementwise(KindNeg, []*Private{x})
 }
 
-// MulPublic returns x · c for a public constant c. The result, like every
-// value, must stay within the protocol's fixed-point range.
+// The public constants a graph accepts. This package knows no protocol,
+// so it checks against the widest range that any fixed-point
+// configuration of the ring Z_2^64 allows: Pond with 1 fractional bit and
+// the smallest statistical gap (8 bits) holds |x| < 2^52, and with the
+// most fractional bits it allows (26) its resolution is 2^-26, so that a
+// constant of magnitude 2^-27 or less encodes to zero whatever the
+// configuration. A session checks the constants again, against its own
+// configuration (by default |c| < 1024 and |c| > 2^-17), when it compiles
+// the graph, and refuses with an error wrapping pond.ErrConstant.
+const (
+	// MaxConstant bounds the magnitude of a constant: |c| < 2^52.
+	MaxConstant = 0x1p52
+	// MinConstant bounds the magnitude of a non-zero constant from below:
+	// |c| > 2^-27.
+	MinConstant = 0x1p-27
+)
+
+// constantProblem says why c cannot be a public constant of any
+// configuration, or returns "".
+func constantProblem(c float64) string {
+	switch a := math.Abs(c); {
+	case math.IsNaN(c) || math.IsInf(c, 0):
+		return "is not finite"
+	case a >= MaxConstant:
+		return "is outside (-2^52, 2^52), the widest range of any fixed-point configuration"
+	case c != 0 && a <= MinConstant:
+		return "is at most 2^-27 in magnitude, so it encodes to zero at the finest resolution of any fixed-point configuration"
+	}
+	return ""
+}
+
+// MulPublic returns x · c for a public constant c. The constant must lie
+// within the fixed-point range (see MaxConstant), and so must the result,
+// like every value: the protocol cannot check a value it cannot see.
 func (g *Graph) MulPublic(x *Private, c float64) *Private {
 	p := g.elementwise(KindMulPublic, []*Private{x})
 	p.ref.Node.constant = c
-	if math.IsNaN(c) || math.IsInf(c, 0) {
-		g.fail("%s: constant %v is not finite", p.ref.Node, c)
+	if why := constantProblem(c); why != "" {
+		g.fail("%s: constant %v %s", p.ref.Node, c, why)
 	}
 	return p
 }
 
 // Div returns x / d for a public, non-zero number d, as TF Encrypted's
-// add_n(grads) / len(grads).
+// add_n(grads) / len(grads). Inside the protocol a division is a
+// multiplication by 1/d, so 1/d must be a constant that some fixed-point
+// configuration can hold (see MaxConstant and MinConstant): roughly
+// 2^-52 < |d| < 2^27. This holds even where a session would divide in the
+// clear (a division that feeds an output, by default), so that a graph
+// that builds runs with the division kept private too.
 func (g *Graph) Div(x *Private, d float64) *Private {
 	p := g.elementwise(KindDiv, []*Private{x})
 	p.ref.Node.constant = d
 	if d == 0 || math.IsNaN(d) || math.IsInf(d, 0) {
 		g.fail("%s: divisor %v must be a finite non-zero number", p.ref.Node, d)
+	} else if why := constantProblem(1 / d); why != "" {
+		g.fail("%s: divisor %v: its reciprocal %v %s", p.ref.Node, d, 1/d, why)
 	}
 	return p
 }

@@ -72,6 +72,22 @@ func TestBuildErrorsNameTheNodes(t *testing.T) {
 			a := g.DefinePrivateInput("a", constFn, []Shape{{2}})
 			g.MulPublic(a[0], math.NaN())
 		}, "constant NaN is not finite"},
+		{"constant beyond any range", func(g *Graph) {
+			a := g.DefinePrivateInput("a", constFn, []Shape{{2}})
+			g.MulPublic(a[0], -0x1p52)
+		}, "mul-public#1: constant -4.503599627370496e+15 is outside (-2^52, 2^52)"},
+		{"constant below any resolution", func(g *Graph) {
+			a := g.DefinePrivateInput("a", constFn, []Shape{{2}})
+			g.MulPublic(a[0], 1e-9)
+		}, "mul-public#1: constant 1e-09 is at most 2^-27 in magnitude"},
+		{"divisor too large", func(g *Graph) {
+			a := g.DefinePrivateInput("a", constFn, []Shape{{2}})
+			g.Div(a[0], 1e9)
+		}, "div#1: divisor 1e+09: its reciprocal 1e-09 is at most 2^-27"},
+		{"divisor too small", func(g *Graph) {
+			a := g.DefinePrivateInput("a", constFn, []Shape{{2}})
+			g.Div(a[0], -1e-16)
+		}, "div#1: divisor -1e-16: its reciprocal -1e+16 is outside (-2^52, 2^52)"},
 		{"bad shape", func(g *Graph) { g.DefinePrivateInput("a", constFn, []Shape{{2, 0}}) }, "invalid shape (2, 0)"},
 		{"no shapes", func(g *Graph) { g.DefinePublicInput("a", constFn, nil) }, "declares no output shapes"},
 		{"nil func", func(g *Graph) { g.DefinePublicInput("a", nil, []Shape{{1}}) }, `public-input#0 on "a": nil function`},
@@ -116,4 +132,18 @@ func TestWriteDOT(t *testing.T) {
 	assert.Contains(t, dot, `label="private (secret-shared)"`)
 	assert.Contains(t, dot, `n0 -> n2 [label="(2)", style=dashed];`)
 	assert.Contains(t, dot, `label="data-owner-1"`)
+}
+
+// Constants just inside the widest range build; the session checks them
+// against its own configuration later.
+func TestConstantsAtTheEdges(t *testing.T) {
+	g := New()
+	a := g.DefinePrivateInput("a", constFn, []Shape{{2}})
+	for _, c := range []float64{0, MinConstant * 1.01, -MinConstant * 1.01, MaxConstant * 0.99, -MaxConstant * 0.99, 1, -0.5} {
+		g.MulPublic(a[0], c)
+	}
+	for _, d := range []float64{1, -3, 1 / (MaxConstant * 0.99), 1 / (MinConstant * 1.01), 1e8} {
+		g.Div(a[0], d)
+	}
+	assert.NoError(t, g.Err())
 }

@@ -15,7 +15,9 @@
 //   - Remote runs one player's plan in a program that every host runs
 //     (SPMD), over any transport, in practice gRPC with mutual TLS
 //     (session/transport/grpctransport). Players compare plan fingerprints
-//     and session ids before the first iteration.
+//     and session ids before the first iteration; a fingerprint covers the
+//     plan and every setting that changes what it computes (every field of
+//     pond.Config, the servers, PrivateDivision).
 //
 // A typical local run:
 //
@@ -32,7 +34,14 @@
 // view of it, a server keeps an input's seed unexpanded and adds its mask
 // stream straight into a sum, the last send of a share or a public tensor
 // hands its buffer over, and the big steps are split across cores
-// (internal/par).
+// (internal/par): package pond computes ranges of a tensor, and the
+// session, which owns the goroutines, decides the split.
+//
+// Every step of a plan declares the values of its player that it reads
+// and writes. The compiler derives from these declarations alone which
+// read is a value's last use on its player, and so where a buffer may be
+// handed to a function or to the transport; it also checks that each
+// player's plan reads nothing before it is written.
 //
 // The compiler emits every send together with its receive, so each player
 // receives a sender's messages in the order they were sent. Transports rely

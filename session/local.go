@@ -37,7 +37,7 @@ type base struct {
 	g      *graph.Graph
 	opts   Options
 	proto  *pond.Protocol
-	rng    io.Reader
+	rand   playerRand
 	log    *slog.Logger
 	stats  *counters
 	mu     sync.Mutex // guards plans, iteration, closed and serialises Run
@@ -45,6 +45,9 @@ type base struct {
 	pool   *pool // buffers reused across iterations
 	iter   uint64
 	closed bool
+	// trace, when set (by tests, before the first Run), is told of every
+	// access of every step to its player's values.
+	trace func(player string, s step, v value, write bool)
 }
 
 func newBase(g *graph.Graph, opts Options, log *slog.Logger) (*base, error) {
@@ -69,13 +72,17 @@ func newBase(g *graph.Graph, opts Options, log *slog.Logger) (*base, error) {
 		}
 		opts.SessionID = hex.EncodeToString(id[:])
 	}
+	pr, err := newPlayerRand(opts.Rand)
+	if err != nil {
+		return nil, err
+	}
 	if s := opts.servers(); s[0] == "" || s[1] == "" || s[0] == s[1] {
 		return nil, fmt.Errorf("session: servers %q and %q must be two distinct players", s[0], s[1])
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &base{g: g, opts: opts, proto: proto, rng: rng, log: log, stats: newCounters(), plans: map[*graph.Op]*Plan{}, pool: newPool()}, nil
+	return &base{g: g, opts: opts, proto: proto, rand: pr, log: log, stats: newCounters(), plans: map[*graph.Op]*Plan{}, pool: newPool()}, nil
 }
 
 // plan returns the compiled plan of op; b.mu must be held.
@@ -107,16 +114,20 @@ func (b *base) runnable(op *graph.Op) (*Plan, error) {
 	return b.plan(op)
 }
 
-// runPlayer executes player's steps of plan for one iteration.
+// runPlayer executes player's steps of plan for one iteration. The
+// player's random stream must have been made (b.rand.prepare) before.
 func (b *base) runPlayer(ctx context.Context, plan *Plan, player string, t *counting, iter uint64) error {
 	r := &runner{
-		player: player, proto: b.proto, t: t, rng: b.rng,
+		player: player, proto: b.proto, t: t, rng: b.rand.of(player),
 		session: b.opts.SessionID, iter: iter,
-		public: map[graph.Ref][]float64{}, shares: map[graph.Ref]pond.Share{}, seeds: map[graph.Ref]pond.Seed{},
+		public: map[graph.Ref][]float64{}, shares: map[graph.Ref]pond.Share{}, seeds: map[graph.Ref]pond.SeededShare{},
 		wire: map[graph.Ref][]byte{}, backing: map[*uint64][]byte{}, pool: b.pool,
 	}
 	defer r.release()
 	for _, s := range plan.steps[player] {
+		if b.trace != nil {
+			r.trace = func(v value, write bool) { b.trace(player, s, v, write) }
+		}
 		if err := s.exec(ctx, r); err != nil {
 			return &PlayerError{Player: player, Iteration: iter, Err: err}
 		}
@@ -174,6 +185,7 @@ func (s *Local) Run(ctx context.Context, op *graph.Op) error {
 		s.endpoints[p] = e
 	}
 
+	s.rand.prepare(plan.players...)
 	iter := s.iter
 	s.iter++
 	s.log.Debug("iteration start", "iteration", iter, "op", op.Node().String())

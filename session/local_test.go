@@ -6,10 +6,9 @@ import (
 	"fmt"
 	"math"
 	mrand "math/rand/v2"
-	"runtime"
 	"strings"
 	"testing"
-	"time"
+	"testing/synctest"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -266,105 +265,211 @@ func TestBuildErrorsRefused(t *testing.T) {
 	require.ErrorIs(t, err, graph.ErrBuild)
 	assert.ErrorContains(t, err, "shape mismatch")
 
-	g = graph.New()
-	x := g.DefinePrivateInput("a", fixed([]float64{1}), []graph.Shape{{1}})
-	op := g.DefineOutput("m", []*graph.Private{g.Div(x[0], 1e9)}, func(context.Context, []*tensor.Dense) error { return nil })
-	s, err := NewLocal(g, Options{PrivateDivision: true})
-	require.NoError(t, err)
-	defer s.Close()
-	assert.ErrorContains(t, s.Run(context.Background(), op), "below the fixed-point resolution")
-
 	_, err = NewLocal(graph.New(), Options{Protocol: pond.Config{FracBits: 40}})
 	assert.ErrorIs(t, err, pond.ErrConfig)
 }
 
-func TestCancelAndCloseLeaveNoGoroutines(t *testing.T) {
-	before := runtime.NumGoroutine()
-	block := make(chan struct{})
-	g := graph.New()
-	x := g.DefinePrivateInput("slow", func(ctx context.Context, _ []*tensor.Dense) ([]*tensor.Dense, error) {
-		select {
-		case <-block:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-		return nil, nil
-	}, []graph.Shape{{1}})
-	y := g.DefinePrivateInput("fast", fixed([]float64{1}), []graph.Shape{{1}})
-	op := g.DefineOutput("m", []*graph.Private{g.Add(x[0], y[0])}, func(context.Context, []*tensor.Dense) error { return nil })
-	s, err := NewLocal(g, Options{})
-	require.NoError(t, err)
-
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
-	err = s.Run(ctx, op)
-	require.ErrorIs(t, err, context.DeadlineExceeded)
-	require.NoError(t, s.Close())
-	assert.ErrorIs(t, s.Run(context.Background(), op), ErrClosed)
-
-	// Polled by hand: assert.Eventually runs goroutines of its own.
-	deadline := time.Now().Add(time.Second)
-	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
+// TestConstantsCheckedAgainstTheConfig: a constant the graph accepts (it
+// fits some configuration) but the session's configuration cannot hold is
+// refused when the session compiles the graph, with pond.ErrConstant and
+// the node named; a division done in the clear needs no encoding.
+func TestConstantsCheckedAgainstTheConfig(t *testing.T) {
+	out := func(context.Context, []*tensor.Dense) error { return nil }
+	tests := []struct {
+		name  string
+		build func(g *graph.Graph, x *graph.Private) *graph.Private
+		opts  Options
+		want  string // "" means it runs
+	}{
+		{"divisor whose reciprocal is below the resolution", func(g *graph.Graph, x *graph.Private) *graph.Private { return g.Div(x, 1e6) },
+			Options{PrivateDivision: true}, "div#1: divisor 1e+06, multiplied by its reciprocal: pond: constant does not fit the fixed-point configuration: 1e-06 is below the fixed-point resolution"},
+		{"the same divisor, divided in the clear", func(g *graph.Graph, x *graph.Private) *graph.Private { return g.Div(x, 1e6) },
+			Options{}, ""},
+		{"the same divisor, with more fractional bits", func(g *graph.Graph, x *graph.Private) *graph.Private { return g.Div(x, 1e6) },
+			Options{PrivateDivision: true, Protocol: pond.Config{FracBits: 20}}, ""},
+		{"constant out of range", func(g *graph.Graph, x *graph.Private) *graph.Private { return g.MulPublic(x, 2000) },
+			Options{}, "mul-public#1: pond: constant does not fit the fixed-point configuration: 2000 is outside the fixed-point range (-1024, 1024)"},
+		{"the same constant, with fewer fractional bits", func(g *graph.Graph, x *graph.Private) *graph.Private { return g.MulPublic(x, 2000) },
+			Options{Protocol: pond.Config{FracBits: 12}}, ""},
 	}
-	assert.LessOrEqual(t, runtime.NumGoroutine(), before, "goroutines left behind")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := graph.New()
+			x := g.DefinePrivateInput("a", fixed([]float64{0.5}), []graph.Shape{{1}})
+			op := g.DefineOutput("m", []*graph.Private{tt.build(g, x[0])}, out)
+			require.NoError(t, g.Err(), "the graph accepts what some configuration holds")
+			s, err := NewLocal(g, tt.opts)
+			require.NoError(t, err)
+			defer s.Close()
+			_, planErr := s.Plan(op)
+			runErr := s.Run(context.Background(), op)
+			if tt.want == "" {
+				assert.NoError(t, planErr)
+				assert.NoError(t, runErr)
+				return
+			}
+			for _, err := range []error{planErr, runErr} {
+				assert.ErrorIs(t, err, pond.ErrConstant)
+				assert.ErrorContains(t, err, tt.want)
+			}
+		})
+	}
 }
 
-// TestEveryVerbMatchesPlaintext runs a graph with every verb: a public
-// input on the model owner, a local computation on a data owner that
-// receives it, private inputs computed from public ones, and Add, Sub, Neg,
-// MulPublic and Div, revealed together.
-func TestEveryVerbMatchesPlaintext(t *testing.T) {
-	for _, private := range []bool{false, true} {
-		g := graph.New()
-		w := g.DefinePublicInput("model-owner", fixed([]float64{1.5, -2, 0.25}), []graph.Shape{{3}})
-		// data-owner-0 doubles the weights locally, then uses them privately.
-		doubled := g.LocalComputation("data-owner-0", func(_ context.Context, in []*tensor.Dense) ([]*tensor.Dense, error) {
-			v := in[0].Float64s()
-			for i := range v {
-				v[i] *= 2
+// TestGraphConstantBoundsAreTheWidest checks graph.MaxConstant and
+// graph.MinConstant against every configuration pond accepts: the widest
+// range is exactly 2^52, and the finest resolution is 2·MinConstant.
+func TestGraphConstantBoundsAreTheWidest(t *testing.T) {
+	widest, finest := 0.0, math.Inf(1)
+	for frac := 0; frac <= 64; frac++ {
+		for gap := 0; gap <= 64; gap++ {
+			for intBits := 0; intBits <= 64; intBits++ {
+				p, err := pond.New(pond.Config{FracBits: frac, StatGap: gap, IntBits: intBits})
+				if err != nil {
+					continue
+				}
+				widest = max(widest, p.Config().Bound())
+				finest = min(finest, p.Config().Resolution())
 			}
-			return in, nil
-		}, []graph.Shape{{3}}, w...)
-		a := g.DefinePrivateInput("data-owner-0", func(_ context.Context, in []*tensor.Dense) ([]*tensor.Dense, error) {
-			return []*tensor.Dense{tensor.New(tensor.WithShape(3), tensor.WithBacking(append([]float64(nil), in[0].Float64s()...)))}, nil
-		}, []graph.Shape{{3}}, doubled...)
-		b := g.DefinePrivateInput("data-owner-1", fixed([]float64{0.5, 4, -1}), []graph.Shape{{3}}, w...)
-		sum := g.Add(a[0], b[0])
-		outs := []*graph.Private{
-			sum,
-			g.Sub(a[0], b[0]),
-			g.Neg(b[0]),
-			g.MulPublic(a[0], -0.75),
-			g.Div(g.AddN(a[0], b[0], a[0]), 4),
-			sum, // revealed twice: the first send must not give the share away
 		}
-		var got [][]float64
-		op := g.DefineOutput("model-owner", outs, func(_ context.Context, vs []*tensor.Dense) error {
-			for _, v := range vs {
-				got = append(got, v.Float64s())
+	}
+	assert.Equal(t, graph.MaxConstant, widest)
+	assert.Equal(t, 2*graph.MinConstant, finest)
+}
+
+// TestCancelAndCloseLeaveNoGoroutines runs in a synctest bubble: once
+// every player is blocked (one in its slow input, the others waiting for
+// its messages), the iteration is cancelled; after Close, the bubble ends
+// only if no goroutine the session started is left (synctest.Test fails
+// on goroutines that outlive it).
+func TestCancelAndCloseLeaveNoGoroutines(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		block := make(chan struct{})
+		g := graph.New()
+		x := g.DefinePrivateInput("slow", func(ctx context.Context, _ []*tensor.Dense) ([]*tensor.Dense, error) {
+			select {
+			case <-block:
+			case <-ctx.Done():
+				return nil, ctx.Err()
 			}
-			return nil
-		})
-		s, err := NewLocal(g, Options{PrivateDivision: private})
+			return nil, nil
+		}, []graph.Shape{{1}})
+		y := g.DefinePrivateInput("fast", fixed([]float64{1}), []graph.Shape{{1}})
+		op := g.DefineOutput("m", []*graph.Private{g.Add(x[0], y[0])}, func(context.Context, []*tensor.Dense) error { return nil })
+		s, err := NewLocal(g, Options{})
+		require.NoError(t, err)
+
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() {
+			synctest.Wait() // every player is blocked
+			cancel()
+		}()
+		err = s.Run(ctx, op)
+		require.ErrorIs(t, err, context.Canceled)
+		require.NoError(t, s.Close())
+		assert.ErrorIs(t, s.Run(context.Background(), op), ErrClosed)
+	})
+}
+
+// everyVerbGraph builds a graph with every verb: a public input on the
+// model owner, a local computation on a data owner that receives it,
+// private inputs computed from public ones, and Add, Sub, Neg, MulPublic
+// and Div, revealed together. It returns the revealed values' destination
+// and what they should be.
+func everyVerbGraph() (*graph.Graph, *graph.Op, *[][]float64, [][]float64) {
+	g := graph.New()
+	w := g.DefinePublicInput("model-owner", fixed([]float64{1.5, -2, 0.25}), []graph.Shape{{3}})
+	// data-owner-0 doubles the weights locally, then uses them privately.
+	doubled := g.LocalComputation("data-owner-0", func(_ context.Context, in []*tensor.Dense) ([]*tensor.Dense, error) {
+		v := in[0].Float64s()
+		for i := range v {
+			v[i] *= 2
+		}
+		return in, nil
+	}, []graph.Shape{{3}}, w...)
+	a := g.DefinePrivateInput("data-owner-0", func(_ context.Context, in []*tensor.Dense) ([]*tensor.Dense, error) {
+		return []*tensor.Dense{tensor.New(tensor.WithShape(3), tensor.WithBacking(append([]float64(nil), in[0].Float64s()...)))}, nil
+	}, []graph.Shape{{3}}, doubled...)
+	b := g.DefinePrivateInput("data-owner-1", fixed([]float64{0.5, 4, -1}), []graph.Shape{{3}}, w...)
+	sum := g.Add(a[0], b[0])
+	outs := []*graph.Private{
+		sum,
+		g.Sub(a[0], b[0]),
+		g.Neg(b[0]),
+		g.MulPublic(a[0], -0.75),
+		g.Div(g.AddN(a[0], b[0], a[0]), 4),
+		sum, // revealed twice: the first send must not give the share away
+	}
+	got := new([][]float64)
+	op := g.DefineOutput("model-owner", outs, func(_ context.Context, vs []*tensor.Dense) error {
+		*got = nil
+		for _, v := range vs {
+			*got = append(*got, v.Float64s())
+		}
+		return nil
+	})
+	av, bv := []float64{3, -4, 0.5}, []float64{0.5, 4, -1}
+	want := make([][]float64, 6)
+	for i := range av {
+		want[0] = append(want[0], av[i]+bv[i])
+		want[1] = append(want[1], av[i]-bv[i])
+		want[2] = append(want[2], -bv[i])
+		want[3] = append(want[3], av[i]*-0.75)
+		want[4] = append(want[4], (2*av[i]+bv[i])/4)
+		want[5] = append(want[5], av[i]+bv[i])
+	}
+	return g, op, got, want
+}
+
+// TestEveryVerbMatchesPlaintext runs everyVerbGraph with each way of
+// dividing and truncating.
+func TestEveryVerbMatchesPlaintext(t *testing.T) {
+	for _, opts := range []Options{{}, {PrivateDivision: true}, {PrivateDivision: true, Protocol: pond.Config{Truncation: pond.Local}}} {
+		g, op, got, want := everyVerbGraph()
+		s, err := NewLocal(g, opts)
 		require.NoError(t, err)
 		require.NoError(t, s.Run(context.Background(), op))
 		require.NoError(t, s.Close())
-
-		av, bv := []float64{3, -4, 0.5}, []float64{0.5, 4, -1}
-		want := make([][]float64, 6)
-		for i := range av {
-			want[0] = append(want[0], av[i]+bv[i])
-			want[1] = append(want[1], av[i]-bv[i])
-			want[2] = append(want[2], -bv[i])
-			want[3] = append(want[3], av[i]*-0.75)
-			want[4] = append(want[4], (2*av[i]+bv[i])/4)
-			want[5] = append(want[5], av[i]+bv[i])
-		}
+		require.Len(t, *got, len(want))
 		for j := range want {
 			for i := range want[j] {
-				assert.InDelta(t, want[j][i], got[j][i], 1e-4, "private division %v, output %d element %d", private, j, i)
+				assert.InDelta(t, want[j][i], (*got)[j][i], 1e-4, "options %+v, output %d element %d", opts, j, i)
 			}
 		}
 	}
+}
+
+// A function given one public tensor twice, or a tensor that a later step
+// reads too, gets copies: what it does to one input shows in no other and
+// in no later step. Only an input's last use is handed over as it is.
+func TestCallGetsItsOwnCopies(t *testing.T) {
+	g := graph.New()
+	w := g.DefinePublicInput("model-owner", fixed([]float64{1, 2}), []graph.Shape{{2}})
+	scribble := func(_ context.Context, in []*tensor.Dense) ([]*tensor.Dense, error) {
+		a, b := in[0].Float64s(), in[1].Float64s()
+		out := make([]float64, len(a))
+		for i := range a {
+			a[i] *= 10 // must not show in b, nor in the later call
+			out[i] = a[i] + b[i]
+		}
+		return []*tensor.Dense{tensor.New(tensor.WithShape(len(out)), tensor.WithBacking(out))}, nil
+	}
+	first := g.LocalComputation("model-owner", scribble, []graph.Shape{{2}}, w[0], w[0])
+	second := g.LocalComputation("model-owner", scribble, []graph.Shape{{2}}, first[0], first[0])
+	x := g.DefinePrivateInput("model-owner", func(_ context.Context, in []*tensor.Dense) ([]*tensor.Dense, error) {
+		a, b := in[0].Float64s(), in[1].Float64s()
+		return []*tensor.Dense{tensor.New(tensor.WithShape(2), tensor.WithBacking([]float64{a[0] + b[0], a[1] + b[1]}))}, nil
+	}, []graph.Shape{{2}}, second[0], w[0])
+	var got []float64
+	op := g.DefineOutput("model-owner", x, func(_ context.Context, v []*tensor.Dense) error {
+		got = v[0].Float64s()
+		return nil
+	})
+	s, err := NewLocal(g, Options{})
+	require.NoError(t, err)
+	defer s.Close()
+	require.NoError(t, s.Run(context.Background(), op))
+	// first = 10w + w = 11w, second = 11·first = 121w, x = second + w
+	assert.Equal(t, []float64{122, 244}, got)
 }

@@ -2,6 +2,7 @@ package session
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -33,9 +34,11 @@ type Plan struct {
 // Players returns the players that take part, sorted.
 func (p *Plan) Players() []string { return p.players }
 
-// Fingerprint returns a hex SHA-256 digest of the whole plan. Players on
+// Fingerprint returns a hex SHA-256 digest of the whole plan and of every
+// setting that changes what it computes (see fingerprint). Players on
 // different hosts compare fingerprints before the first iteration and
-// refuse to run unless they compiled the same plan.
+// refuse to run unless they compiled the same plan with the same
+// settings.
 func (p *Plan) Fingerprint() string { return p.fingerprint }
 
 // Edges returns the number of messages one iteration sends.
@@ -114,16 +117,53 @@ func compile(g *graph.Graph, op *graph.Op, proto *pond.Protocol, opts Options) (
 			return nil, err
 		}
 	}
-	markOwnedInputs(c.steps)
-	markLastSends(c.steps)
+	if err := checkDataflow(c.steps); err != nil {
+		return nil, fmt.Errorf("session: %s: %w", op.Node(), err)
+	}
+	markLastUses(c.steps)
 	plan := &Plan{op: op, servers: c.servers, steps: c.steps, edges: c.edge}
 	for p := range c.steps {
 		plan.players = append(plan.players, p)
 	}
 	sort.Strings(plan.players)
-	sum := sha256.Sum256([]byte(plan.String()))
-	plan.fingerprint = hex.EncodeToString(sum[:])
+	plan.fingerprint = fingerprint(proto.Config(), opts, c.servers, plan.String())
 	return plan, nil
+}
+
+// fingerprintLabel names the fingerprint's encoding; change its version
+// whenever the encoding changes.
+const fingerprintLabel = "shareflow/plan-fingerprint/v2"
+
+// fingerprint hashes, in one canonical encoding, everything that decides
+// what a plan computes: the protocol's configuration (every field of
+// pond.Config, defaults filled in, see pond.Config.AppendBinary), the
+// session options that change the computation (the servers and
+// PrivateDivision), and the plan's text, which names every step, tensor,
+// shape and edge. Every part is length-prefixed, so no two inputs encode
+// alike. The session id is compared on its own in the handshake, and
+// Options.Rand and Options.Players change who draws or connects, not what
+// is computed.
+func fingerprint(cfg pond.Config, opts Options, servers [2]string, text string) string {
+	b := append([]byte(fingerprintLabel), 0)
+	part := func(p []byte) {
+		b = binary.LittleEndian.AppendUint64(b, uint64(len(p)))
+		b = append(b, p...)
+	}
+	enc, err := cfg.AppendBinary(nil)
+	if err != nil {
+		panic("session: encoding a pond config: " + err.Error()) // AppendBinary cannot fail
+	}
+	part(enc)
+	part([]byte(servers[0]))
+	part([]byte(servers[1]))
+	private := []byte{0}
+	if opts.PrivateDivision {
+		private[0] = 1
+	}
+	part(private)
+	part([]byte(text))
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
 
 func containsNode(g *graph.Graph, n *graph.Node) bool {
@@ -211,16 +251,19 @@ func (c *compiler) lower(n *graph.Node, reveal []revealTarget) error {
 		}
 		enc, err := c.proto.EncodeConstant(k)
 		if err != nil {
+			if n.Kind() == graph.KindDiv {
+				return fmt.Errorf("session: %s: divisor %g, multiplied by its reciprocal: %w", n, n.Constant(), err)
+			}
 			return fmt.Errorf("session: %s: %w", n, err)
 		}
 		switch c.proto.Config().Truncation {
 		case pond.Interactive:
 			e := c.newEdge()
-			c.emit(s0, &mulPublicStep{node: n, c: enc, party: 0, peer: s1, edge: e})
-			c.emit(s1, &mulPublicStep{node: n, c: enc, party: 1, peer: s0, edge: e})
+			c.emit(s0, &mulPublicStep{node: n, c: enc, party: pond.Server0, peer: s1, edge: e})
+			c.emit(s1, &mulPublicStep{node: n, c: enc, party: pond.Server1, peer: s0, edge: e})
 		default:
-			c.emit(s0, &mulPublicStep{node: n, c: enc, party: 0, local: true})
-			c.emit(s1, &mulPublicStep{node: n, c: enc, party: 1, local: true})
+			c.emit(s0, &mulPublicStep{node: n, c: enc, party: pond.Server0, local: true})
+			c.emit(s1, &mulPublicStep{node: n, c: enc, party: pond.Server1, local: true})
 		}
 	case graph.KindOutput:
 		rs := &revealStep{node: n, targets: reveal, servers: c.servers}
@@ -237,78 +280,56 @@ func (c *compiler) lower(n *graph.Node, reveal []revealTarget) error {
 	return nil
 }
 
-// markLastSends marks every send of a share that no later step of the
-// same server reads, and the last send of each encoded public tensor: the
-// memory may go with the message.
-func markLastSends(steps map[string][]step) {
+// markLastUses tells every step which of its reads are the last use of
+// the value on its player: no later step, and no later read of the same
+// step, reads it. At its last use a step may give a value's buffer away
+// (to a function, or to the transport with a message); before, it must
+// leave it or copy it. This is derived from the steps' declarations alone
+// (step.reads), so a new step cannot be forgotten here.
+func markLastUses(steps map[string][]step) {
 	for _, list := range steps {
-		for i, s := range list {
-			switch send := s.(type) {
-			case *sendShareStep:
-				send.last = !shareUsedAfter(list[i+1:], send.ref)
-			case *sendPublicStep:
-				send.last = !slices.ContainsFunc(list[i+1:], func(s step) bool {
-					later, ok := s.(*sendPublicStep)
-					return ok && later.ref == send.ref
-				})
+		later := map[value]bool{}
+		for i := len(list) - 1; i >= 0; i-- {
+			reads := list[i].reads()
+			last := make([]bool, len(reads))
+			for j := len(reads) - 1; j >= 0; j-- {
+				last[j] = !later[reads[j]]
+				later[reads[j]] = true
 			}
+			list[i].setLast(last)
 		}
 	}
 }
 
-// shareUsedAfter reports whether any of steps reads the share of ref.
-func shareUsedAfter(steps []step, ref graph.Ref) bool {
-	for _, s := range steps {
-		switch s := s.(type) {
-		case *linearStep:
-			if slices.Contains(s.node.Inputs(), ref) {
-				return true
+// checkDataflow checks the steps' declarations against the order of each
+// player's plan: every value is read only after a step of the same player
+// wrote it (or by a step that writes it too, reading it if present), and
+// written only once (or by a step that reads it too). A failure is a bug
+// of the compiler or of a step's declarations.
+func checkDataflow(steps map[string][]step) error {
+	players := make([]string, 0, len(steps))
+	for p := range steps {
+		players = append(players, p)
+	}
+	sort.Strings(players)
+	for _, p := range players {
+		live := map[value]bool{}
+		for _, s := range steps[p] {
+			reads, writes := s.reads(), s.writes()
+			for _, v := range reads {
+				if !live[v] && !slices.Contains(writes, v) {
+					return fmt.Errorf("plan bug: on %q, %q reads the %s, which no earlier step writes", p, s, v)
+				}
 			}
-		case *mulPublicStep:
-			if s.node.Inputs()[0] == ref {
-				return true
-			}
-		case *sendShareStep:
-			if s.ref == ref {
-				return true
+			for _, v := range writes {
+				if live[v] && !slices.Contains(reads, v) {
+					return fmt.Errorf("plan bug: on %q, %q writes the %s again", p, s, v)
+				}
+				live[v] = true
 			}
 		}
 	}
-	return false
-}
-
-// markOwnedInputs marks every input of a call step that no later step of
-// the same player uses: the function may have the engine's copy.
-func markOwnedInputs(steps map[string][]step) {
-	for _, list := range steps {
-		for i, s := range list {
-			call, ok := s.(*callStep)
-			if !ok {
-				continue
-			}
-			call.owned = make([]bool, len(call.node.Inputs()))
-			for j, in := range call.node.Inputs() {
-				call.owned[j] = !usedAfter(list[i+1:], in)
-			}
-		}
-	}
-}
-
-// usedAfter reports whether any of steps reads the public tensor ref.
-func usedAfter(steps []step, ref graph.Ref) bool {
-	for _, s := range steps {
-		switch s := s.(type) {
-		case *callStep:
-			if slices.Contains(s.node.Inputs(), ref) {
-				return true
-			}
-		case *sendPublicStep:
-			if s.ref == ref {
-				return true
-			}
-		}
-	}
-	return false
+	return nil
 }
 
 // movePublic sends a public tensor to player, once, unless it is there.
@@ -334,8 +355,13 @@ type Options struct {
 	// every other run's. Empty means a fresh random id (local sessions);
 	// players on separate hosts must agree on it.
 	SessionID string
-	// Rand is the source of every seed. Nil means crypto/rand.Reader. Only
-	// tests should set it, to a seeded reader.
+	// Rand is the source of every seed. Nil means crypto/rand.Reader,
+	// read by every player directly. Only tests should set it, to a seeded
+	// reader: the session then reads a 32-byte key from it once, when it is
+	// created (after the session id, if it draws one), and gives each
+	// player its own stream derived from the key and the player's name
+	// (AES-256-CTR). Rand therefore need not be safe for concurrent use,
+	// and a seeded Rand makes every player's draws reproducible.
 	Rand io.Reader
 	// Players lists every player of a remote session's network. Before
 	// the first iteration of an op all of them exchange fingerprints,

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -72,19 +73,105 @@ func TestPlanGolden(t *testing.T) {
 	}
 }
 
-func TestFingerprintIsStableAndSensitive(t *testing.T) {
-	plan := func(owners int, opts Options) string {
-		g, op := flGraph(owners)
+// fingerprintOf compiles the federated-learning miniature with opts and
+// returns its plan's fingerprint.
+func fingerprintOf(t *testing.T, owners int, opts Options) string {
+	t.Helper()
+	g, op := flGraph(owners)
+	s, err := NewLocal(g, opts)
+	require.NoError(t, err)
+	defer s.Close()
+	p, err := s.Plan(op)
+	require.NoError(t, err)
+	return p.Fingerprint()
+}
+
+// configChanges gives, for every field of pond.Config, a valid setting
+// other than the default.
+var configChanges = map[string]func(*pond.Config){
+	"FracBits":   func(c *pond.Config) { c.FracBits = 20 },
+	"IntBits":    func(c *pond.Config) { c.IntBits = 8 },
+	"StatGap":    func(c *pond.Config) { c.StatGap = 16 },
+	"Truncation": func(c *pond.Config) { c.Truncation = pond.Local },
+}
+
+// optionChanges says, for every field of Options, how to change it and
+// whether the change must change the fingerprint; a field that need not
+// says why. A new field of Options or pond.Config fails the test until it
+// is listed here.
+var optionChanges = map[string]struct {
+	change  func(*Options)
+	changes bool
+	why     string
+}{
+	"Protocol":        {nil, true, "every field, below"},
+	"Servers":         {func(o *Options) { o.Servers = [2]string{"server1", "server0"} }, true, ""},
+	"PrivateDivision": {func(o *Options) { o.PrivateDivision = true }, true, ""},
+	"SessionID":       {func(o *Options) { o.SessionID = "other" }, false, "the handshake compares session ids on their own"},
+	"Rand":            {func(o *Options) { o.Rand = newSeededRand(9) }, false, "randomness changes the masks, not what is computed"},
+	"Players":         {func(o *Options) { o.Players = []string{"server0", "server1", "server2"} }, false, "who connects, not what is computed"},
+}
+
+// TestFingerprintCoversEverySetting: two hosts whose settings would make
+// them compute differently (16 or 20 fractional bits, say) compile
+// different fingerprints and so refuse to run together. Issue 8, point 4.
+func TestFingerprintCoversEverySetting(t *testing.T) {
+	base := Options{SessionID: "fp"}
+	want := fingerprintOf(t, 3, base)
+	assert.Equal(t, want, fingerprintOf(t, 3, base), "same program, same fingerprint")
+	assert.NotEqual(t, want, fingerprintOf(t, 2, base), "another graph")
+	spelt := base
+	spelt.Protocol = pond.Config{FracBits: pond.DefaultFracBits, IntBits: 10, StatGap: pond.DefaultStatGap}
+	spelt.Servers = [2]string{players.Server0, players.Server1}
+	assert.Equal(t, want, fingerprintOf(t, 3, spelt), "the defaults spelt out compute alike")
+
+	cfgType := reflect.TypeFor[pond.Config]()
+	for i := range cfgType.NumField() {
+		name := cfgType.Field(i).Name
+		t.Run("Protocol."+name, func(t *testing.T) {
+			change, ok := configChanges[name]
+			require.True(t, ok, "pond.Config.%s is not in configChanges", name)
+			opts := base
+			change(&opts.Protocol)
+			assert.NotEqual(t, want, fingerprintOf(t, 3, opts), "changing Protocol.%s must change the fingerprint", name)
+		})
+	}
+	optType := reflect.TypeFor[Options]()
+	for i := range optType.NumField() {
+		name := optType.Field(i).Name
+		t.Run(name, func(t *testing.T) {
+			c, ok := optionChanges[name]
+			require.True(t, ok, "Options.%s is not in optionChanges: say whether it changes the computation", name)
+			if c.change == nil {
+				return
+			}
+			opts := base
+			c.change(&opts)
+			if c.changes {
+				assert.NotEqual(t, want, fingerprintOf(t, 3, opts), "changing %s must change the fingerprint", name)
+			} else {
+				assert.Equal(t, want, fingerprintOf(t, 3, opts), "%s: %s", name, c.why)
+			}
+		})
+	}
+}
+
+// Local truncation with a division done in the clear prints the same plan
+// as interactive truncation, and still gets another fingerprint: the
+// fingerprint hashes the configuration, not only the plan's text.
+func TestFingerprintIsNotOnlyThePlanText(t *testing.T) {
+	plan := func(opts Options) *Plan {
+		g, op := flGraph(2)
 		s, err := NewLocal(g, opts)
 		require.NoError(t, err)
 		defer s.Close()
 		p, err := s.Plan(op)
 		require.NoError(t, err)
-		return p.Fingerprint()
+		return p
 	}
-	assert.Equal(t, plan(3, Options{}), plan(3, Options{}), "same program, same fingerprint")
-	assert.NotEqual(t, plan(3, Options{}), plan(2, Options{}))
-	assert.NotEqual(t, plan(3, Options{}), plan(3, Options{PrivateDivision: true}))
+	a, b := plan(Options{}), plan(Options{Protocol: pond.Config{Truncation: pond.Local}})
+	assert.Equal(t, a.String(), b.String())
+	assert.NotEqual(t, a.Fingerprint(), b.Fingerprint())
 }
 
 func TestPublicTensorWire(t *testing.T) {

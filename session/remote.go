@@ -41,7 +41,8 @@ type Remote struct {
 
 // NewRemote returns a session in which this process is player self and
 // reaches the others through t. All players must be given the same
-// Options.SessionID (and protocol options).
+// Options.SessionID, protocol configuration, servers and PrivateDivision:
+// the handshake refuses to run otherwise (ErrMismatch).
 //
 // Run one session at a time over a transport, and one op at a time in
 // it: a transport that holds back a sender running ahead (as grpctransport
@@ -78,7 +79,10 @@ func (s *Remote) WithLogger(log *slog.Logger) *Remote {
 }
 
 // Run runs this player's part of the next iteration of op. A player that
-// has no step in op's plan returns at once.
+// has no step in op's plan returns once the handshake is done, having
+// counted the iteration as every other player does, so that its later
+// iterations keep the numbers (and so the message keys and mask domains)
+// of the others'.
 func (s *Remote) Run(ctx context.Context, op *graph.Op) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -92,12 +96,14 @@ func (s *Remote) Run(ctx context.Context, op *graph.Op) error {
 		}
 		s.hello[op] = true
 	}
-	if !slices.Contains(plan.players, s.self) {
-		return nil // no part in this plan, like the crypto producer in aggregation
-	}
-	t := &counting{Transport: s.t, self: s.self, c: s.stats, recv: true, pool: s.pool}
 	iter := s.iter
-	s.iter++
+	s.iter++ // every player counts every iteration, whether it takes part or not
+	if !slices.Contains(plan.players, s.self) {
+		s.log.Debug("no part in iteration", "iteration", iter)
+		return nil // like the crypto producer in aggregation
+	}
+	s.rand.prepare(s.self)
+	t := &counting{Transport: s.t, self: s.self, c: s.stats, recv: true, pool: s.pool}
 	s.log.Debug("iteration start", "iteration", iter)
 	err = s.runPlayer(ctx, plan, s.self, t, iter)
 	if s.mailer != nil {

@@ -3,6 +3,8 @@ package session
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,14 +17,24 @@ import (
 	"github.com/shareflow/shareflow/session/transport"
 )
 
+// playerSetup is what one player of runPlayers runs: its graph, the ops
+// it runs, its options and, if not nil, the transport it uses instead of
+// its endpoint (say, a wrapper of it).
+type playerSetup struct {
+	g    *graph.Graph
+	ops  []*graph.Op
+	opts Options
+	t    transport.Transport
+}
+
 // runPlayers runs every player of names as its own Remote session over one
 // in-memory network, each in its own goroutine, the way separate hosts
-// would. setup builds a player's graph, op and options (it may also set up
-// the player's endpoint); run runs its iterations. It returns what run
+// would. setup builds a player's graph, ops and options (it may also set
+// up the player's endpoint); run runs its iterations. It returns what run
 // returned for each player.
 func runPlayers(t *testing.T, names []string,
-	setup func(p string, ep *transport.MemoryEndpoint) (*graph.Graph, *graph.Op, Options),
-	run func(p string, s *Remote, op *graph.Op) error,
+	setup func(p string, ep *transport.MemoryEndpoint) playerSetup,
+	run func(p string, s *Remote, ops []*graph.Op) error,
 ) map[string]error {
 	net := transport.NewMemory(names...)
 	errs := make(map[string]error)
@@ -31,12 +43,16 @@ func runPlayers(t *testing.T, names []string,
 	for _, p := range names {
 		ep, err := net.Endpoint(p)
 		require.NoError(t, err)
-		g, op, opts := setup(p, ep)
-		s, err := NewRemote(g, p, ep, opts)
+		ps := setup(p, ep)
+		tr := ps.t
+		if tr == nil {
+			tr = ep
+		}
+		s, err := NewRemote(ps.g, p, tr, ps.opts)
 		require.NoError(t, err)
 		wg.Go(func() {
 			defer s.Close()
-			err := run(p, s, op)
+			err := run(p, s, ps.ops)
 			mu.Lock()
 			errs[p] = err
 			mu.Unlock()
@@ -68,16 +84,16 @@ func runRemote(t *testing.T, owners int, tweak func(player string, o *Options) i
 	for i := range owners {
 		names = append(names, "data-owner-"+string(rune('0'+i)))
 	}
-	return runPlayers(t, names, func(p string, _ *transport.MemoryEndpoint) (*graph.Graph, *graph.Op, Options) {
+	return runPlayers(t, names, func(p string, _ *transport.MemoryEndpoint) playerSetup {
 		opts := Options{SessionID: "run-1"}
 		n := owners
 		if tweak != nil {
 			n = tweak(p, &opts)
 		}
 		g, op := flGraph(n)
-		return g, op, opts
-	}, func(_ string, s *Remote, op *graph.Op) error {
-		return runIterations(s, op, 3, 2*time.Second)
+		return playerSetup{g: g, ops: []*graph.Op{op}, opts: opts}
+	}, func(_ string, s *Remote, ops []*graph.Op) error {
+		return runIterations(s, ops[0], 3, 2*time.Second)
 	})
 }
 
@@ -96,6 +112,17 @@ func TestRemoteHandshakeRefusesMismatch(t *testing.T) {
 	})
 	assert.ErrorIs(t, errs["server0"], ErrMismatch)
 	assert.ErrorContains(t, errs["server0"], `player "server1" compiled plan`)
+
+	// The plans print alike, but the numbers mean different things: issue
+	// 8, point 4.
+	errs = runRemote(t, 2, func(p string, o *Options) int {
+		if p == "server1" {
+			o.Protocol.FracBits = 20
+		}
+		return 2
+	})
+	assert.ErrorIs(t, errs["server0"], ErrMismatch)
+	assert.ErrorIs(t, errs["model-owner"], ErrMismatch)
 
 	errs = runRemote(t, 2, func(p string, o *Options) int {
 		if p == "data-owner-1" {
@@ -139,7 +166,7 @@ func TestFailingPlayerTellsTheOthers(t *testing.T) {
 // as Remote sessions; data-owner-0's input fails in the second iteration.
 func runRemoteFailing(t *testing.T) map[string]error {
 	names := []string{"server0", "server1", "model-owner", "data-owner-0", "data-owner-1"}
-	return runPlayers(t, names, func(string, *transport.MemoryEndpoint) (*graph.Graph, *graph.Op, Options) {
+	return runPlayers(t, names, func(string, *transport.MemoryEndpoint) playerSetup {
 		calls := 0
 		g := graph.New()
 		a := g.DefinePrivateInput("data-owner-0", func(context.Context, []*tensor.Dense) ([]*tensor.Dense, error) {
@@ -150,36 +177,54 @@ func runRemoteFailing(t *testing.T) map[string]error {
 		}, []graph.Shape{{2}})
 		b := g.DefinePrivateInput("data-owner-1", fixed([]float64{3, 4}), []graph.Shape{{2}})
 		op := g.DefineOutput("model-owner", []*graph.Private{g.Add(a[0], b[0])}, func(context.Context, []*tensor.Dense) error { return nil })
-		return g, op, Options{SessionID: "run-f", Players: names}
-	}, func(_ string, s *Remote, op *graph.Op) error {
-		return runIterations(s, op, 3, 500*time.Millisecond)
+		return playerSetup{g: g, ops: []*graph.Op{op}, opts: Options{SessionID: "run-f", Players: names}}
+	}, func(_ string, s *Remote, ops []*graph.Op) error {
+		return runIterations(s, ops[0], 3, 500*time.Millisecond)
 	})
 }
 
 // TestRemoteSenderAheadWaits runs a graph without feedback: data owners
 // that only send can run iterations ahead of the servers. The mailbox
 // bound on unread bytes must hold them back (backpressure), not fail them.
+//
+// Every tenth iteration server1 holds still until a data owner is held
+// back: until an owner starts sending server1 a masked tensor two
+// iterations ahead. Server1 has then read nothing of the two iterations
+// before, whose masked tensors from that owner wait unread; a third does
+// not fit under a bound of three masked tensors, since every message also
+// costs its key and slot, so the owner is waiting for room.
 func TestRemoteSenderAheadWaits(t *testing.T) {
 	const n, iterations = 1000, 60
 	shapes := []graph.Shape{{n}}
 	inputs := randomInputs(newBenchRand(), 3, shapes, 100)
 	names := []string{"server0", "server1", "model-owner", "data-owner-0", "data-owner-1", "data-owner-2"}
+	ahead := newIterationGate()
 	var revealed *[][]float64
-	errs := runPlayers(t, names, func(p string, ep *transport.MemoryEndpoint) (*graph.Graph, *graph.Op, Options) {
+	errs := runPlayers(t, names, func(p string, ep *transport.MemoryEndpoint) playerSetup {
 		g, op, got := meanGraph(inputs, shapes)
 		if p == "model-owner" {
 			revealed = got
 		}
 		ep.Mailbox().SetPendingLimit(3 * (8 + 8*n)) // under three masked tensors
-		return g, op, Options{SessionID: "ahead"}
-	}, func(p string, s *Remote, op *graph.Op) error {
+		ps := playerSetup{g: g, ops: []*graph.Op{op}, opts: Options{SessionID: "ahead"}}
+		if strings.HasPrefix(p, "data-owner-") {
+			ps.t = &watchedSends{Transport: ep, onSend: func(to string, key transport.Key, size int) {
+				if to == "server1" && size >= 8*n {
+					ahead.reach(key.Iteration)
+				}
+			}}
+		}
+		return ps
+	}, func(p string, s *Remote, ops []*graph.Op) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		for i := range iterations {
-			if p == "server1" && i%10 == 0 {
-				time.Sleep(20 * time.Millisecond) // a slow server: the owners get ahead
+		for i := range uint64(iterations) {
+			if p == "server1" && i > 0 && i%10 == 0 { // after the handshake of the first Run
+				if err := ahead.wait(ctx, i+2); err != nil {
+					return fmt.Errorf("no data owner got two iterations ahead of server1 at iteration %d: %w", i, err)
+				}
 			}
-			if err := s.Run(ctx, op); err != nil {
+			if err := s.Run(ctx, ops[0]); err != nil {
 				return err
 			}
 		}
@@ -192,5 +237,53 @@ func TestRemoteSenderAheadWaits(t *testing.T) {
 	for i, got := range (*revealed)[0] {
 		want := (inputs[0][0][i] + inputs[1][0][i] + inputs[2][0][i]) / 3
 		require.InDelta(t, want, got, 1e-4)
+	}
+}
+
+// watchedSends tells onSend of every message before it sends it.
+type watchedSends struct {
+	transport.Transport
+	onSend func(to string, key transport.Key, size int)
+}
+
+func (w *watchedSends) Send(ctx context.Context, to string, key transport.Key, payload []byte) error {
+	w.onSend(to, key, len(payload))
+	return w.Transport.Send(ctx, to, key, payload)
+}
+
+// iterationGate lets goroutines wait until some event has reached an
+// iteration. It is safe for concurrent use.
+type iterationGate struct {
+	mu      sync.Mutex
+	reached uint64 // the highest iteration reached, plus one (0: none)
+	changed chan struct{}
+}
+
+func newIterationGate() *iterationGate { return &iterationGate{changed: make(chan struct{})} }
+
+func (g *iterationGate) reach(iter uint64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if iter+1 > g.reached {
+		g.reached = iter + 1
+		close(g.changed)
+		g.changed = make(chan struct{})
+	}
+}
+
+// wait returns once iteration iter has been reached, or ctx is done.
+func (g *iterationGate) wait(ctx context.Context, iter uint64) error {
+	for {
+		g.mu.Lock()
+		done, changed := g.reached > iter, g.changed
+		g.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"sync"
 
 	"gorgonia.org/tensor"
 
@@ -19,13 +20,95 @@ import (
 )
 
 // step is one instruction of a player's plan.
+//
+// Every step declares the values of its player it reads and writes. The
+// compiler derives everything about buffers from these declarations and
+// from nothing else: whether a read is the value's last use on the
+// player, and so whether the step may give the value's buffer away (to a
+// user's function or to the transport), and whether the plan's data flow
+// holds together (checkDataflow). TestStepsDeclareWhatTheyTouch checks
+// the declarations against what exec does, for every step type.
 type step interface {
 	exec(ctx context.Context, r *runner) error
 	String() string
+	// reads lists every value exec may read, in a fixed order; a value
+	// may appear more than once. A value in both reads and writes is read
+	// if present and created if not.
+	reads() []value
+	// writes lists every value exec may create.
+	writes() []value
+	// setLast tells the step which of its reads (by position) are the
+	// last use of the value on its player (see markLastUses).
+	setLast(last []bool)
+}
+
+// lastUse records which of a step's reads are last uses; every step
+// embeds it.
+type lastUse struct{ last []bool }
+
+func (l *lastUse) setLast(last []bool) { l.last = last }
+
+// isLast reports whether read i of the step is the last use of its value
+// on the player, so that the step may give the value's buffer away.
+// Before the compiler has said so, nothing is.
+func (l *lastUse) isLast(i int) bool { return i < len(l.last) && l.last[i] }
+
+// valueKind is the kind of a value a player holds during an iteration.
+type valueKind uint8
+
+const (
+	// publicValue is a plaintext tensor (runner.public).
+	publicValue valueKind = iota + 1
+	// shareValue is a server's share of a private tensor, held as a
+	// tensor or as the seed it arrived as (runner.shares, runner.seeds).
+	shareValue
+	// wireValue is the encoding of a public tensor for the wire, made once
+	// for all the players it goes to (runner.wire).
+	wireValue
+)
+
+func (k valueKind) String() string {
+	switch k {
+	case publicValue:
+		return "public"
+	case shareValue:
+		return "share"
+	case wireValue:
+		return "encoding"
+	}
+	return fmt.Sprintf("valueKind(%d)", uint8(k))
+}
+
+// value names one value a player holds during an iteration.
+type value struct {
+	kind valueKind
+	ref  graph.Ref
+}
+
+func (v value) String() string { return fmt.Sprintf("%s of %s", v.kind, v.ref) }
+
+// values returns a value of kind for each of refs.
+func values(kind valueKind, refs ...graph.Ref) []value {
+	out := make([]value, len(refs))
+	for i, ref := range refs {
+		out[i] = value{kind, ref}
+	}
+	return out
+}
+
+// outputs returns the refs of every output of n.
+func outputs(n *graph.Node) []graph.Ref {
+	refs := make([]graph.Ref, len(n.Outputs()))
+	for i := range refs {
+		refs[i] = graph.Ref{Node: n, Index: i}
+	}
+	return refs
 }
 
 // runner executes one player's steps for one iteration. It holds the
 // player's values: public tensors it holds, and, on a server, its shares.
+// Steps reach the values only through its accessors, which report each
+// access to trace when it is set (tests).
 type runner struct {
 	player  string
 	proto   *pond.Protocol
@@ -35,10 +118,17 @@ type runner struct {
 	iter    uint64
 	public  map[graph.Ref][]float64
 	shares  map[graph.Ref]pond.Share
-	seeds   map[graph.Ref]pond.Seed // input shares not yet expanded (see share)
-	wire    map[graph.Ref][]byte    // encoded public tensors, sent to several players
-	backing map[*uint64][]byte      // messages that shares are views of
+	seeds   map[graph.Ref]pond.SeededShare // input shares not yet expanded (see share)
+	wire    map[graph.Ref][]byte           // encoded public tensors, sent to several players
+	backing map[*uint64][]byte             // messages that shares are views of
 	pool    *pool
+	trace   func(v value, write bool)
+}
+
+func (r *runner) touch(kind valueKind, ref graph.Ref, write bool) {
+	if r.trace != nil {
+		r.trace(value{kind, ref}, write)
+	}
 }
 
 // release returns the iteration's buffers to the pool.
@@ -53,6 +143,58 @@ func (r *runner) release() {
 	}
 	clear(r.public)
 	clear(r.seeds)
+}
+
+// publicTensor returns the public tensor ref.
+func (r *runner) publicTensor(ref graph.Ref) ([]float64, error) {
+	r.touch(publicValue, ref, false)
+	v, ok := r.public[ref]
+	if !ok {
+		return nil, fmt.Errorf("public %s missing on %q (plan bug)", ref, r.player)
+	}
+	return v, nil
+}
+
+// takePublic returns the public tensor ref and forgets it: its last use.
+func (r *runner) takePublic(ref graph.Ref) ([]float64, error) {
+	v, err := r.publicTensor(ref)
+	delete(r.public, ref)
+	return v, err
+}
+
+func (r *runner) setPublic(ref graph.Ref, v []float64) {
+	r.touch(publicValue, ref, true)
+	r.public[ref] = v
+}
+
+// encoded returns the wire encoding of the public tensor ref, if made.
+func (r *runner) encoded(ref graph.Ref) ([]byte, bool) {
+	r.touch(wireValue, ref, false)
+	b, ok := r.wire[ref]
+	return b, ok
+}
+
+func (r *runner) setEncoded(ref graph.Ref, b []byte) {
+	r.touch(wireValue, ref, true)
+	r.wire[ref] = b
+}
+
+// seeded returns the player's share of ref if it is still held as its
+// seed.
+func (r *runner) seeded(ref graph.Ref) (pond.SeededShare, bool) {
+	r.touch(shareValue, ref, false)
+	s, ok := r.seeds[ref]
+	return s, ok
+}
+
+func (r *runner) setSeeded(ref graph.Ref, s pond.SeededShare) {
+	r.touch(shareValue, ref, true)
+	r.seeds[ref] = s
+}
+
+func (r *runner) setShare(ref graph.Ref, s pond.Share) {
+	r.touch(shareValue, ref, true)
+	r.shares[ref] = s
 }
 
 // appender is a wire type that encodes itself onto a buffer.
@@ -122,40 +264,79 @@ func (r *runner) releaseShare(s pond.Share) {
 // share returns the player's share of ref, expanding it from its seed on
 // first use if it arrived as one.
 func (r *runner) share(ref graph.Ref) (pond.Share, error) {
+	r.touch(shareValue, ref, false)
 	if s, ok := r.shares[ref]; ok {
 		return s, nil
 	}
-	seed, ok := r.seeds[ref]
+	seeded, ok := r.seeds[ref]
 	if !ok {
 		return nil, fmt.Errorf("no share of %s on %q (plan bug)", ref, r.player)
 	}
 	s := r.shareBuf(ref.Shape().Size())
-	pond.SeedShare(s, seed, r.domain(ref))
+	parallel(len(s), func(lo, hi int) { seeded.ExpandAt(s[lo:hi], lo) })
 	r.shares[ref] = s
 	delete(r.seeds, ref)
 	return s, nil
 }
 
-// callStep runs an input or local function on its player. owned[i] says
-// that input i has no later use on this player, so the function may have
-// the engine's copy instead of a fresh one.
+// rangeAlign is the alignment of the ranges a large tensor is split into
+// across cores: 8 KiB of words, even as pond's ...At functions need, and
+// on page boundaries so that no two cores write one cache line.
+const rangeAlign = 1024
+
+// parallel calls f on disjoint ranges [lo, hi) that cover [0, n), on up
+// to GOMAXPROCS cores when n is large (internal/par), and returns when
+// all calls have. Package pond computes ranges; the session, which owns
+// goroutines, decides how to split.
+func parallel(n int, f func(lo, hi int)) { par.For(n, rangeAlign, f) }
+
+// parallelErr is parallel for work that may fail: it returns the error of
+// the first range, in tensor order, that failed.
+func parallelErr(n int, f func(lo, hi int) error) error {
+	var (
+		mu      sync.Mutex
+		first   error
+		firstLo int
+	)
+	parallel(n, func(lo, hi int) {
+		if err := f(lo, hi); err != nil {
+			mu.Lock()
+			if first == nil || lo < firstLo {
+				first, firstLo = err, lo
+			}
+			mu.Unlock()
+		}
+	})
+	return first
+}
+
+// callStep runs an input or local function on its player. An input whose
+// read is its last use on the player is handed to the function as it is;
+// any other is copied, since the function may modify what it gets.
 type callStep struct {
-	node  *graph.Node
-	owned []bool
+	lastUse
+	node *graph.Node
 }
 
 func (s *callStep) String() string { return fmt.Sprintf("call %s", s.node) }
+
+func (s *callStep) reads() []value  { return values(publicValue, s.node.Inputs()...) }
+func (s *callStep) writes() []value { return values(publicValue, outputs(s.node)...) }
 
 func (s *callStep) exec(ctx context.Context, r *runner) error {
 	n := s.node
 	ins := make([]*tensor.Dense, len(n.Inputs()))
 	for i, in := range n.Inputs() {
-		v, ok := r.public[in]
-		if !ok {
-			return fmt.Errorf("%s: input %s missing (plan bug)", n, in)
-		}
-		if !s.owned[i] {
+		var v []float64
+		var err error
+		if s.isLast(i) {
+			v, err = r.takePublic(in)
+		} else {
+			v, err = r.publicTensor(in)
 			v = slices.Clone(v)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: input %s: %w", n, in, err)
 		}
 		ins[i] = tensor.New(tensor.WithShape(shapeOf(in.Shape())...), tensor.WithBacking(v))
 	}
@@ -172,7 +353,7 @@ func (s *callStep) exec(ctx context.Context, r *runner) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", ref, err)
 		}
-		r.public[ref] = data
+		r.setPublic(ref, data)
 	}
 	return nil
 }
@@ -214,6 +395,7 @@ func sameShape(got tensor.Shape, want graph.Shape) bool {
 // shareStep encodes one private input tensor on its owner and sends the
 // seed to one server and the masked tensor to the other.
 type shareStep struct {
+	lastUse
 	ref                  graph.Ref
 	seedTo, maskedTo     string
 	seedEdge, maskedEdge uint64
@@ -223,15 +405,38 @@ func (s *shareStep) String() string {
 	return fmt.Sprintf("share %s: seed -> %s (edge %d), masked -> %s (edge %d)", s.ref, s.seedTo, s.seedEdge, s.maskedTo, s.maskedEdge)
 }
 
+func (s *shareStep) reads() []value  { return values(publicValue, s.ref) }
+func (s *shareStep) writes() []value { return nil }
+
 func (s *shareStep) exec(ctx context.Context, r *runner) error {
-	x := r.public[s.ref]
-	delete(r.public, s.ref) // the plaintext goes no further
+	var x []float64
+	var err error
+	if s.isLast(0) {
+		x, err = r.takePublic(s.ref) // the plaintext goes no further
+	} else {
+		x, err = r.publicTensor(s.ref)
+	}
+	if err != nil {
+		return err
+	}
+	seed, err := pond.NewSeed(r.rng)
+	if err != nil {
+		return fmt.Errorf("private input %s: %w", s.ref, err)
+	}
 	// The masked share is computed straight into the message when the
 	// machine's byte order allows, saving a copy of the whole tensor.
 	b, masked := r.shareMessage(len(x))
-	seed, err := r.proto.EncodeAndShare(r.rng, r.domain(s.ref), masked, x)
+	d := r.domain(s.ref)
+	err = parallelErr(len(x), func(lo, hi int) error {
+		return r.proto.EncodeAndMaskAt(masked[lo:hi], x[lo:hi], seed, d, lo)
+	})
 	if err != nil {
-		r.pool.putBytes(b)
+		clear(masked)
+		if b != nil {
+			r.pool.putBytes(b)
+		} else {
+			r.pool.putUint64s(masked)
+		}
 		return fmt.Errorf("private input %s: %w", s.ref, err)
 	}
 	if b == nil {
@@ -240,6 +445,7 @@ func (s *shareStep) exec(ctx context.Context, r *runner) error {
 		r.pool.putUint64s(masked)
 	}
 	if err := r.send(ctx, s.seedTo, s.seedEdge, pond.SeedSize, seed); err != nil {
+		r.pool.putBytes(b)
 		return err
 	}
 	if err := r.t.SendOwned(ctx, s.maskedTo, r.key(s.maskedEdge), b); err != nil {
@@ -306,6 +512,7 @@ func (r *runner) recvShare(ctx context.Context, from string, edge uint64, want i
 // the seed until used. A sum adds the expanded stream straight into its
 // result; any other use expands it into a tensor (see runner.share).
 type recvSeedStep struct {
+	lastUse
 	ref  graph.Ref
 	from string
 	edge uint64
@@ -315,17 +522,21 @@ func (s *recvSeedStep) String() string {
 	return fmt.Sprintf("recv seed of %s from %s (edge %d)", s.ref, s.from, s.edge)
 }
 
+func (s *recvSeedStep) reads() []value  { return nil }
+func (s *recvSeedStep) writes() []value { return values(shareValue, s.ref) }
+
 func (s *recvSeedStep) exec(ctx context.Context, r *runner) error {
 	var seed pond.Seed
 	if err := r.recv(ctx, s.from, s.edge, &seed); err != nil {
 		return err
 	}
-	r.seeds[s.ref] = seed
+	r.setSeeded(s.ref, pond.SeededShare{Seed: seed, Domain: r.domain(s.ref)})
 	return nil
 }
 
 // recvMaskedStep receives an input's masked tensor on a server: its share.
 type recvMaskedStep struct {
+	lastUse
 	ref  graph.Ref
 	from string
 	edge uint64
@@ -335,19 +546,28 @@ func (s *recvMaskedStep) String() string {
 	return fmt.Sprintf("recv masked %s from %s (edge %d)", s.ref, s.from, s.edge)
 }
 
+func (s *recvMaskedStep) reads() []value  { return nil }
+func (s *recvMaskedStep) writes() []value { return values(shareValue, s.ref) }
+
 func (s *recvMaskedStep) exec(ctx context.Context, r *runner) error {
 	share, err := r.recvShare(ctx, s.from, s.edge, s.ref.Shape().Size())
 	if err != nil {
 		return fmt.Errorf("masked %s: %w", s.ref, err)
 	}
-	r.shares[s.ref] = share
+	r.setShare(s.ref, share)
 	return nil
 }
 
 // linearStep computes add-n, sub or neg on a server's shares: no messages.
-type linearStep struct{ node *graph.Node }
+type linearStep struct {
+	lastUse
+	node *graph.Node
+}
 
 func (s *linearStep) String() string { return fmt.Sprintf("local %s", s.node) }
+
+func (s *linearStep) reads() []value  { return values(shareValue, s.node.Inputs()...) }
+func (s *linearStep) writes() []value { return values(shareValue, graph.Ref{Node: s.node}) }
 
 func (s *linearStep) exec(ctx context.Context, r *runner) error {
 	if s.node.Kind() == graph.KindAddN {
@@ -370,7 +590,7 @@ func (s *linearStep) exec(ctx context.Context, r *runner) error {
 	case graph.KindNeg:
 		ops.Neg(dst, ins[0])
 	}
-	r.shares[graph.Ref{Node: s.node}] = dst
+	r.setShare(graph.Ref{Node: s.node}, dst)
 	return nil
 }
 
@@ -379,14 +599,10 @@ func (s *linearStep) exec(ctx context.Context, r *runner) error {
 // no seeded share is ever written out whole.
 func (s *linearStep) addN(r *runner) error {
 	var xs [][]uint64
-	type seeded struct {
-		seed pond.Seed
-		d    pond.Domain
-	}
-	var streams []seeded
+	var streams []pond.SeededShare
 	for _, in := range s.node.Inputs() {
-		if seed, ok := r.seeds[in]; ok {
-			streams = append(streams, seeded{seed, r.domain(in)})
+		if seeded, ok := r.seeded(in); ok {
+			streams = append(streams, seeded)
 			continue
 		}
 		sh, err := r.share(in)
@@ -396,28 +612,30 @@ func (s *linearStep) addN(r *runner) error {
 		xs = append(xs, sh)
 	}
 	// The result is computed inside a message buffer, so that sending it
-	// to the output player later needs no copy.
+	// to the output player later needs no copy. Each core sums its range
+	// of every operand, then adds the streams' words of that range.
 	dst := r.messageShare(s.node.Outputs()[0].Size())
-	par.For(len(dst), 1, func(lo, hi int) {
+	parallel(len(dst), func(lo, hi int) {
 		part := make([][]uint64, len(xs))
 		for i, x := range xs {
 			part[i] = x[lo:hi]
 		}
 		ops.AddN(dst[lo:hi], part...)
+		for _, st := range streams {
+			st.AddToAt(dst[lo:hi], lo)
+		}
 	})
-	for _, st := range streams {
-		pond.AddSeedShare(dst, st.seed, st.d)
-	}
-	r.shares[graph.Ref{Node: s.node}] = dst
+	r.setShare(graph.Ref{Node: s.node}, dst)
 	return nil
 }
 
 // mulPublicStep multiplies a server's share by a public constant and
 // truncates: locally, or interactively with server0 sending to server1.
 type mulPublicStep struct {
+	lastUse
 	node  *graph.Node
 	c     uint64
-	party int
+	party pond.Server
 	local bool
 	peer  string
 	edge  uint64
@@ -427,69 +645,95 @@ func (s *mulPublicStep) String() string {
 	switch {
 	case s.local:
 		return fmt.Sprintf("local %s (constant %g, local truncation)", s.node, s.node.Constant())
-	case s.party == 0:
+	case s.party == pond.Server0:
 		return fmt.Sprintf("local %s (constant %g), truncation: send masked share -> %s (edge %d)", s.node, s.node.Constant(), s.peer, s.edge)
 	default:
 		return fmt.Sprintf("local %s (constant %g), truncation: recv masked share from %s (edge %d)", s.node, s.node.Constant(), s.peer, s.edge)
 	}
 }
 
+func (s *mulPublicStep) reads() []value  { return values(shareValue, s.node.Inputs()[0]) }
+func (s *mulPublicStep) writes() []value { return values(shareValue, graph.Ref{Node: s.node}) }
+
+// exec multiplies and truncates a range at a time, on several cores for
+// a large tensor: each core reads its range of the product while it is
+// still in its cache.
 func (s *mulPublicStep) exec(ctx context.Context, r *runner) error {
-	in := s.node.Inputs()[0]
-	x, err := r.share(in)
+	x, err := r.share(s.node.Inputs()[0])
 	if err != nil {
 		return err
 	}
-	prod := r.shareBuf(len(x))
+	n := len(x)
+	prod := pond.Product(r.shareBuf(n))
 	defer r.pool.putUint64s(prod)
-	pond.MulPublic(prod, x, s.c)
-	out := r.shareBuf(len(x))
+	out := r.shareBuf(n)
 	ref := graph.Ref{Node: s.node}
-	r.shares[ref] = out // released with the iteration, even on error
-	msg := pond.TruncationMessage{Masked: r.shareBuf(len(x))[:0]}
-	defer func() { r.pool.putUint64s(msg.Masked) }()
+	r.setShare(ref, out) // released with the iteration, even on error
+	d := r.domain(ref)
 	switch {
 	case s.local:
-		r.proto.TruncateLocal(s.party, out, prod)
-	case s.party == 0:
-		if err := r.proto.TruncateSend(r.rng, r.domain(ref), out, prod, &msg); err != nil {
+		parallel(n, func(lo, hi int) {
+			pond.MulPublic(prod[lo:hi], x[lo:hi], s.c)
+			r.proto.TruncateLocal(s.party, out[lo:hi], prod[lo:hi])
+		})
+	case s.party == pond.Server0:
+		mask, err := pond.NewSeed(r.rng)
+		if err != nil {
 			return err
 		}
-		if err := r.send(ctx, s.peer, s.edge, pond.SeedSize+8+8*len(out), &msg); err != nil {
+		fresh, err := pond.NewSeed(r.rng)
+		if err != nil {
+			return err
+		}
+		msg := pond.TruncationMessage{Seed: fresh, Masked: pond.Masked(r.shareBuf(n))}
+		defer r.pool.putUint64s(msg.Masked)
+		parallel(n, func(lo, hi int) {
+			pond.MulPublic(prod[lo:hi], x[lo:hi], s.c)
+			r.proto.TruncateSendAt(out[lo:hi], msg.Masked[lo:hi], prod[lo:hi], mask, fresh, d, lo)
+		})
+		if err := r.send(ctx, s.peer, s.edge, pond.SeedSize+8+8*n, &msg); err != nil {
 			return err
 		}
 	default:
+		msg := pond.TruncationMessage{Masked: pond.Masked(r.shareBuf(n))[:0]}
+		defer func() { r.pool.putUint64s(msg.Masked) }() // the buffer the message was decoded into
 		if err := r.recv(ctx, s.peer, s.edge, &msg); err != nil {
 			return err
 		}
-		if err := r.proto.TruncateReceive(r.domain(ref), out, prod, &msg); err != nil {
-			return fmt.Errorf("%s: %w", s.node, err)
+		if len(msg.Masked) != n {
+			return fmt.Errorf("%s: truncation message from %q has %d elements, want %d", s.node, s.peer, len(msg.Masked), n)
 		}
+		parallel(n, func(lo, hi int) {
+			pond.MulPublic(prod[lo:hi], x[lo:hi], s.c)
+			r.proto.TruncateReceiveAt(out[lo:hi], prod[lo:hi], msg.Masked[lo:hi], msg.Seed, d, lo)
+		})
 	}
 	return nil
 }
 
-// sendShareStep sends a server's share to the output player. last says
-// that no later step of the server uses the share.
+// sendShareStep sends a server's share to the output player. At the
+// share's last use it hands over the message the share was computed in,
+// if it was.
 type sendShareStep struct {
+	lastUse
 	ref  graph.Ref
 	to   string
 	edge uint64
-	last bool
 }
 
 func (s *sendShareStep) String() string {
 	return fmt.Sprintf("send share of %s -> %s (edge %d)", s.ref, s.to, s.edge)
 }
 
+func (s *sendShareStep) reads() []value  { return values(shareValue, s.ref) }
+func (s *sendShareStep) writes() []value { return nil }
+
 func (s *sendShareStep) exec(ctx context.Context, r *runner) error {
 	sh, err := r.share(s.ref)
 	if err != nil {
 		return err
 	}
-	if s.last && len(sh) > 0 {
-		// The share is not used again here: hand over the message it was
-		// computed in, if it was.
+	if s.isLast(0) && len(sh) > 0 {
 		if b, ok := r.backing[&sh[0]]; ok {
 			delete(r.backing, &sh[0])
 			delete(r.shares, s.ref)
@@ -503,8 +747,10 @@ func (s *sendShareStep) exec(ctx context.Context, r *runner) error {
 }
 
 // revealStep receives both servers' shares of every output tensor on the
-// output player, reveals them and calls the output function.
+// output player, reveals them and calls the output function. The shares
+// it receives are its own locals, no values of the player.
 type revealStep struct {
+	lastUse
 	node    *graph.Node
 	targets []revealTarget
 	servers [2]string
@@ -526,8 +772,11 @@ func (s *revealStep) String() string {
 	return string(b)
 }
 
+func (s *revealStep) reads() []value  { return nil }
+func (s *revealStep) writes() []value { return nil }
+
 func (s *revealStep) exec(ctx context.Context, r *runner) error {
-	values := make([]*tensor.Dense, len(s.targets))
+	revealed := make([]*tensor.Dense, len(s.targets))
 	for i, t := range s.targets {
 		n := t.ref.Shape().Size()
 		s0, err := r.recvShare(ctx, s.servers[0], s.edges[i][0], n)
@@ -544,49 +793,57 @@ func (s *revealStep) exec(ctx context.Context, r *runner) error {
 			divisor = t.divisor // a division done in the clear, after the reveal
 		}
 		out := make([]float64, n)
-		err = r.proto.RevealQuotient(out, s0, s1, divisor)
+		err = parallelErr(n, func(lo, hi int) error {
+			return r.proto.RevealQuotient(out[lo:hi], s0[lo:hi], s1[lo:hi], divisor)
+		})
 		r.releaseShare(s0)
 		r.releaseShare(s1)
 		if err != nil {
 			return fmt.Errorf("%s: %w", t.ref, err)
 		}
-		values[i] = tensor.New(tensor.WithShape(shapeOf(s.node.Inputs()[i].Shape())...), tensor.WithBacking(out))
+		revealed[i] = tensor.New(tensor.WithShape(shapeOf(s.node.Inputs()[i].Shape())...), tensor.WithBacking(out))
 	}
-	if err := s.node.OutputFunc()(ctx, values); err != nil {
+	if err := s.node.OutputFunc()(ctx, revealed); err != nil {
 		return fmt.Errorf("%s: %w", s.node, err)
 	}
 	return nil
 }
 
 // sendPublicStep sends a public tensor to another player. The tensor is
-// encoded once for all its receivers; last says that no later step sends
-// it, so the encoding goes with this message instead of being copied.
+// encoded once for all its receivers; at the encoding's last use the
+// encoding goes with the message instead of being copied.
 type sendPublicStep struct {
+	lastUse
 	ref  graph.Ref
 	to   string
 	edge uint64
-	last bool
 }
 
 func (s *sendPublicStep) String() string {
 	return fmt.Sprintf("send public %s -> %s (edge %d)", s.ref, s.to, s.edge)
 }
 
+// reads lists the tensor, read only to encode it, and its encoding, which
+// the first send to any player creates and the last gives away.
+func (s *sendPublicStep) reads() []value {
+	return []value{{publicValue, s.ref}, {wireValue, s.ref}}
+}
+func (s *sendPublicStep) writes() []value { return values(wireValue, s.ref) }
+
 func (s *sendPublicStep) exec(ctx context.Context, r *runner) error {
-	b, ok := r.wire[s.ref]
+	b, ok := r.encoded(s.ref)
 	if !ok {
-		v, ok := r.public[s.ref]
-		if !ok {
-			return fmt.Errorf("public %s missing on %q (plan bug)", s.ref, r.player)
+		v, err := r.publicTensor(s.ref)
+		if err != nil {
+			return err
 		}
 		t := &publicTensor{Shape: s.ref.Shape(), Data: v}
-		var err error
 		if b, err = t.AppendBinary(r.pool.byteBuf(t.size())); err != nil {
 			return err
 		}
-		r.wire[s.ref] = b // encoded once, however many players it goes to
+		r.setEncoded(s.ref, b) // encoded once, however many players it goes to
 	}
-	if !s.last {
+	if !s.isLast(1) {
 		return r.sendBytes(ctx, s.to, s.edge, b)
 	}
 	delete(r.wire, s.ref)
@@ -598,6 +855,7 @@ func (s *sendPublicStep) exec(ctx context.Context, r *runner) error {
 
 // recvPublicStep receives a public tensor from its holder.
 type recvPublicStep struct {
+	lastUse
 	ref  graph.Ref
 	from string
 	edge uint64
@@ -606,6 +864,9 @@ type recvPublicStep struct {
 func (s *recvPublicStep) String() string {
 	return fmt.Sprintf("recv public %s from %s (edge %d)", s.ref, s.from, s.edge)
 }
+
+func (s *recvPublicStep) reads() []value  { return nil }
+func (s *recvPublicStep) writes() []value { return values(publicValue, s.ref) }
 
 func (s *recvPublicStep) exec(ctx context.Context, r *runner) error {
 	b, err := r.t.Recv(ctx, s.from, r.key(s.edge))
@@ -619,6 +880,6 @@ func (s *recvPublicStep) exec(ctx context.Context, r *runner) error {
 	if !t.Shape.Equal(s.ref.Shape()) {
 		return fmt.Errorf("public %s from %q has shape %v, want %v", s.ref, s.from, t.Shape, s.ref.Shape())
 	}
-	r.public[s.ref] = t.Data
+	r.setPublic(s.ref, t.Data)
 	return nil
 }

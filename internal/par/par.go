@@ -1,4 +1,6 @@
-// Package par splits element-wise work on large tensors across cores.
+// Package par splits element-wise work on large tensors across cores. It
+// starts goroutines, so only package session, which owns goroutines,
+// uses it; protocol code computes ranges and stays sequential.
 package par
 
 import (

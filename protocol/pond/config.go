@@ -1,6 +1,7 @@
 package pond
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -99,3 +100,57 @@ func (c Config) Bound() float64 { return math.Ldexp(1, c.IntBits) }
 
 // Resolution returns the value of one unit in the last place, 2^-FracBits.
 func (c Config) Resolution() float64 { return math.Ldexp(1, -c.FracBits) }
+
+// configVersion is the first byte of a Config's encoding. Change it, and
+// the encoding, whenever a field is added.
+const configVersion = 1
+
+// configSize is the length of a Config's encoding: the version, then four
+// uint32 fields.
+const configSize = 1 + 4*4
+
+// AppendBinary appends the canonical encoding of c to b: a version byte,
+// then FracBits, IntBits, StatGap and Truncation as little-endian uint32s,
+// with the defaults filled in, so that two configurations encode alike
+// exactly when they compute alike (Config{} and the defaults spelt out,
+// say). Package session hashes it into a plan's fingerprint, so that hosts
+// configured differently refuse to run together instead of computing
+// garbage.
+func (c Config) AppendBinary(b []byte) ([]byte, error) {
+	c = c.withDefaults()
+	b = append(b, configVersion)
+	for _, v := range [...]int{c.FracBits, c.IntBits, c.StatGap, int(c.Truncation)} {
+		b = binary.LittleEndian.AppendUint32(b, uint32(v))
+	}
+	return b, nil
+}
+
+// MarshalBinary returns the canonical encoding of c (see AppendBinary).
+func (c Config) MarshalBinary() ([]byte, error) {
+	return c.AppendBinary(make([]byte, 0, configSize))
+}
+
+// UnmarshalBinary decodes a configuration encoded by AppendBinary and
+// checks it as New does.
+func (c *Config) UnmarshalBinary(data []byte) error {
+	if len(data) != configSize {
+		return fmt.Errorf("%w: config of %d bytes, want %d", ErrWire, len(data), configSize)
+	}
+	if data[0] != configVersion {
+		return fmt.Errorf("%w: config encoding version %d, want %d", ErrWire, data[0], configVersion)
+	}
+	var f [4]int
+	for i := range f {
+		v := binary.LittleEndian.Uint32(data[1+4*i:])
+		if v > math.MaxInt32 {
+			return fmt.Errorf("%w: config field %d is %d", ErrWire, i, v)
+		}
+		f[i] = int(v)
+	}
+	got := Config{FracBits: f[0], IntBits: f[1], StatGap: f[2], Truncation: Truncation(f[3])}
+	if err := got.validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrWire, err)
+	}
+	*c = got
+	return nil
+}

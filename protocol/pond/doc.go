@@ -5,6 +5,21 @@
 // Everything here is a pure local step: a function of one player's inputs
 // that returns what that player sends. There are no sockets, goroutines or
 // clocks; randomness is an io.Reader passed in. Package session runs the
-// steps and carries the messages. See README.md in this directory for the
-// map from Pond's steps to this code, the numbers and the error bounds.
+// steps, carries the messages and splits large tensors across cores: the
+// steps that touch every element have an ...At form (ExpandAt,
+// EncodeAndMaskAt, TruncateSendAt, ...) that computes one range of a
+// tensor, and calls on disjoint ranges together compute the whole.
+//
+// The values a server holds have distinct types where mixing them is a
+// bug: a Share is at the fixed-point scale; a Product (what MulPublic
+// leaves) awaits truncation; a Masked tensor is no share at all; a
+// SeededShare is a share held as its seed. A server's role is a Server,
+// not a number.
+//
+// The representable range is |x| < 2^IntBits (1024 by default) at a
+// resolution of 2^-FracBits (2^-16). Each fractional bit added costs two
+// integer bits, as a product carries twice the fractional bits: 20
+// fractional bits leave |x| < 4. See Config, and README.md in this
+// directory for the map from Pond's steps to this code, the numbers and
+// the error bounds.
 package pond

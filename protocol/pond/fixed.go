@@ -1,6 +1,7 @@
 package pond
 
 import (
+	"errors"
 	"fmt"
 	"math"
 )
@@ -51,16 +52,21 @@ func (p *Protocol) Decode(dst []float64, x []uint64) {
 	}
 }
 
-// EncodeConstant encodes a public constant for MulPublic. It fails when c
-// is not finite, out of range, or so small in magnitude that it encodes to
-// zero.
+// ErrConstant is wrapped by every error of EncodeConstant: a public
+// constant that the configuration cannot hold.
+var ErrConstant = errors.New("pond: constant does not fit the fixed-point configuration")
+
+// EncodeConstant encodes a public constant for MulPublic. It fails, with
+// an error wrapping ErrConstant, when c is not finite, out of range
+// (|c| ≥ 2^IntBits), or so small in magnitude that it encodes to zero
+// (|c| ≤ 2^-(FracBits+1)).
 func (p *Protocol) EncodeConstant(c float64) (uint64, error) {
 	var e [1]uint64
 	if err := p.Encode(e[:], []float64{c}); err != nil {
-		return 0, fmt.Errorf("pond: constant %g: %w", c, err)
+		return 0, fmt.Errorf("%w: %g is outside the fixed-point range (-%g, %g)", ErrConstant, c, p.bound, p.bound)
 	}
 	if e[0] == 0 && c != 0 {
-		return 0, fmt.Errorf("pond: constant %g is below the fixed-point resolution %g and would encode to zero", c, p.cfg.Resolution())
+		return 0, fmt.Errorf("%w: %g is below the fixed-point resolution %g and would encode to zero", ErrConstant, c, p.cfg.Resolution())
 	}
 	return e[0], nil
 }

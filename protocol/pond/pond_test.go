@@ -126,21 +126,22 @@ func mulAndTruncate(t testing.TB, p *Protocol, rng *mrand.ChaCha8, x []float64, 
 	s0 := make(Share, len(x))
 	SeedShare(s0, seed, d)
 
-	MulPublic(s0, s0, cc)
-	MulPublic(s1, s1, cc)
+	p0, p1 := Product(s0), Product(s1) // in place: the shares are not used again
+	MulPublic(p0, s0, cc)
+	MulPublic(p1, s1, cc)
 	t0, t1 := make(Share, len(x)), make(Share, len(x))
 	switch p.Config().Truncation {
 	case Interactive:
 		var msg TruncationMessage
-		require.NoError(t, p.TruncateSend(rng, d, t0, s0, &msg))
+		require.NoError(t, p.TruncateSend(rng, d, t0, p0, &msg))
 		wire, err := msg.MarshalBinary()
 		require.NoError(t, err)
 		var got TruncationMessage
 		require.NoError(t, got.UnmarshalBinary(wire))
-		require.NoError(t, p.TruncateReceive(d, t1, s1, &got))
+		require.NoError(t, p.TruncateReceive(d, t1, p1, &got))
 	case Local:
-		p.TruncateLocal(0, t0, s0)
-		p.TruncateLocal(1, t1, s1)
+		p.TruncateLocal(Server0, t0, p0)
+		p.TruncateLocal(Server1, t1, p1)
 	}
 	out := make([]float64, len(x))
 	require.NoError(t, p.Reveal(out, t0, t1))
@@ -229,7 +230,7 @@ func TestWireRoundTrip(t *testing.T) {
 	require.NoError(t, got.UnmarshalBinary(b))
 	assert.Equal(t, s, got)
 
-	m := TruncationMessage{Masked: s}
+	m := TruncationMessage{Masked: Masked(s)}
 	m.Seed[0], m.Seed[31] = 7, 9
 	b, err = m.MarshalBinary()
 	require.NoError(t, err)
@@ -260,7 +261,7 @@ func FuzzShareUnmarshal(f *testing.F) {
 }
 
 func FuzzTruncationMessageUnmarshal(f *testing.F) {
-	m := TruncationMessage{Masked: Share{5}}
+	m := TruncationMessage{Masked: Masked{5}}
 	b, _ := m.MarshalBinary()
 	f.Add(b)
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -285,7 +286,7 @@ func BenchmarkExpand(b *testing.B) {
 func BenchmarkInteractiveTruncation(b *testing.B) {
 	p := newProtocol(b, Config{})
 	n := 407050
-	x0, x1, t0, t1 := make(Share, n), make(Share, n), make(Share, n), make(Share, n)
+	x0, x1, t0, t1 := make(Product, n), make(Product, n), make(Share, n), make(Share, n)
 	var msg TruncationMessage
 	rng := newTestRand(1)
 	b.SetBytes(8 * int64(n))

@@ -9,7 +9,6 @@ import (
 	"io"
 
 	"github.com/shareflow/shareflow/internal/le"
-	"github.com/shareflow/shareflow/internal/par"
 	"github.com/shareflow/shareflow/ops"
 )
 
@@ -122,24 +121,30 @@ func (m maskStream) read(dst []uint64) {
 // Expand fills dst with the mask stream of seed in domain d: AES-256 in
 // counter mode under a key derived from both, read as little-endian
 // uint64s. The same seed and domain always give the same stream.
-func Expand(dst []uint64, seed Seed, d Domain) {
-	par.For(len(dst), maskChunk, func(lo, hi int) {
-		newMaskStreamAt(seed, d, lo).read(dst[lo:hi])
-	})
+func Expand(dst []uint64, seed Seed, d Domain) { ExpandAt(dst, seed, d, 0) }
+
+// ExpandAt fills dst with words [off, off+len(dst)) of the mask stream of
+// seed in domain d. Calls on disjoint ranges together fill what one
+// Expand of the whole tensor fills, so a caller may split a large tensor
+// across cores. off must be even (an AES block holds two words).
+func ExpandAt(dst []uint64, seed Seed, d Domain, off int) {
+	newMaskStreamAt(seed, d, off).read(dst)
 }
 
 // AddExpand adds the mask stream of seed in domain d to dst, word by word
 // mod 2^64: dst + Expand(seed, d) without materializing the stream, which
 // is produced a cache-sized chunk at a time.
-func AddExpand(dst []uint64, seed Seed, d Domain) {
-	par.For(len(dst), maskChunk, func(lo, hi int) {
-		m := newMaskStreamAt(seed, d, lo)
-		chunk := make([]uint64, min(hi-lo, maskChunk))
-		for part := dst[lo:hi]; len(part) > 0; {
-			c := chunk[:min(len(part), len(chunk))]
-			m.read(c)
-			ops.AddTo(part[:len(c)], c)
-			part = part[len(c):]
-		}
-	})
+func AddExpand(dst []uint64, seed Seed, d Domain) { AddExpandAt(dst, seed, d, 0) }
+
+// AddExpandAt adds words [off, off+len(dst)) of the mask stream of seed in
+// domain d to dst, as AddExpand does for a whole tensor. off must be even.
+func AddExpandAt(dst []uint64, seed Seed, d Domain, off int) {
+	m := newMaskStreamAt(seed, d, off)
+	chunk := make([]uint64, min(len(dst), maskChunk)) // used while in the L1 cache
+	for len(dst) > 0 {
+		c := chunk[:min(len(dst), len(chunk))]
+		m.read(c)
+		ops.AddTo(dst[:len(c)], c)
+		dst = dst[len(c):]
+	}
 }

@@ -9,8 +9,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/shareflow/shareflow/internal/par"
 )
 
 // referenceStream is the mask stream as specified, computed the plain way:
@@ -30,12 +28,11 @@ func referenceStream(t *testing.T, n int, seed Seed, d Domain) []uint64 {
 }
 
 // The mask stream is produced a chunk at a time; whatever the length and
-// however it is read, it is the one AES-CTR stream.
+// however it is read or split into ranges, it is the one AES-CTR stream.
 func TestMaskStreamChunking(t *testing.T) {
 	seed := Seed{1, 2, 3}
 	d := Domain{Session: "chunks", Iteration: 2, Tensor: 5, Purpose: PurposeInput}
-	// The last length is split across cores (see par.For).
-	for _, n := range []int{0, 1, 3, maskChunk - 1, maskChunk, maskChunk + 1, 3*maskChunk + 5, 2*par.Min + 3} {
+	for _, n := range []int{0, 1, 3, maskChunk - 1, maskChunk, maskChunk + 1, 3*maskChunk + 5} {
 		want := referenceStream(t, n, seed, d)
 
 		got := make([]uint64, n)
@@ -59,16 +56,36 @@ func TestMaskStreamChunking(t *testing.T) {
 		for i := range sum {
 			require.Equal(t, base[i]+want[i], sum[i], "AddExpand, word %d of %d", i, n)
 		}
+
+		// in ranges at even offsets, as a caller splitting across cores does
+		ranged := make([]uint64, n)
+		rangedSum := append([]uint64(nil), base...)
+		for _, r := range evenRanges(n) {
+			ExpandAt(ranged[r[0]:r[1]], seed, d, r[0])
+			AddExpandAt(rangedSum[r[0]:r[1]], seed, d, r[0])
+		}
+		assert.Equal(t, want, ranged, "ExpandAt in ranges, %d words", n)
+		assert.Equal(t, sum, rangedSum, "AddExpandAt in ranges, %d words", n)
 	}
+	assert.Panics(t, func() { ExpandAt(make([]uint64, 2), seed, d, 3) }, "an odd offset is not on a block")
 }
 
-// EncodeAndShare works chunk by chunk, and on large tensors on several
-// cores; a bad element past the first chunk is still named by its index in
-// the whole tensor, the first of several is the one named, and the
-// half-written share is cleared.
+// evenRanges splits [0, n) into uneven ranges that start at even offsets.
+func evenRanges(n int) [][2]int {
+	var out [][2]int
+	for lo, size := 0, 2; lo < n; lo, size = lo+size, size*5 {
+		out = append(out, [2]int{lo, min(lo+size, n)})
+	}
+	return out
+}
+
+// EncodeAndShare works chunk by chunk; split into ranges with one seed,
+// EncodeAndMaskAt computes the same share, a bad element past the first
+// chunk or range is named by its index in the whole tensor, and a failed
+// EncodeAndShare clears the half-written share.
 func TestEncodeAndShareAcrossChunks(t *testing.T) {
 	p := newProtocol(t, Config{})
-	n := 2*par.Min + 7
+	n := 5*maskChunk + 7
 	x := make([]float64, n)
 	for i := range x {
 		x[i] = float64(i%97) - 48.25
@@ -84,6 +101,12 @@ func TestEncodeAndShareAcrossChunks(t *testing.T) {
 	p.Decode(got, sum)
 	assert.Equal(t, x, got, "masked + seed share decodes to x (all values exact in 16 fractional bits)")
 
+	ranged := make(Share, n)
+	for _, r := range evenRanges(n) {
+		require.NoError(t, p.EncodeAndMaskAt(ranged[r[0]:r[1]], x[r[0]:r[1]], seed, d, r[0]))
+	}
+	assert.Equal(t, masked, ranged, "ranges with one seed make one share")
+
 	x[n-2] = math.NaN()
 	x[maskChunk+3] = math.Inf(-1)
 	_, err = p.EncodeAndShare(newTestRand(4), d, masked, x)
@@ -96,4 +119,8 @@ func TestEncodeAndShareAcrossChunks(t *testing.T) {
 	_, err = p.EncodeAndShare(newTestRand(5), d, masked, x)
 	require.ErrorAs(t, err, &re)
 	assert.Equal(t, n-2, re.Index)
+
+	lo := (n - 10) &^ 1 // an even offset
+	require.ErrorAs(t, p.EncodeAndMaskAt(masked[lo:], x[lo:], seed, d, lo), &re)
+	assert.Equal(t, n-2, re.Index, "an index in the whole tensor, not in the range")
 }

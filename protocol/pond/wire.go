@@ -78,12 +78,33 @@ func (s *Seed) UnmarshalBinary(data []byte) error {
 	return nil
 }
 
+// Masked is a tensor hidden under a one-time mask, as server0 sends it in
+// interactive truncation: alone it is (statistically) uniform, and it is
+// no share of anything, only an input to the step it was sent for. It is a
+// type of its own so that the compiler refuses to use it as a Share. On
+// the wire it is encoded as a Share.
+type Masked []uint64
+
+// AppendBinary appends the encoding of m to b.
+func (m Masked) AppendBinary(b []byte) ([]byte, error) { return Share(m).AppendBinary(b) }
+
+// MarshalBinary encodes m.
+func (m Masked) MarshalBinary() ([]byte, error) { return Share(m).MarshalBinary() }
+
+// UnmarshalBinary decodes data into m, reusing its storage when it can.
+func (m *Masked) UnmarshalBinary(data []byte) error {
+	s := Share(*m)
+	err := s.UnmarshalBinary(data)
+	*m = Masked(s)
+	return err
+}
+
 // TruncationMessage is what server0 sends server1 in interactive
 // truncation: its masked share and the seed of server1's fresh share. On
 // the wire: the seed, then Masked as a Share.
 type TruncationMessage struct {
 	Seed   Seed
-	Masked Share
+	Masked Masked
 }
 
 // AppendBinary appends the encoding of m to b.
