@@ -14,24 +14,24 @@ import (
 // server its share. The servers open e = x − a and f = y − b to each
 // other and compute their shares of x·y = c + e·b + a·f + e·f locally.
 
-// Product is the kind of private product a triple serves.
-type Product uint8
+// ProductKind is the kind of private product a triple serves.
+type ProductKind uint8
 
 // The products.
 const (
 	// ProductMul is the element-wise product x·y of two tensors of N
 	// elements each.
-	ProductMul Product = 1
+	ProductMul ProductKind = 1
 	// ProductMatMul is the matrix product of x (M×K) and y (K×N), both
 	// row-major.
-	ProductMatMul Product = 2
+	ProductMatMul ProductKind = 2
 	// ProductSquare is the element-wise square x·x of a tensor of N
 	// elements. Its triple is a square pair (a, a²): no b, no f.
-	ProductSquare Product = 3
+	ProductSquare ProductKind = 3
 )
 
 // String names the product.
-func (p Product) String() string {
+func (p ProductKind) String() string {
 	switch p {
 	case ProductMul:
 		return "mul"
@@ -40,7 +40,7 @@ func (p Product) String() string {
 	case ProductSquare:
 		return "square"
 	}
-	return fmt.Sprintf("Product(%d)", int(p))
+	return fmt.Sprintf("ProductKind(%d)", int(p))
 }
 
 // The purposes of the mask streams of triples: a seed of server0 expands
@@ -74,32 +74,32 @@ var ErrTripleUsed = errors.New("pond: triple already used")
 // ProductSquare only N is used (M and K are zero); for ProductMatMul x is
 // M×K, y is K×N and the product M×N.
 type TripleShape struct {
-	Product Product
+	Kind    ProductKind
 	M, K, N int
 }
 
 // MulShape is the shape of an element-wise product of n elements.
-func MulShape(n int) TripleShape { return TripleShape{Product: ProductMul, N: n} }
+func MulShape(n int) TripleShape { return TripleShape{Kind: ProductMul, N: n} }
 
 // SquareShape is the shape of an element-wise square of n elements.
-func SquareShape(n int) TripleShape { return TripleShape{Product: ProductSquare, N: n} }
+func SquareShape(n int) TripleShape { return TripleShape{Kind: ProductSquare, N: n} }
 
 // MatMulShape is the shape of the matrix product of an m×k and a k×n matrix.
 func MatMulShape(m, k, n int) TripleShape {
-	return TripleShape{Product: ProductMatMul, M: m, K: k, N: n}
+	return TripleShape{Kind: ProductMatMul, M: m, K: k, N: n}
 }
 
 // Validate reports, wrapping ErrShape, an unknown product, a dimension
 // below one, dimensions set that the product does not use, or a tensor of
 // more than MaxTripleElements.
 func (s TripleShape) Validate() error {
-	switch s.Product {
+	switch s.Kind {
 	case ProductMul, ProductSquare:
 		if s.M != 0 || s.K != 0 {
-			return fmt.Errorf("%w: %v of %d elements has M = %d and K = %d, want 0", ErrShape, s.Product, s.N, s.M, s.K)
+			return fmt.Errorf("%w: %v of %d elements has M = %d and K = %d, want 0", ErrShape, s.Kind, s.N, s.M, s.K)
 		}
 		if s.N < 1 || s.N > MaxTripleElements {
-			return fmt.Errorf("%w: %v of %d elements, want 1 to %d", ErrShape, s.Product, s.N, MaxTripleElements)
+			return fmt.Errorf("%w: %v of %d elements, want 1 to %d", ErrShape, s.Kind, s.N, MaxTripleElements)
 		}
 	case ProductMatMul:
 		if s.M < 1 || s.K < 1 || s.N < 1 {
@@ -112,22 +112,22 @@ func (s TripleShape) Validate() error {
 			}
 		}
 	default:
-		return fmt.Errorf("%w: unknown product %d", ErrShape, int(s.Product))
+		return fmt.Errorf("%w: unknown product %d", ErrShape, int(s.Kind))
 	}
 	return nil
 }
 
 // String writes the shape as mul[N], square[N] or matmul[M×K·K×N].
 func (s TripleShape) String() string {
-	if s.Product == ProductMatMul {
+	if s.Kind == ProductMatMul {
 		return fmt.Sprintf("matmul[%d×%d·%d×%d]", s.M, s.K, s.K, s.N)
 	}
-	return fmt.Sprintf("%v[%d]", s.Product, s.N)
+	return fmt.Sprintf("%v[%d]", s.Kind, s.N)
 }
 
 // XLen is the number of elements of x, and of a and e.
 func (s TripleShape) XLen() int {
-	if s.Product == ProductMatMul {
+	if s.Kind == ProductMatMul {
 		return s.M * s.K
 	}
 	return s.N
@@ -135,7 +135,7 @@ func (s TripleShape) XLen() int {
 
 // YLen is the number of elements of y, and of b and f: zero for a square.
 func (s TripleShape) YLen() int {
-	switch s.Product {
+	switch s.Kind {
 	case ProductMatMul:
 		return s.K * s.N
 	case ProductSquare:
@@ -146,7 +146,7 @@ func (s TripleShape) YLen() int {
 
 // ZLen is the number of elements of the product, and of c.
 func (s TripleShape) ZLen() int {
-	if s.Product == ProductMatMul {
+	if s.Kind == ProductMatMul {
 		return s.M * s.N
 	}
 	return s.N
@@ -217,7 +217,7 @@ func (p *Producer) Triple(rng io.Reader, d Domain, s TripleShape, to0 *TripleMes
 		expandSum(p.b, seed0, seed1, d, purposeTriple0B, purposeTriple1B)
 	}
 	c1 := resize(to1.C, s.ZLen())
-	switch s.Product {
+	switch s.Kind {
 	case ProductMul:
 		ops.Mul(c1, p.a, p.b)
 	case ProductSquare:
@@ -271,7 +271,7 @@ const (
 // not safe for concurrent use.
 type TripleShare struct {
 	shape   TripleShape
-	party   int
+	party   Server
 	state   tripleState
 	a, b, c Share
 }
@@ -279,8 +279,8 @@ type TripleShare struct {
 // Shape returns the shape of the product the triple serves.
 func (t *TripleShare) Shape() TripleShape { return t.shape }
 
-// Party returns the server that holds the share, 0 or 1.
-func (t *TripleShare) Party() int { return t.party }
+// Party returns the server that holds the share.
+func (t *TripleShare) Party() Server { return t.party }
 
 // Expand is server0's step on receiving its triple message for a product
 // of shape s in domain d (its purpose is ignored): it sets t to
@@ -323,7 +323,7 @@ func (m *TripleMessage1) Expand(t *TripleShare, d Domain, s TripleShape) error {
 
 // set readies t for a product of shape s held by party, sizing its
 // buffers.
-func (t *TripleShare) set(party int, s TripleShape) {
+func (t *TripleShare) set(party Server, s TripleShape) {
 	t.shape, t.party, t.state = s, party, tripleReady
 	t.a = resize(t.a, s.XLen())
 	t.b = resize(t.b, s.YLen())
@@ -362,7 +362,7 @@ func (t *TripleShare) Open(msg *Opening, x, y Share) error {
 
 // Finish is a server's second online step: from the opening it sent
 // (mine) and the one it received (theirs) it sets dst to its share of the
-// product x·y, of ZLen elements:
+// product x·y, of ZLen elements, awaiting truncation:
 //
 //	z_i = c_i + e·b_i + a_i·f, plus e·f on server0,
 //
@@ -375,13 +375,13 @@ func (t *TripleShare) Open(msg *Opening, x, y Share) error {
 // and the triple. It refuses, wrapping ErrWire, an opening whose sizes do not
 // fit the shape, and returns ErrTripleUsed unless the triple was opened
 // and not yet finished. dst must not overlap the openings.
-func (t *TripleShare) Finish(dst Share, mine, theirs *Opening) error {
+func (t *TripleShare) Finish(dst Product, mine, theirs *Opening) error {
 	if t.state != tripleOpened {
 		return t.stateError("finish")
 	}
 	s := t.shape
 	if len(theirs.E) != s.XLen() || len(theirs.F) != s.YLen() {
-		return fmt.Errorf("%w: opening for %v from server%d has %d elements of e and %d of f, want %d and %d",
+		return fmt.Errorf("%w: opening for %v from %v has %d elements of e and %d of f, want %d and %d",
 			ErrWire, s, 1-t.party, len(theirs.E), len(theirs.F), s.XLen(), s.YLen())
 	}
 	if len(mine.E) != s.XLen() || len(mine.F) != s.YLen() {
@@ -392,7 +392,7 @@ func (t *TripleShare) Finish(dst Share, mine, theirs *Opening) error {
 	}
 	t.state = tripleUsed
 	a, b, c := t.a, t.b, t.c
-	switch s.Product {
+	switch s.Kind {
 	case ProductMul:
 		e, f, me, mf := theirs.E, theirs.F, mine.E[:len(dst)], mine.F[:len(dst)]
 		e, f, a, b, c = e[:len(dst)], f[:len(dst)], a[:len(dst)], b[:len(dst)], c[:len(dst)]
@@ -440,9 +440,9 @@ func (t *TripleShare) stateError(step string) error {
 	case tripleEmpty:
 		return fmt.Errorf("pond: %s: the triple share was never expanded from a triple message", step)
 	case tripleReady:
-		return fmt.Errorf("%w: finish before open on server%d's triple for %v", ErrTripleUsed, t.party, t.shape)
+		return fmt.Errorf("%w: finish before open on %v's triple for %v", ErrTripleUsed, t.party, t.shape)
 	case tripleOpened:
-		return fmt.Errorf("%w: server%d's triple for %v is already open: a triple serves one product", ErrTripleUsed, t.party, t.shape)
+		return fmt.Errorf("%w: %v's triple for %v is already open: a triple serves one product", ErrTripleUsed, t.party, t.shape)
 	}
-	return fmt.Errorf("%w: server%d's triple for %v already served a product", ErrTripleUsed, t.party, t.shape)
+	return fmt.Errorf("%w: %v's triple for %v already served a product", ErrTripleUsed, t.party, t.shape)
 }

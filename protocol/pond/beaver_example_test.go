@@ -74,7 +74,7 @@ func Example_privateProduct() {
 		return &got
 	}
 	from0, from1 := send(&open0), send(&open1)
-	z0, z1 := make(pond.Share, shape.ZLen()), make(pond.Share, shape.ZLen())
+	z0, z1 := make(pond.Product, shape.ZLen()), make(pond.Product, shape.ZLen())
 	if err := t0.Finish(z0, &open0, from1); err != nil {
 		panic(err)
 	}

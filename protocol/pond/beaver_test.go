@@ -58,7 +58,7 @@ func wire(t testing.TB, from encoding.BinaryMarshaler, to encoding.BinaryUnmarsh
 // beaverProduct runs the three players of one private product of shape s
 // on the shares of x and y, every message through its wire form, and
 // returns the servers' shares of the untruncated product.
-func beaverProduct(t testing.TB, rng io.Reader, d Domain, s TripleShape, x0, x1, y0, y1 Share) (z0, z1 Share) {
+func beaverProduct(t testing.TB, rng io.Reader, d Domain, s TripleShape, x0, x1, y0, y1 Share) (z0, z1 Product) {
 	// server2
 	var producer Producer
 	var to0 TripleMessage0
@@ -73,8 +73,8 @@ func beaverProduct(t testing.TB, rng io.Reader, d Domain, s TripleShape, x0, x1,
 	var t0, t1 TripleShare
 	require.NoError(t, got0.Expand(&t0, d, s))
 	require.NoError(t, got1.Expand(&t1, d, s))
-	assert.Equal(t, 0, t0.Party())
-	assert.Equal(t, 1, t1.Party())
+	assert.Equal(t, Server0, t0.Party())
+	assert.Equal(t, Server1, t1.Party())
 
 	var open0, open1, in0, in1 Opening
 	require.NoError(t, t0.Open(&open0, x0, y0))
@@ -82,7 +82,7 @@ func beaverProduct(t testing.TB, rng io.Reader, d Domain, s TripleShape, x0, x1,
 	wire(t, &open0, &in1, s.OpeningSize(), "opening to server1")
 	wire(t, &open1, &in0, s.OpeningSize(), "opening to server0")
 
-	z0, z1 = make(Share, s.ZLen()), make(Share, s.ZLen())
+	z0, z1 = make(Product, s.ZLen()), make(Product, s.ZLen())
 	require.NoError(t, t0.Finish(z0, &open0, &in0))
 	require.NoError(t, t1.Finish(z1, &open1, &in1))
 	return z0, z1
@@ -90,7 +90,7 @@ func beaverProduct(t testing.TB, rng io.Reader, d Domain, s TripleShape, x0, x1,
 
 // truncateReveal truncates the shared product z0 + z1 in the configured
 // mode and reveals it.
-func truncateReveal(t testing.TB, p *Protocol, rng io.Reader, d Domain, z0, z1 Share) []float64 {
+func truncateReveal(t testing.TB, p *Protocol, rng io.Reader, d Domain, z0, z1 Product) []float64 {
 	t0, t1 := make(Share, len(z0)), make(Share, len(z1))
 	switch p.Config().Truncation {
 	case Interactive:
@@ -110,7 +110,7 @@ func truncateReveal(t testing.TB, p *Protocol, rng io.Reader, d Domain, z0, z1 S
 // secure multiplies x and y privately (y is nil for a square), then
 // applies reduce to each server's product share (nil for none), truncates
 // and reveals.
-func secure(t testing.TB, p *Protocol, rng io.Reader, s TripleShape, x, y []float64, reduce func(z Share) Share) []float64 {
+func secure(t testing.TB, p *Protocol, rng io.Reader, s TripleShape, x, y []float64, reduce func(z Product) Product) []float64 {
 	d := Domain{Session: "beaver", Iteration: 1}
 	d.Tensor = 1
 	x0, x1 := shareFloat(t, p, rng, d, x)
@@ -285,8 +285,8 @@ func TestSecureMulReduceSum(t *testing.T) {
 		}
 		for _, axis := range []int{0, 1} {
 			outLen := map[int]int{0: cols, 1: rows}[axis]
-			got := secure(t, p, rng, MulShape(rows*cols), x, y, func(z Share) Share {
-				sum := make(Share, outLen)
+			got := secure(t, p, rng, MulShape(rows*cols), x, y, func(z Product) Product {
+				sum := make(Product, outLen)
 				ops.ReduceSum(sum, z, rows, cols, axis)
 				return sum
 			})
@@ -329,8 +329,8 @@ func TestSecureDot(t *testing.T) {
 			}
 			tol += ulp + slack(bound, n)
 
-			viaMul := secure(t, p, rng, MulShape(n), x, y, func(z Share) Share {
-				sum := make(Share, 1)
+			viaMul := secure(t, p, rng, MulShape(n), x, y, func(z Product) Product {
+				sum := make(Product, 1)
 				ops.ReduceSum(sum, z, 1, n, 1)
 				return sum
 			})
@@ -497,7 +497,7 @@ func TestTripleShapeValidate(t *testing.T) {
 	}
 	for _, s := range []TripleShape{
 		{}, MulShape(0), SquareShape(-1), MatMulShape(0, 3, 3), MatMulShape(3, 3, -1),
-		{Product: ProductMul, M: 2, N: 3}, {Product: 9, N: 1},
+		{Kind: ProductMul, M: 2, N: 3}, {Kind: 9, N: 1},
 		MulShape(MaxTripleElements + 1), MatMulShape(1<<16, 1<<15, 1), MatMulShape(1, 1<<20, 1<<20),
 		MatMulShape(math.MaxInt, math.MaxInt, math.MaxInt),
 	} {
@@ -510,7 +510,7 @@ func TestTripleShapeValidate(t *testing.T) {
 	assert.Equal(t, "square[5]", s.String())
 	assert.Equal(t, [3]int{5, 0, 5}, [3]int{s.XLen(), s.YLen(), s.ZLen()})
 	assert.Equal(t, "mul[5]", MulShape(5).String())
-	assert.Equal(t, "Product(9)", Product(9).String())
+	assert.Equal(t, "ProductKind(9)", ProductKind(9).String())
 
 	var producer Producer
 	assert.ErrorIs(t, producer.Triple(rand.Reader, Domain{}, MulShape(0), &TripleMessage0{}, &TripleMessage1{}), ErrShape)
@@ -541,7 +541,7 @@ func TestTripleServesOneProduct(t *testing.T) {
 
 	require.NoError(t, to0.Expand(&t0, d, s))
 	require.NoError(t, to1.Expand(&t1, d, s))
-	z := make(Share, 3)
+	z := make(Product, 3)
 	assert.ErrorIs(t, t0.Finish(z, &o0, &o1), ErrTripleUsed, "finish before open")
 	require.NoError(t, t0.Open(&o0, Share{1, 2, 3}, Share{4, 5, 6}))
 	assert.ErrorIs(t, t0.Open(&o0, Share{1, 2, 4}, Share{4, 5, 6}), ErrTripleUsed, "second opening")
@@ -698,7 +698,7 @@ func BenchmarkSecureMatMul(b *testing.B) {
 		Expand(v, Seed{byte(len(v))}, d)
 	}
 	var o0, o1, in0, in1 Opening
-	z0, z1, r0, r1 := make(Share, m*n), make(Share, m*n), make(Share, m*n), make(Share, m*n)
+	z0, z1, r0, r1 := make(Product, m*n), make(Product, m*n), make(Share, m*n), make(Share, m*n)
 	var trunc TruncationMessage
 	b.Run("online", func(b *testing.B) {
 		b.ReportAllocs()
