@@ -19,6 +19,40 @@
 //	iteration := g.DefineOutput("model-owner", mean, owner.UpdateModel)
 //	if err := g.Err(); err != nil { ... }
 //
+// Private values can also be multiplied, as TF Encrypted's tfe.mul,
+// tfe.matmul, tfe.square and tfe.reduce_sum do. Go has no overloading, so
+// a verb whose operand is public says so in its name, in operand order:
+//
+//	Mul(x, y)              x ⊙ y, both private, one shape
+//	MulPublicTensor(x, w)  x ⊙ w, w public, same shape
+//	Square(x)              x ⊙ x
+//	MatMul(x, y)           (m, k) · (k, n) → (m, n), both private
+//	MatMulPublic(x, w)     private (m, k) · public (k, n)
+//	PublicMatMul(w, x)     public (m, k) · private (k, n)
+//	Dot(x, y)              (k)·(k) → (1), or (m, k)·(k) → (m)
+//	ReduceSum(x, axis)     (k) → (1); (m, n) → (n) along 0, (m) along 1
+//	AddBias(x, b)          (m, n) + (n) on every row
+//	AddConstant(x, c)      x + c for a public number c
+//
+// A private prediction, one hidden layer with a polynomial sigmoid, and
+// only the client learning the logits:
+//
+//	x := g.DefinePrivateInput("client", client.Images, []graph.Shape{{batch, 784}})[0]
+//	w := g.DefinePrivateInput("model-owner", owner.Weights, shapes)
+//	z := g.AddBias(g.MatMul(x, w[0]), w[1])
+//	u := g.MulPublic(z, 1/r)                    // u in [-1, 1]
+//	p := g.AddConstant(g.MulPublic(g.Square(u), c3), c1)
+//	h := g.AddConstant(g.Mul(p, u), 0.5)        // σ(z) ≈ 0.5 + c1·u + c3·u³
+//	logits := g.AddBias(g.MatMul(h, w[2]), w[3])
+//	predict := g.DefineOutput("client", []*graph.Private{logits}, client.Show)
+//
+// Kind.PrivateProduct tells which nodes multiply two private values, for
+// which a protocol needs more than local steps (Pond: a Beaver triple from
+// its crypto producer); Node.PublicOperand and Node.Axis give what else a
+// session needs to lower a node. Every value, and every product before it
+// is scaled back, must stay within the protocol's fixed-point range, which
+// the graph cannot check: package pond documents it.
+//
 // Building never fails midway: a verb given bad arguments (a shape
 // mismatch, a handle from another graph, a missing function) records an
 // error naming the nodes involved and returns usable handles, so a program

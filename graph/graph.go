@@ -84,12 +84,26 @@ const (
 	KindMulPublic                    // private tensor times a public constant
 	KindDiv                          // private tensor divided by a public constant
 	KindOutput                       // reveal private tensors to one player
+
+	// Products and the other verbs of a private forward pass (products.go).
+	KindMul             // private ⊙ private, element by element
+	KindMulPublicTensor // private ⊙ public tensor, element by element
+	KindSquare          // private ⊙ itself
+	KindMatMul          // private matrix product, both operands private
+	KindMatMulPublic    // matrix product of a private and a public matrix
+	KindDot             // private dot product along the last axis
+	KindReduceSum       // private sum along one axis
+	KindAddBias         // private matrix plus a private row vector on every row
+	KindAddConstant     // private tensor plus a public constant
 )
 
 var kindNames = map[Kind]string{
 	KindPublicInput: "public-input", KindLocal: "local", KindPrivateInput: "private-input",
 	KindAddN: "add-n", KindSub: "sub", KindNeg: "neg", KindMulPublic: "mul-public",
 	KindDiv: "div", KindOutput: "output",
+	KindMul: "mul", KindMulPublicTensor: "mul-public-tensor", KindSquare: "square",
+	KindMatMul: "matmul", KindMatMulPublic: "matmul-public", KindDot: "dot",
+	KindReduceSum: "reduce-sum", KindAddBias: "add-bias", KindAddConstant: "add-constant",
 }
 
 // String names the kind.
@@ -104,6 +118,9 @@ func (k Kind) String() string {
 func (k Kind) Private() bool {
 	switch k {
 	case KindAddN, KindSub, KindNeg, KindMulPublic, KindDiv:
+		return true
+	case KindMul, KindMulPublicTensor, KindSquare, KindMatMul, KindMatMulPublic,
+		KindDot, KindReduceSum, KindAddBias, KindAddConstant:
 		return true
 	}
 	return false
