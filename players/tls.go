@@ -25,7 +25,34 @@ var (
 	// ErrInsecure is returned when TLS material is asked of an insecure
 	// config.
 	ErrInsecure = errors.New("players: config is insecure (no TLS)")
+	// ErrPeerCertificate marks every error of the certificate checks of
+	// ServerTLS and ClientTLS: the peer presented a certificate this
+	// player refuses. Retrying cannot help, so a client that finds it
+	// (errors.Is) in a failed handshake can give up at once.
+	ErrPeerCertificate = errors.New("players: peer certificate refused")
 )
+
+// certError is a refusal of the peer's certificate. Its message is msg
+// alone; it matches ErrPeerCertificate and its cause.
+type certError struct {
+	msg   string
+	cause error
+}
+
+func (e *certError) Error() string { return e.msg }
+func (e *certError) Unwrap() []error {
+	if e.cause == nil {
+		return []error{ErrPeerCertificate}
+	}
+	return []error{ErrPeerCertificate, e.cause}
+}
+
+// refuse returns a certError formatted like fmt.Errorf, whose cause is
+// the %w argument, if any.
+func refuse(format string, args ...any) error {
+	err := fmt.Errorf(format, args...)
+	return &certError{msg: err.Error(), cause: errors.Unwrap(err)}
+}
 
 // PlayerURI returns the URI SAN that names player name in a certificate.
 func PlayerURI(name string) *url.URL {
@@ -191,7 +218,8 @@ func (id *Identity) Certificate() *x509.Certificate { return id.cert.Leaf }
 // TLS 1.3 only, a client certificate signed by the CA required, and that
 // certificate must name a player of the config other than this one. The
 // handler learns the caller's name from the verified certificate with
-// PlayerFromCert.
+// PlayerFromCert. The errors of the certificate checks match
+// ErrPeerCertificate.
 func (id *Identity) ServerTLS() *tls.Config {
 	cfg, self := id.cfg, id.name
 	return &tls.Config{
@@ -202,13 +230,13 @@ func (id *Identity) ServerTLS() *tls.Config {
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			name, err := verifiedPlayer(cs)
 			if err != nil {
-				return fmt.Errorf("players: %s refuses client: %w", self, err)
+				return refuse("players: %s refuses client: %w", self, err)
 			}
 			if !cfg.Has(name) {
-				return fmt.Errorf("players: %s refuses client: certificate names player %q, which is not in the config", self, name)
+				return refuse("players: %s refuses client: certificate names player %q, which is not in the config", self, name)
 			}
 			if name == self {
-				return fmt.Errorf("players: %s refuses client: certificate names this player itself", self)
+				return refuse("players: %s refuses client: certificate names this player itself", self)
 			}
 			return nil
 		},
@@ -217,25 +245,52 @@ func (id *Identity) ServerTLS() *tls.Config {
 
 // ClientTLS returns the TLS configuration for dialling player peer: TLS 1.3
 // only, the player's own certificate offered, and the server's certificate
-// must be signed by the CA and name peer (checked both as the TLS server
-// name and as the shareflow://player/ URI).
+// must be signed by the CA, usable for server authentication, and name
+// peer both as its shareflow://player/ URI and as a DNS name (peer is also
+// the TLS server name). Every refusal matches ErrPeerCertificate; one of a
+// certificate naming another player reads
+//
+//	players: SELF refuses server: certificate names player "OTHER", want "PEER"
+//
+// The checks run in VerifyConnection, in that order, in place of crypto/tls's
+// own (InsecureSkipVerify is set for that alone: nothing is skipped), so
+// that a certificate of the wrong player is reported as such rather than
+// as a host name mismatch.
 func (id *Identity) ClientTLS(peer string) (*tls.Config, error) {
 	if !id.cfg.Has(peer) {
 		return nil, id.cfg.unknown(peer)
 	}
-	self := id.name
+	self, roots := id.name, id.roots
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{id.cert},
-		RootCAs:      id.roots,
+		RootCAs:      roots,
 		ServerName:   peer,
+		// The chain, the key usage and the server name are checked
+		// below, in VerifyConnection.
+		InsecureSkipVerify: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			name, err := verifiedPlayer(cs)
+			if len(cs.PeerCertificates) == 0 {
+				return refuse("players: %s refuses server %q: no certificate", self, peer)
+			}
+			leaf := cs.PeerCertificates[0]
+			inter := x509.NewCertPool()
+			for _, c := range cs.PeerCertificates[1:] {
+				inter.AddCert(c)
+			}
+			_, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
 			if err != nil {
-				return fmt.Errorf("players: %s refuses server %q: %w", self, peer, err)
+				return refuse("players: %s refuses server %q: %w", self, peer, err)
+			}
+			name, err := PlayerFromCert(leaf)
+			if err != nil {
+				return refuse("players: %s refuses server %q: %w", self, peer, err)
 			}
 			if name != peer {
-				return fmt.Errorf("players: %s refuses server: certificate names player %q, want %q", self, name, peer)
+				return refuse("players: %s refuses server: certificate names player %q, want %q", self, name, peer)
+			}
+			if err := leaf.VerifyHostname(peer); err != nil {
+				return refuse("players: %s refuses server %q: its certificate lacks the DNS name %q: %w", self, peer, peer, err)
 			}
 			return nil
 		},

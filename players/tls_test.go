@@ -84,25 +84,54 @@ func TestTLSMutualAuth(t *testing.T) {
 }
 
 func TestTLSClientRefusesWrongServer(t *testing.T) {
-	c, _ := devPKI(t, threeHosts)
+	c, dir := devPKI(t, threeHosts)
 	srv, err := ServerTLS(c, "server1")
 	require.NoError(t, err)
 	// server0 means to reach server2 but the address answers as server1.
 	cli, err := ClientTLS(c, "server0", "server2")
 	require.NoError(t, err)
 	cerr, serr, _ := handshake(t, cli, srv)
-	require.Error(t, cerr)
-	assert.Contains(t, cerr.Error(), "server2")
-	assert.Error(t, serr)
+	require.ErrorIs(t, cerr, ErrPeerCertificate)
+	assert.Equal(t, `players: server0 refuses server: certificate names player "server1", want "server2"`, cerr.Error())
+	assert.ErrorContains(t, serr, "bad certificate", "the server learns of the refusal")
 
-	// A certificate carrying the right DNS name but naming another player
-	// in its URI SAN is refused by the URI check.
 	id, err := c.LoadIdentity("server0")
 	require.NoError(t, err)
 	cfg, err := id.ClientTLS("server2")
 	require.NoError(t, err)
-	err = cfg.VerifyConnection(tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{readCert(t, c.players["server1"].Cert)}}})
+	verify := func(chain ...*x509.Certificate) error {
+		return cfg.VerifyConnection(tls.ConnectionState{PeerCertificates: chain})
+	}
+	caCert := readCert(t, CAFile(dir))
+	caKey := readKey(t, CAKeyFile(dir))
+	leaf := func(pair tls.Certificate) *x509.Certificate { return pair.Leaf }
+
+	require.NoError(t, verify(readCert(t, c.players["server2"].Cert)), "the right server passes")
+	// The URI SAN decides, even when the DNS name is the one dialled.
+	err = verify(leaf(issue(t, caCert, caKey, "server2", []*url.URL{PlayerURI("server1")})))
+	assert.ErrorIs(t, err, ErrPeerCertificate)
 	assert.ErrorContains(t, err, `certificate names player "server1", want "server2"`)
+	// ... and the DNS name must be there too.
+	err = verify(leaf(issue(t, caCert, caKey, "elsewhere", []*url.URL{PlayerURI("server2")})))
+	assert.ErrorIs(t, err, ErrPeerCertificate)
+	assert.ErrorContains(t, err, `lacks the DNS name "server2"`)
+	// A certificate naming no player.
+	err = verify(leaf(issue(t, caCert, caKey, "server2", nil)))
+	assert.ErrorIs(t, err, ErrPeerCertificate)
+	assert.ErrorIs(t, err, ErrNoPlayerName)
+	// Nothing at all.
+	assert.ErrorIs(t, verify(), ErrPeerCertificate)
+
+	// A certificate from another CA is refused before its name is read.
+	other := filepath.Join(t.TempDir(), "other")
+	_, err = GenerateDevPKI(other, c.CertSpecs(), DevPKIOptions{})
+	require.NoError(t, err)
+	otherCert, _ := CertFiles(other, "server2")
+	err = verify(readCert(t, otherCert))
+	assert.ErrorIs(t, err, ErrPeerCertificate)
+	var unknownCA x509.UnknownAuthorityError
+	assert.ErrorAs(t, err, &unknownCA)
+	assert.ErrorContains(t, err, `players: server0 refuses server "server2": x509: certificate signed by unknown authority`)
 }
 
 func TestTLSServerRefusesClients(t *testing.T) {
@@ -146,6 +175,7 @@ func TestTLSServerRefusesClients(t *testing.T) {
 		assert.Error(t, cerr)
 		require.Error(t, serr)
 		assert.Contains(t, serr.Error(), `"mallory", which is not in the config`)
+		assert.ErrorIs(t, serr, ErrPeerCertificate)
 	})
 	t.Run("no player name", func(t *testing.T) {
 		pair := issue(t, caCert, caKey, "server0", nil)
@@ -163,6 +193,7 @@ func TestTLSServerRefusesClients(t *testing.T) {
 		assert.Error(t, cerr)
 		require.Error(t, serr)
 		assert.Contains(t, serr.Error(), "this player itself")
+		assert.ErrorIs(t, serr, ErrPeerCertificate)
 	})
 	t.Run("TLS 1.2", func(t *testing.T) {
 		cli := good.Clone()

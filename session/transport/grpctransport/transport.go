@@ -98,6 +98,11 @@ type Options struct {
 	// CloseTimeout bounds how long Close waits for peers to take the
 	// messages already sent; zero means 5 s.
 	CloseTimeout time.Duration
+	// HandshakeTimeout bounds the TLS handshake (and the HTTP/2 preface
+	// after it) of each incoming connection; zero means 5 s. A connection
+	// that has not finished by then is closed, and logged. Close does not
+	// wait for it.
+	HandshakeTimeout time.Duration
 	// KeepaliveTime and KeepaliveTimeout set how often an idle connection
 	// is probed and how long a probe may go unanswered before the peer
 	// counts as lost; zero means 10 s each. gRPC raises a KeepaliveTime
@@ -123,12 +128,13 @@ type Transport struct {
 	chunk       int
 	closeWait   time.Duration
 
-	box    *transport.Mailbox
-	lis    net.Listener
-	server *grpc.Server
-	links  map[string]*link
-	stats  map[string]*linkStats
-	in     inbound // the peers' streams to this player
+	box      *transport.Mailbox
+	gate     *gate // the server's listener
+	refusals *refusalLog
+	server   *grpc.Server
+	links    map[string]*link
+	stats    map[string]*linkStats
+	in       inbound // the peers' streams to this player
 
 	life   context.Context // canceled at the end of Close; parent of all streams
 	cancel context.CancelFunc
@@ -165,6 +171,7 @@ type link struct {
 
 	mu          sync.Mutex
 	err         error              // the link's failure, set once
+	refusal     error              // a TLS-level refusal retrying cannot mend
 	cancel      context.CancelFunc // cancels the stream
 	monitorDone chan struct{}      // closed when the stream's monitor exits
 }
@@ -206,8 +213,8 @@ func New(cfg *players.Config, self string, opts Options) (_ *Transport, err erro
 	case chunk < 0 || chunk > MaxChunkBytes:
 		return nil, fmt.Errorf("grpctransport: Options.ChunkBytes %d out of range 1..%d", chunk, MaxChunkBytes)
 	}
-	durations := []*time.Duration{&opts.CloseTimeout, &opts.KeepaliveTime, &opts.KeepaliveTimeout}
-	defaults := []time.Duration{5 * time.Second, 10 * time.Second, 10 * time.Second}
+	durations := []*time.Duration{&opts.CloseTimeout, &opts.KeepaliveTime, &opts.KeepaliveTimeout, &opts.HandshakeTimeout}
+	defaults := []time.Duration{5 * time.Second, 10 * time.Second, 10 * time.Second, 5 * time.Second}
 	for i, d := range durations {
 		if *d < 0 {
 			return nil, fmt.Errorf("grpctransport: negative duration %s in Options", *d)
@@ -231,6 +238,7 @@ func New(cfg *players.Config, self string, opts Options) (_ *Transport, err erro
 		chunk:       chunk,
 		closeWait:   opts.CloseTimeout,
 		box:         transport.NewMailbox(),
+		refusals:    newRefusalLog(log),
 		links:       make(map[string]*link),
 		stats:       make(map[string]*linkStats),
 	}
@@ -273,6 +281,8 @@ func New(cfg *players.Config, self string, opts Options) (_ *Transport, err erro
 			continue
 		}
 		addr, _ := cfg.Address(n)
+		l := &link{name: n, addr: addr, sem: make(chan struct{}, 1)}
+		clientCreds[n] = &linkCreds{TransportCredentials: clientCreds[n], l: l}
 		conn, err := grpc.NewClient("passthrough:///"+addr,
 			grpc.WithTransportCredentials(clientCreds[n]),
 			grpc.WithConnectParams(grpc.ConnectParams{
@@ -287,7 +297,8 @@ func New(cfg *players.Config, self string, opts Options) (_ *Transport, err erro
 			t.closeConns()
 			return nil, fmt.Errorf("grpctransport: player %q: client for player %q at %s: %w", self, n, addr, err)
 		}
-		t.links[n] = &link{name: n, addr: addr, conn: conn, sem: make(chan struct{}, 1)}
+		l.conn = conn
+		t.links[n] = l
 	}
 
 	lis := opts.Listener
@@ -300,14 +311,15 @@ func New(cfg *players.Config, self string, opts Options) (_ *Transport, err erro
 			return nil, fmt.Errorf("grpctransport: player %q: listening on %s: %w", self, addr, err)
 		}
 	}
-	t.lis = lis
+	t.gate = newGate(lis)
+	serverCreds = &guardedCreds{TransportCredentials: serverCreds, gate: t.gate, log: t.refusals, timeout: opts.HandshakeTimeout}
 	t.server = grpc.NewServer(
 		grpc.Creds(serverCreds),
 		grpc.MaxRecvMsgSize(maxWireMessage),
 		grpc.MaxSendMsgSize(maxWireMessage),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: opts.KeepaliveTime, Timeout: opts.KeepaliveTimeout}),
-		grpc.ConnectionTimeout(10*time.Second),
+		grpc.ConnectionTimeout(opts.HandshakeTimeout),
 		grpc.WaitForHandlers(true),
 	)
 	t.server.RegisterService(&serviceDesc, t)
@@ -317,7 +329,7 @@ func New(cfg *players.Config, self string, opts Options) (_ *Transport, err erro
 	t.wg.Add(1)
 	go func() {
 		defer t.wg.Done()
-		err := t.server.Serve(lis)
+		err := t.server.Serve(t.gate)
 		if err != nil && !t.isClosing() {
 			err = fmt.Errorf("grpctransport: server of player %q on %s stopped: %w", self, lis.Addr(), err)
 			log.Error("server stopped", "error", err)
@@ -329,7 +341,7 @@ func New(cfg *players.Config, self string, opts Options) (_ *Transport, err erro
 }
 
 // Addr returns the address the player's server listens on.
-func (t *Transport) Addr() net.Addr { return t.lis.Addr() }
+func (t *Transport) Addr() net.Addr { return t.gate.Addr() }
 
 // Mailbox returns the mailbox incoming messages land in, for callers that
 // forget finished iterations.
@@ -376,8 +388,11 @@ func (t *Transport) isClosing() bool {
 // timeout (or ctx's deadline, if sooner), and opens the stream to each.
 // Peers may start in any order: an unreachable peer is retried with
 // backoff. On failure the error names each missing player and its address
-// (errors.As finds a *ConnectError); a peer that actively refuses this
-// player (wrong identity, different player list) fails at once.
+// (errors.As finds a *ConnectError). A peer that refuses this player
+// (different player list, or this player's certificate), or whose
+// certificate this player refuses (another player's, or another CA's: the
+// error then matches players.ErrPeerCertificate), fails at once; after a
+// refusal at the TLS handshake the peer is not dialled again.
 func (t *Transport) Connect(ctx context.Context) error {
 	if t.isClosing() {
 		return fmt.Errorf("grpctransport: player %q: %w", t.self, transport.ErrClosed)
@@ -506,6 +521,9 @@ func (t *Transport) greet(ctx context.Context, l *link, start time.Time) error {
 			}
 			return nil
 		}
+		if r := l.refused(); r != nil {
+			return t.giveUp(l, r)
+		}
 		switch status.Code(err) {
 		case codes.PermissionDenied, codes.Unauthenticated, codes.FailedPrecondition, codes.InvalidArgument, codes.Unimplemented:
 			return &ConnectError{Player: l.name, Address: l.addr, Err: fmt.Errorf("refused by the peer: %w", err)}
@@ -524,6 +542,22 @@ func (t *Transport) greet(ctx context.Context, l *link, start time.Time) error {
 		}
 		wait = min(2*wait, 500*time.Millisecond)
 	}
+}
+
+// giveUp fails the link to l for good after a refusal at the TLS level,
+// and closes its connection so that gRPC stops redialling. The caller
+// holds l.sem.
+func (t *Transport) giveUp(l *link, refusal error) error {
+	err := &ConnectError{Player: l.name, Address: l.addr, Err: refusal}
+	l.mu.Lock()
+	if l.err == nil {
+		l.err = err
+	}
+	first := l.err
+	l.mu.Unlock()
+	l.conn.Close()
+	t.log.Warn("gave up on peer at the TLS handshake", "peer", l.name, "address", l.addr, "error", refusal)
+	return first
 }
 
 // monitor waits for the end of the stream to l. The server never sends on
@@ -693,8 +727,9 @@ func (t *Transport) Recv(ctx context.Context, from string, key transport.Key) ([
 
 // Close fails pending receives with transport.ErrClosed, lets peers take
 // the messages already sent (up to Options.CloseTimeout), then stops the
-// server and every connection. It waits for all the transport's goroutines
-// to end. Calling Close again does nothing.
+// server and every connection, including incoming ones still in their
+// handshake. It waits for all the transport's goroutines to end. Calling
+// Close again does nothing.
 func (t *Transport) Close() error {
 	t.once.Do(func() {
 		t.mu.Lock()
@@ -709,10 +744,14 @@ func (t *Transport) Close() error {
 			wg.Go(func() { l.drain(deadline) })
 		}
 		wg.Wait()
+		// Connections still in their handshake are closed here rather
+		// than waited for by server.Stop.
+		t.gate.shut()
 		t.closeConns()
 		t.server.Stop()
 		t.cancel()
 		t.wg.Wait()
+		t.refusals.flush()
 		t.log.Debug("closed")
 	})
 	return nil

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -343,7 +344,10 @@ func TestSenderAheadIsHeldBack(t *testing.T) {
 		}
 		sent <- nil
 	}()
-	time.Sleep(200 * time.Millisecond) // let the sender get as far ahead as it can
+	// Let the sender get as far ahead as it can: until server1 holds as
+	// many unread messages as its bound takes (PendingMessages of them
+	// minus one, since each also counts its slot) and stops reading.
+	require.Eventually(t, func() bool { return ts["server1"].Stats()["server0"].RecvMessages >= PendingMessages-1 }, 10*time.Second, time.Millisecond)
 	for i := range count {
 		got, err := ts["server1"].Recv(ctx, "server0", transport.Key{Session: "ahead", Iteration: uint64(i)})
 		require.NoError(t, err, "message %d", i)
@@ -377,8 +381,8 @@ func TestSendHeldBackHonoursItsContext(t *testing.T) {
 	var err error
 	select {
 	case err = <-sent:
-	case <-time.After(10 * time.Second):
-		t.Fatal("Send still blocked 10 s after its deadline of 0.5 s")
+	case <-testCtx(t).Done():
+		t.Fatal("Send still blocked long after its deadline")
 	}
 	require.Error(t, err, "a thousand megabytes went to a player that reads nothing")
 	assert.ErrorIs(t, err, context.DeadlineExceeded)
@@ -479,21 +483,93 @@ func TestServerRefusesClients(t *testing.T) {
 	assert.Zero(t, s1.Stats()["server0"].RecvMessages)
 }
 
+// TestClientRefusesWrongServer: a client whose peer presents another
+// player's certificate gives up at once, naming the player it meant to
+// reach, the address, and the player the certificate names; it does not
+// dial again.
 func TestClientRefusesWrongServer(t *testing.T) {
 	n := newNetwork(t, three...)
-	cfg := n.config(t, nil, `"connect_timeout": "500ms"`)
-	n.start(t, cfg, "server1", Options{})
-	n.start(t, cfg, "server2", Options{})
+	// An hour: a client that retried would still be retrying when the
+	// test's context ends.
+	cfg := n.config(t, nil, `"connect_timeout": "1h"`)
+	logs := map[string]*logSink{"server1": newLogSink(), "server2": newLogSink()}
+	s1 := n.start(t, cfg, "server1", Options{Logger: slog.New(logs["server1"])})
+	s2 := n.start(t, cfg, "server2", Options{Logger: slog.New(logs["server2"])})
 	// server0 has server1 and server2 swapped: it dials server2 when it
 	// means server1.
 	swapped := map[string]string{"server0": n.addrs["server0"], "server1": n.addrs["server2"], "server2": n.addrs["server1"]}
-	s0 := n.start(t, n.config(t, swapped, `"connect_timeout": "500ms"`), "server0", Options{})
-	err := s0.Connect(context.Background())
+	s0 := n.start(t, n.config(t, swapped, `"connect_timeout": "1h"`), "server0", Options{})
+	ctx := testCtx(t)
+	err := s0.Connect(ctx)
 	require.Error(t, err)
+	assert.NotErrorIs(t, err, context.DeadlineExceeded, "Connect retried instead of failing at once")
+	assert.ErrorIs(t, err, players.ErrPeerCertificate)
 	var ce *ConnectError
 	require.ErrorAs(t, err, &ce)
-	assert.Contains(t, err.Error(), `waiting for player "server1" at `+n.addrs["server2"])
-	assert.Contains(t, err.Error(), "not server1", "the TLS check names the wrong server")
+	assert.Equal(t, "server1", ce.Player)
+	assert.Equal(t, n.addrs["server2"], ce.Address)
+	assert.Contains(t, err.Error(), fmt.Sprintf(`grpctransport: waiting for player "server1" at %s: players: server0 refuses server: certificate names player "server2", want "server1"`, n.addrs["server2"]))
+	assert.Contains(t, err.Error(), fmt.Sprintf(`grpctransport: waiting for player "server2" at %s: players: server0 refuses server: certificate names player "server1", want "server2"`, n.addrs["server1"]))
+	// The link stays failed: a Send fails at once with the same error.
+	err = s0.Send(ctx, "server1", transport.Key{Session: "s"}, []byte("x"))
+	assert.ErrorIs(t, err, players.ErrPeerCertificate)
+
+	// Each server saw one TLS handshake, which the client broke off, and
+	// no other once everything is closed.
+	refused := func(r logRecord) bool { return r.msg == "refused a connection" && r.level == slog.LevelWarn }
+	for name, sink := range logs {
+		r := sink.wait(t, refused)
+		assert.Contains(t, r.attrs["reason"], "the client refused this player's certificate (tls: bad certificate)", name)
+	}
+	for _, tr := range []*Transport{s0, s1, s2} {
+		require.NoError(t, tr.Close())
+	}
+	for name, sink := range logs {
+		assert.Len(t, sink.find(refused), 1, "%s: handshakes refused", name)
+	}
+}
+
+// TestServerRefusalFailsConnectAtOnce: a client whose certificate the
+// server refuses learns it from a TLS alert and gives up at once, and the
+// server logs why.
+func TestServerRefusalFailsConnectAtOnce(t *testing.T) {
+	n := newNetwork(t, three...)
+	// server1 runs with a player list that lacks server0.
+	without0 := map[string]string{"server1": n.addrs["server1"], "server2": n.addrs["server2"]}
+	sink := newLogSink()
+	n.start(t, n.config(t, without0, ""), "server1", Options{Logger: slog.New(sink)})
+	n.start(t, n.config(t, nil, ""), "server2", Options{})
+	s0 := n.start(t, n.config(t, nil, `"connect_timeout": "1h"`), "server0", Options{})
+
+	err := s0.Connect(testCtx(t))
+	require.Error(t, err)
+	assert.NotErrorIs(t, err, context.DeadlineExceeded, "Connect retried instead of failing at once")
+	assert.Contains(t, err.Error(), fmt.Sprintf(`grpctransport: waiting for player "server1" at %s: the peer refused the TLS connection (tls: bad certificate); its log says why`, n.addrs["server1"]))
+	assert.NotContains(t, err.Error(), `"server2"`, "server2 let server0 in")
+
+	r := sink.wait(t, func(r logRecord) bool { return r.msg == "refused a connection" })
+	assert.Equal(t, `players: server1 refuses client: certificate names player "server0", which is not in the config`, r.attrs["reason"])
+}
+
+// TestOtherCAFailsAtOnce: hosts that run with different CAs refuse each
+// other at once, and the error says so in the words of
+// docs/RUNNING.md's troubleshooting table.
+func TestOtherCAFailsAtOnce(t *testing.T) {
+	n := newNetwork(t, three...)
+	other := *n
+	other.certDir = filepath.Join(t.TempDir(), "other")
+	_, err := players.GenerateDevPKI(other.certDir, []players.CertSpec{{Player: "server1", Hosts: []string{"127.0.0.1"}}}, players.DevPKIOptions{})
+	require.NoError(t, err)
+	n.start(t, other.config(t, nil, ""), "server1", Options{})
+	n.start(t, n.config(t, nil, ""), "server2", Options{})
+	s0 := n.start(t, n.config(t, nil, `"connect_timeout": "1h"`), "server0", Options{})
+
+	err = s0.Connect(testCtx(t))
+	require.Error(t, err)
+	assert.NotErrorIs(t, err, context.DeadlineExceeded, "Connect retried instead of failing at once")
+	assert.ErrorIs(t, err, players.ErrPeerCertificate)
+	assert.Contains(t, err.Error(), fmt.Sprintf(`grpctransport: waiting for player "server1" at %s: players: server0 refuses server "server1": x509: certificate signed by unknown authority`, n.addrs["server1"]))
+	assert.NotContains(t, err.Error(), `"server2"`)
 }
 
 func TestConnectMissingPeer(t *testing.T) {
@@ -503,12 +579,11 @@ func TestConnectMissingPeer(t *testing.T) {
 	s0 := n.start(t, cfg, "server0", Options{})
 	n.start(t, cfg, "server1", Options{})
 
-	start := time.Now()
 	err := s0.Connect(context.Background())
-	elapsed := time.Since(start)
 	require.Error(t, err)
-	assert.Less(t, elapsed, 2*time.Second)
-	assert.GreaterOrEqual(t, elapsed, 400*time.Millisecond)
+	// A missing peer is waited for until connect_timeout, not given up on.
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.ErrorContains(t, err, "no answer within")
 	var ce *ConnectError
 	require.ErrorAs(t, err, &ce)
 	assert.Equal(t, "server2", ce.Player)
@@ -520,34 +595,44 @@ func TestConnectMissingPeer(t *testing.T) {
 
 func TestCloseStopsConnect(t *testing.T) {
 	n := newNetwork(t, "a", "b")
-	n.lns["b"].Close() // b never starts; a would wait 5 s
-	a := n.start(t, n.config(t, nil, ""), "a", Options{})
+	// b's address accepts connections, but nobody answers on them; a would
+	// wait an hour.
+	a := n.start(t, n.config(t, nil, `"connect_timeout": "1h"`), "a", Options{})
 	connected := make(chan error, 1)
 	go func() { connected <- a.Connect(context.Background()) }()
-	time.Sleep(100 * time.Millisecond)
-	start := time.Now()
+	c := acceptOne(t, n.lns["b"]) // a is dialling b
+	defer c.Close()
 	require.NoError(t, a.Close())
 	select {
 	case err := <-connected:
 		assert.ErrorIs(t, err, transport.ErrClosed)
-	case <-time.After(2 * time.Second):
+	case <-testCtx(t).Done():
 		t.Fatal("Connect did not stop")
 	}
-	assert.Less(t, time.Since(start), time.Second, "Close did not wait for Connect's deadline")
+}
+
+// acceptOne returns the next connection on ln, failing the test if none
+// comes within a safety margin.
+func acceptOne(t *testing.T, ln net.Listener) net.Conn {
+	t.Helper()
+	require.NoError(t, ln.(*net.TCPListener).SetDeadline(time.Now().Add(15*time.Second)))
+	c, err := ln.Accept()
+	require.NoError(t, err)
+	return c
 }
 
 func TestConnectAnyOrder(t *testing.T) {
 	n := newNetwork(t, three...)
 	cfg := n.config(t, nil, "")
-	// server1 and server2 start late, on the addresses the config names.
-	for _, name := range []string{"server1", "server2"} {
-		n.lns[name].Close()
-	}
+	// server1 and server2 start late, on the addresses the config names:
+	// first server0 dials them, and finds nobody there to answer.
 	s0 := n.start(t, cfg, "server0", Options{})
 	connected := make(chan error, 1)
 	go func() { connected <- s0.Connect(context.Background()) }()
-
-	time.Sleep(300 * time.Millisecond)
+	for _, name := range []string{"server1", "server2"} {
+		acceptOne(t, n.lns[name]).Close()
+		n.lns[name].Close()
+	}
 	ts := map[string]*Transport{"server0": s0}
 	for _, name := range []string{"server1", "server2"} {
 		ln, err := net.Listen("tcp", n.addrs[name])
@@ -556,12 +641,7 @@ func TestConnectAnyOrder(t *testing.T) {
 	}
 	delete(ts, "server0")
 	connectAll(t, ts)
-	select {
-	case err := <-connected:
-		require.NoError(t, err)
-	case <-time.After(5 * time.Second):
-		t.Fatal("server0 did not connect")
-	}
+	require.NoError(t, <-connected) // within connect_timeout
 	ctx := testCtx(t)
 	require.NoError(t, ts["server2"].Send(ctx, "server0", transport.Key{Session: "late"}, []byte("hi")))
 	got, err := s0.Recv(ctx, "server2", transport.Key{Session: "late"})
@@ -594,6 +674,7 @@ func (t *Transport) kill() {
 	t.mu.Unlock()
 	t.stop()
 	t.box.Fail(transport.ErrClosed)
+	t.gate.shut()
 	t.closeConns()
 	t.server.Stop()
 	t.cancel()
@@ -612,31 +693,27 @@ func TestPeerGoneMidRun(t *testing.T) {
 			require.NoError(t, ts["server1"].Send(ctx, "server0", transport.Key{Session: "s", Edge: 1}, []byte("first")))
 			require.Eventually(t, func() bool { return ts["server0"].Stats()["server1"].RecvMessages == 1 }, 5*time.Second, 5*time.Millisecond)
 			pending := make(chan error, 1)
+			waiting := newWaitingCtx(ctx)
 			go func() {
-				_, err := ts["server0"].Recv(ctx, "server1", transport.Key{Session: "s", Edge: 2})
+				_, err := ts["server0"].Recv(waiting, "server1", transport.Key{Session: "s", Edge: 2})
 				pending <- err
 			}()
-			time.Sleep(50 * time.Millisecond)
-			start := time.Now()
+			<-waiting.waiting
 			if mode == "close" {
 				require.NoError(t, ts["server1"].Close())
 			} else {
 				ts["server1"].kill()
 			}
-			select {
-			case err := <-pending:
-				require.Error(t, err)
-				assert.Less(t, time.Since(start), 2*time.Second)
-				assert.Contains(t, err.Error(), `"server1"`)
-				if mode == "close" {
-					assert.ErrorIs(t, err, ErrPeerClosed)
-					assert.Empty(t, ts["server0"].LostPeers(), "an orderly close is no loss")
-				} else {
-					assert.ErrorIs(t, err, ErrPeerLost)
-					assert.Eventually(t, func() bool { return slices.Equal(ts["server0"].LostPeers(), []string{"server1"}) }, 2*time.Second, 10*time.Millisecond)
-				}
-			case <-time.After(3 * time.Second):
-				t.Fatal("pending Recv did not fail")
+			err := <-pending
+			require.Error(t, err)
+			assert.NotErrorIs(t, err, context.DeadlineExceeded, "the pending Recv waited for its deadline instead of learning of server1's end")
+			assert.Contains(t, err.Error(), `"server1"`)
+			if mode == "close" {
+				assert.ErrorIs(t, err, ErrPeerClosed)
+				assert.Empty(t, ts["server0"].LostPeers(), "an orderly close is no loss")
+			} else {
+				assert.ErrorIs(t, err, ErrPeerLost)
+				assert.Eventually(t, func() bool { return slices.Equal(ts["server0"].LostPeers(), []string{"server1"}) }, 5*time.Second, time.Millisecond)
 			}
 
 			// What arrived before is still there.
@@ -656,6 +733,23 @@ func TestPeerGoneMidRun(t *testing.T) {
 			assert.Equal(t, "still here", string(got))
 		})
 	}
+}
+
+// waitingCtx is a context that tells when someone starts waiting on it:
+// Done is what a select that blocks on it asks for.
+type waitingCtx struct {
+	context.Context
+	once    sync.Once
+	waiting chan struct{}
+}
+
+func newWaitingCtx(ctx context.Context) *waitingCtx {
+	return &waitingCtx{Context: ctx, waiting: make(chan struct{})}
+}
+
+func (c *waitingCtx) Done() <-chan struct{} {
+	c.once.Do(func() { close(c.waiting) })
+	return c.Context.Done()
 }
 
 func TestCloseDeliversSentMessages(t *testing.T) {
@@ -703,6 +797,91 @@ func TestInsecureMode(t *testing.T) {
 	err = rawHello(t, ts["b"].Addr().String(), insecure.NewCredentials(), "mallory")
 	assert.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
 	assert.Empty(t, (&Transport{}).Warnings())
+}
+
+// logSink is a slog.Handler that keeps every record, at every level, for
+// tests that look for, or wait for, a log line. It is safe for concurrent
+// use.
+type logSink struct {
+	*logStore
+	attrs []slog.Attr
+}
+
+type logStore struct {
+	mu      sync.Mutex
+	records []logRecord
+	changed chan struct{} // closed and replaced at each record
+}
+
+// logRecord is one line: its level, message and attributes as strings.
+type logRecord struct {
+	level slog.Level
+	msg   string
+	attrs map[string]string
+}
+
+func newLogSink() *logSink {
+	return &logSink{logStore: &logStore{changed: make(chan struct{})}}
+}
+
+func (h *logSink) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h *logSink) Handle(_ context.Context, r slog.Record) error {
+	rec := logRecord{level: r.Level, msg: r.Message, attrs: make(map[string]string)}
+	for _, a := range h.attrs {
+		rec.attrs[a.Key] = a.Value.String()
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		rec.attrs[a.Key] = a.Value.String()
+		return true
+	})
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.records = append(h.records, rec)
+	close(h.changed)
+	h.changed = make(chan struct{})
+	return nil
+}
+
+func (h *logSink) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return &logSink{logStore: h.logStore, attrs: append(slices.Clip(h.attrs), attrs...)}
+}
+
+func (h *logSink) WithGroup(string) slog.Handler { return h }
+
+// find returns the records that match.
+func (s *logStore) find(match func(logRecord) bool) []logRecord {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []logRecord
+	for _, r := range s.records {
+		if match(r) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// wait returns the first record that matches, waiting for it.
+func (s *logStore) wait(t *testing.T, match func(logRecord) bool) logRecord {
+	t.Helper()
+	ctx := testCtx(t)
+	for {
+		s.mu.Lock()
+		for _, r := range s.records {
+			if match(r) {
+				s.mu.Unlock()
+				return r
+			}
+		}
+		changed := s.changed
+		s.mu.Unlock()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			t.Fatalf("no such log line; got %v", s.find(func(logRecord) bool { return true }))
+		}
+	}
 }
 
 type lockedWriter struct {
@@ -765,24 +944,304 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 		wg.Wait()
 	}
 	run() // warm up whatever gRPC starts once per process
-	settle := func() int {
-		runtime.GC()
-		time.Sleep(20 * time.Millisecond)
-		return runtime.NumGoroutine()
-	}
-	before := settle()
+	before := goroutineIDs()
 	run()
-	var after int
-	deadline := time.Now().Add(5 * time.Second)
-	for after = settle(); after > before && time.Now().Before(deadline); after = settle() {
+	// Every goroutine the second run started ends.
+	ctx := testCtx(t)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for {
+		var left []string
+		for id, stack := range goroutineIDs() {
+			if _, ok := before[id]; !ok {
+				left = append(left, stack)
+			}
+		}
+		if len(left) == 0 {
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			t.Fatalf("%d goroutines left:\n%s", len(left), strings.Join(left, "\n\n"))
+		}
 	}
-	if after > before {
-		buf := make([]byte, 1<<20)
-		t.Fatalf("%d goroutines before, %d after:\n%s", before, after, buf[:runtime.Stack(buf, true)])
+}
+
+// goroutineIDs returns the stack of every goroutine but the caller's, by
+// goroutine id.
+func goroutineIDs() map[string]string {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
 	}
+	out := make(map[string]string)
+	for _, g := range strings.Split(string(buf), "\n\n")[1:] { // the caller's comes first
+		id, _, _ := strings.Cut(strings.TrimPrefix(g, "goroutine "), " ")
+		out[id] = g
+	}
+	return out
 }
 
 func TestConnectErrorFormat(t *testing.T) {
 	err := error(&ConnectError{Player: "server1", Address: "127.0.0.1:4441", Err: errors.New("boom")})
 	assert.Equal(t, `grpctransport: waiting for player "server1" at 127.0.0.1:4441: boom`, err.Error())
+}
+
+// tlsDial runs a TLS handshake with addr as client cfg and returns the
+// client's local address and how the server answered: in TLS 1.3 a
+// refused client learns it on its first read.
+func tlsDial(t *testing.T, addr string, cfg *tls.Config) (local string, err error) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.SetDeadline(time.Now().Add(15*time.Second))) // a safety net
+	tc := tls.Client(c, cfg)
+	err = tc.Handshake()
+	if err == nil {
+		_, err = tc.Read(make([]byte, 1))
+	}
+	return c.LocalAddr().String(), err
+}
+
+// otherCA returns a certificate for player issued by a CA of its own.
+func otherCA(t *testing.T, player string) tls.Certificate {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "other")
+	_, err := players.GenerateDevPKI(dir, []players.CertSpec{{Player: player, Hosts: []string{"127.0.0.1"}}}, players.DevPKIOptions{})
+	require.NoError(t, err)
+	certFile, keyFile := players.CertFiles(dir, player)
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	require.NoError(t, err)
+	return pair
+}
+
+// TestTLSRefusalsAreLogged: every connection the server refuses at the
+// TLS level gives one log line naming the remote address and the reason.
+func TestTLSRefusalsAreLogged(t *testing.T) {
+	n := newNetwork(t, three...)
+	cfg := n.config(t, nil, "")
+	sink := newLogSink()
+	s1 := n.start(t, cfg, "server1", Options{Logger: slog.New(sink)})
+	addr := s1.Addr().String()
+	id0, err := cfg.LoadIdentity("server0")
+	require.NoError(t, err)
+	good, err := id0.ClientTLS("server1")
+	require.NoError(t, err)
+
+	foreign := otherCA(t, "server0")
+	cases := []struct {
+		name   string
+		client func(*tls.Config)
+		reason string
+	}{
+		{"no certificate", func(c *tls.Config) { c.Certificates = nil }, "tls: client didn't provide a certificate"},
+		{"certificate from another CA", func(c *tls.Config) { c.Certificates = []tls.Certificate{foreign} }, "x509: certificate signed by unknown authority"},
+		{"TLS 1.2", func(c *tls.Config) { c.MinVersion, c.MaxVersion = tls.VersionTLS12, tls.VersionTLS12 }, "tls: client offered only unsupported versions"},
+		{"plaintext", nil, "tls: first record does not look like a TLS handshake"},
+	}
+	var locals []string
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var local string
+			if tc.client == nil {
+				c, err := net.Dial("tcp", addr)
+				require.NoError(t, err)
+				defer c.Close()
+				local = c.LocalAddr().String()
+				_, err = c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+				require.NoError(t, err)
+			} else {
+				c := good.Clone()
+				tc.client(c)
+				var err error
+				local, err = tlsDial(t, addr, c)
+				require.Error(t, err, "the server let the client in")
+			}
+			locals = append(locals, local)
+			r := sink.wait(t, func(r logRecord) bool { return r.msg == "refused a connection" && r.attrs["remote"] == local })
+			assert.Equal(t, slog.LevelWarn, r.level)
+			assert.Equal(t, "server1", r.attrs["player"])
+			assert.Contains(t, r.attrs["reason"], tc.reason)
+		})
+	}
+	// One line each, no more.
+	require.NoError(t, s1.Close())
+	for _, local := range locals {
+		assert.Len(t, sink.find(func(r logRecord) bool { return r.attrs["remote"] == local }), 1, local)
+	}
+	assert.Empty(t, sink.find(func(r logRecord) bool { return r.msg == "refused connections not logged" }), "nothing was left out")
+}
+
+// TestRefusalLogIsRateLimited: a flood of refused connections logs
+// refusalBurst lines, then counts the ones it leaves out and reports them
+// on Close. The limiter's clock is frozen, so no tokens come back.
+func TestRefusalLogIsRateLimited(t *testing.T) {
+	n := newNetwork(t, three...)
+	cfg := n.config(t, nil, "")
+	sink := newLogSink()
+	s1 := n.start(t, cfg, "server1", Options{Logger: slog.New(sink)})
+	frozen := time.Unix(1, 0)
+	s1.refusals.mu.Lock()
+	s1.refusals.now = func() time.Time { return frozen }
+	s1.refusals.last = frozen
+	s1.refusals.mu.Unlock()
+
+	id0, err := cfg.LoadIdentity("server0")
+	require.NoError(t, err)
+	noCert, err := id0.ClientTLS("server1")
+	require.NoError(t, err)
+	noCert.Certificates = nil
+	const refusals = 3*refusalBurst + 5
+	for range refusals {
+		_, err := tlsDial(t, s1.Addr().String(), noCert)
+		require.Error(t, err)
+	}
+	require.NoError(t, s1.Close())
+
+	lines := sink.find(func(r logRecord) bool { return r.msg == "refused a connection" })
+	assert.Len(t, lines, refusalBurst)
+	for _, r := range lines {
+		assert.Empty(t, r.attrs["suppressed"], "nothing was left out before the first %d lines", refusalBurst)
+	}
+	summary := sink.find(func(r logRecord) bool { return r.msg == "refused connections not logged" })
+	require.Len(t, summary, 1)
+	assert.Equal(t, fmt.Sprint(refusals-refusalBurst), summary[0].attrs["suppressed"])
+}
+
+func TestRefusalLogBucket(t *testing.T) {
+	sink := newLogSink()
+	now := time.Unix(100, 0)
+	r := newRefusalLog(slog.New(sink))
+	r.now, r.last = func() time.Time { return now }, now
+	remote := &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 4440}
+	lines := func() []logRecord {
+		return sink.find(func(r logRecord) bool { return r.msg == "refused a connection" })
+	}
+
+	for range refusalBurst + 3 {
+		r.refused(slog.LevelWarn, remote, "test")
+	}
+	require.Len(t, lines(), refusalBurst)
+	// A token comes back after refusalEvery; the next line says how many
+	// were left out before it.
+	now = now.Add(refusalEvery)
+	r.refused(slog.LevelWarn, remote, "test")
+	require.Len(t, lines(), refusalBurst+1)
+	last := lines()[refusalBurst]
+	assert.Equal(t, "3", last.attrs["suppressed"])
+	assert.Equal(t, "192.0.2.1:4440", last.attrs["remote"])
+	r.refused(slog.LevelWarn, remote, "test")
+	assert.Len(t, lines(), refusalBurst+1, "the bucket was empty again")
+	// A long quiet refills the bucket to refusalBurst, no more.
+	now = now.Add(1000 * refusalEvery)
+	for range refusalBurst + 1 {
+		r.refused(slog.LevelWarn, remote, "test")
+	}
+	assert.Len(t, lines(), 2*refusalBurst+1)
+	r.flush()
+	summary := sink.find(func(r logRecord) bool { return r.msg == "refused connections not logged" })
+	require.Len(t, summary, 1)
+	assert.Equal(t, "1", summary[0].attrs["suppressed"])
+	r.flush()
+	assert.Len(t, sink.find(func(r logRecord) bool { return r.msg == "refused connections not logged" }), 1, "nothing more to report")
+
+	// Lines the logger would drop take no token.
+	quiet := newRefusalLog(slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	for range 2 * refusalBurst {
+		quiet.refused(slog.LevelDebug, remote, "test")
+	}
+	assert.Equal(t, float64(refusalBurst), quiet.tokens)
+}
+
+// TestRawConnDoesNotHoldClose: a TCP connection that never starts its
+// handshake does not keep Close waiting; Close closes it.
+func TestRawConnDoesNotHoldClose(t *testing.T) {
+	n := newNetwork(t, "a", "b")
+	// An hour: were Close to wait for the connection's handshake deadline,
+	// it would not return before the test's context ends.
+	a := n.start(t, n.config(t, nil, ""), "a", Options{HandshakeTimeout: time.Hour})
+	raw, err := net.Dial("tcp", a.Addr().String())
+	require.NoError(t, err)
+	defer raw.Close()
+	require.Eventually(t, func() bool { return a.gate.open() == 1 }, 10*time.Second, time.Millisecond, "the server accepts the connection")
+
+	closed := make(chan error, 1)
+	go func() { closed <- a.Close() }()
+	select {
+	case err := <-closed:
+		require.NoError(t, err)
+	case <-testCtx(t).Done():
+		t.Fatal("Close waits for a connection that never handshakes")
+	}
+	// The server's side of the connection is closed.
+	require.NoError(t, raw.SetReadDeadline(time.Now().Add(15*time.Second))) // a safety net
+	_, err = raw.Read(make([]byte, 1))
+	assert.ErrorIs(t, err, io.EOF)
+}
+
+// TestHandshakeTimeout: the server closes a connection that does not
+// finish its handshake within HandshakeTimeout, and logs it.
+func TestHandshakeTimeout(t *testing.T) {
+	n := newNetwork(t, "a", "b")
+	sink := newLogSink()
+	a := n.start(t, n.config(t, nil, ""), "a", Options{HandshakeTimeout: 50 * time.Millisecond, Logger: slog.New(sink)})
+	raw, err := net.Dial("tcp", a.Addr().String())
+	require.NoError(t, err)
+	defer raw.Close()
+	require.NoError(t, raw.SetReadDeadline(time.Now().Add(15*time.Second))) // a safety net
+	_, err = raw.Read(make([]byte, 1))
+	assert.ErrorIs(t, err, io.EOF, "the server closed the connection")
+	r := sink.wait(t, func(r logRecord) bool { return r.attrs["remote"] == raw.LocalAddr().String() })
+	assert.Equal(t, "refused a connection", r.msg)
+	assert.Equal(t, "no TLS handshake within 50ms (HandshakeTimeout)", r.attrs["reason"])
+}
+
+// TestHandshakesPerIPAreBounded: one address cannot hold more than
+// MaxHandshakesPerIP connections in their handshake; the next one is
+// closed at once, and logged.
+func TestHandshakesPerIPAreBounded(t *testing.T) {
+	n := newNetwork(t, "a", "b")
+	sink := newLogSink()
+	a := n.start(t, n.config(t, nil, ""), "a", Options{HandshakeTimeout: time.Hour, Logger: slog.New(sink)})
+	conns := make(map[string]net.Conn)
+	for range MaxHandshakesPerIP + 1 {
+		c, err := net.Dial("tcp", a.Addr().String())
+		require.NoError(t, err)
+		defer c.Close()
+		conns[c.LocalAddr().String()] = c
+	}
+	r := sink.wait(t, func(r logRecord) bool { return r.msg == "refused a connection" })
+	assert.Contains(t, r.attrs["reason"], fmt.Sprintf("%d connections from 127.0.0.1 are in their handshake already (MaxHandshakesPerIP)", MaxHandshakesPerIP))
+	refused, ok := conns[r.attrs["remote"]]
+	require.True(t, ok, "the line names one of the connections: %v", r.attrs)
+	require.NoError(t, refused.SetReadDeadline(time.Now().Add(15*time.Second))) // a safety net
+	_, err := refused.Read(make([]byte, 1))
+	assert.ErrorIs(t, err, io.EOF, "the refused connection is closed")
+	assert.Len(t, sink.find(func(r logRecord) bool { return r.msg == "refused a connection" }), 1, "the others wait for their handshake")
+}
+
+func TestGateAdmits(t *testing.T) {
+	g := newGate(nil)
+	ip := func(i int) string { return fmt.Sprintf("192.0.2.%d", i) }
+	for i := range MaxHandshakesPerIP {
+		require.NoError(t, g.admit(ip(0)), "connection %d", i)
+	}
+	assert.ErrorContains(t, g.admit(ip(0)), "MaxHandshakesPerIP")
+	g.release(ip(0))
+	require.NoError(t, g.admit(ip(0)), "a slot came free")
+
+	for i := MaxHandshakesPerIP; i < MaxHandshakes; i++ {
+		require.NoError(t, g.admit(ip(1+i/MaxHandshakesPerIP)), "connection %d", i)
+	}
+	assert.ErrorContains(t, g.admit(ip(200)), "64 connections are in their handshake already (MaxHandshakes)")
+	g.release(ip(1))
+	require.NoError(t, g.admit(ip(200)))
+	assert.Equal(t, MaxHandshakes, g.active)
 }
