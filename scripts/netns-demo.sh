@@ -83,6 +83,10 @@ readonly SWITCH_NS=sf-switch
 readonly BRIDGE=sfbr0
 readonly TUN_PREFIX=sfwan # --wan-delay: TUN devices sfwan0, sfwan1, ... in PLAYERS order
 readonly TUN_WAIT=30      # seconds to wait for wandelay to make its devices
+# Packets a TUN device queues for wandelay. The kernel's default of 500
+# overflows when a burst of several links arrives while wandelay waits
+# for the CPU, and the losses then stall TCP; a router has deeper buffers.
+readonly TUN_QUEUE=10000
 readonly STOP_GRACE=5 # seconds between SIGTERM and SIGKILL when stopping players
 readonly LOCK_WAIT=90 # seconds to wait for another run of this script to end
 readonly PLAYERS=(server0 server1 server2 model-owner data-owner-0 data-owner-1 data-owner-2)
@@ -310,7 +314,10 @@ if [[ -n $wan_delay ]]; then
 	(cd "$REPO" && "$GO" build -o "$WANDELAY_BIN" ./scripts/wandelay)
 	devices=()
 	for i in "${!PLAYERS[@]}"; do devices+=("$TUN_PREFIX$i=$(addr "$i")"); done
-	ip netns exec "$SWITCH_NS" "$WANDELAY_BIN" -delay "$wan_delay" "${devices[@]}" >"$WANDELAY_LOG" 2>&1 9>&- &
+	# It runs at a higher priority than the players, as a router is
+	# hardware of its own: the delay should be the one asked for, not
+	# more when the players keep the CPUs busy.
+	nice -n -10 ip netns exec "$SWITCH_NS" "$WANDELAY_BIN" -delay "$wan_delay" "${devices[@]}" >"$WANDELAY_LOG" 2>&1 9>&- &
 	wandelay_pid=$!
 	for ((i = 0; i < TUN_WAIT * 10; i++)); do
 		grep -q '^wandelay: ready' "$WANDELAY_LOG" && break
@@ -334,6 +341,7 @@ for i in "${!PLAYERS[@]}"; do
 	ip -n "$n" link set lo up
 	if [[ -n $wan_delay ]]; then
 		# wandelay's device for this player moves into its namespace.
+		ip -n "$SWITCH_NS" link set dev "$TUN_PREFIX$i" txqueuelen "$TUN_QUEUE"
 		ip -n "$SWITCH_NS" link set dev "$TUN_PREFIX$i" netns "$n" name eth0
 	else
 		# The veth pair is born in the switch namespace; its player end
@@ -480,6 +488,15 @@ for i in "${!PLAYERS[@]}"; do
 done
 
 if [[ -n $wandelay_pid ]]; then
+	# Packets the kernel dropped on the way into wandelay: a TUN device's
+	# queue (txqueuelen) overflows when wandelay reads too slowly. Read
+	# before wandelay stops, which removes the devices.
+	tun_drops=0
+	for p in "${PLAYERS[@]}"; do
+		d=$(ip netns exec "$(ns "$p")" cat /sys/class/net/eth0/statistics/tx_dropped 2>/dev/null) || d=0
+		tun_drops=$((tun_drops + d))
+	done
+	say "packets dropped by the players' TUN devices (wandelay reading too slowly): $tun_drops"
 	# Its counters: what it forwarded, and whether a queue overflowed.
 	kill -TERM "$wandelay_pid" 2>/dev/null || true
 	wait "$wandelay_pid" 2>/dev/null || true
