@@ -15,7 +15,9 @@ import "github.com/shareflow/shareflow/players"
 // link and iteration in the federated-learning example) crawl while TCP's
 // own slow start would already let them through. So the windows start at
 // their final size, and the estimator, which only ever grows them, is off
-// (setting a window turns it off).
+// (setting a window turns it off). Seven hosts 40 ms apart took 2.7 s for
+// their first iteration before and 2.0 s after, the rest being TCP's slow
+// start and start-up; warm iterations did not change (docs/RUNNING.md).
 //
 // A window costs memory only when the receiver does not read. This
 // player's server reads every peer's stream at once into the Mailbox until
@@ -25,8 +27,9 @@ import "github.com/shareflow/shareflow/players"
 // frame, which gRPC lets through whole). So the window is that same bound,
 // at least gRPC's minimum of 64 KiB, at most 16 MiB, the estimator's own
 // ceiling: with the default max_message_bytes of 256 MiB the Mailbox may
-// hold 1 GiB of a peer's messages and gRPC at most 16 MiB more; with a
-// small max_message_bytes, gRPC never holds more than the Mailbox would.
+// hold 1 GiB of a peer's messages and gRPC at most 16 MiB more (as much
+// as the estimator could grow the window to anyway); with a small
+// max_message_bytes, gRPC never holds more than the Mailbox would.
 // 16 MiB in flight is 400 MB/s at 40 ms, a round trip's worth of a
 // 3 Gbit/s link.
 //
