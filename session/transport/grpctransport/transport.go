@@ -291,6 +291,7 @@ func New(cfg *players.Config, self string, opts Options) (_ *Transport, err erro
 			}),
 			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: opts.KeepaliveTime, Timeout: opts.KeepaliveTimeout, PermitWithoutStream: true}),
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxWireMessage), grpc.MaxCallSendMsgSize(maxWireMessage)),
+			grpc.WithInitialWindowSize(flowWindow(cfg)), grpc.WithInitialConnWindowSize(flowWindow(cfg)), // window.go
 			grpc.WithUserAgent("shareflow/"+self),
 		)
 		if err != nil {
@@ -317,6 +318,7 @@ func New(cfg *players.Config, self string, opts Options) (_ *Transport, err erro
 		grpc.Creds(serverCreds),
 		grpc.MaxRecvMsgSize(maxWireMessage),
 		grpc.MaxSendMsgSize(maxWireMessage),
+		grpc.InitialWindowSize(flowWindow(cfg)), grpc.InitialConnWindowSize(flowWindow(cfg)), grpc.MaxConcurrentStreams(maxStreamsPerConn), // window.go
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: opts.KeepaliveTime, Timeout: opts.KeepaliveTimeout}),
 		grpc.ConnectionTimeout(opts.HandshakeTimeout),
