@@ -286,6 +286,10 @@ func trainRemote(ctx context.Context, o options, stdout, stderr io.Writer) error
 		return err
 	}
 	defer s.Close()
+	// The session takes messages under its own sessions only; the
+	// outcomes every player tells at the end (bounded by maxOutcomeReason)
+	// are this program's, so it declares them before any peer connects.
+	t.Mailbox().Expect(outcomeKey.Session)
 	plan, err := s.Plan(iteration)
 	if err != nil {
 		return err
