@@ -517,14 +517,19 @@ func TestPlayersForOneHost(t *testing.T) {
 	_, err = dos[0].ComputeGradient(context.Background(), weights)
 	assert.ErrorContains(t, err, "data-owner-0: compute gradient: this data owner's data is on its own host")
 
-	_, dos, err = newPlayers(o, players.DataOwner(1), train, nil)
+	shards, err := train.Split(3)
+	require.NoError(t, err)
+	_, dos, err = newPlayers(o, players.DataOwner(1), []*mnist.Dataset{nil, shards[1], nil}, nil)
 	require.NoError(t, err)
 	_, err = dos[1].ComputeGradient(context.Background(), weights)
 	require.NoError(t, err, "the host's own data owner computes")
-	assert.Equal(t, train.N/3, dos[1].shard.N)
+	assert.Same(t, shards[1], dos[1].shard)
 	assert.Nil(t, dos[0].shard)
 
-	mo, _, err = newPlayers(o, players.ModelOwner, train, test)
+	_, _, err = newPlayers(o, players.DataOwner(2), []*mnist.Dataset{nil, shards[1], nil}, nil)
+	assert.ErrorContains(t, err, "data-owner-2: no data shard")
+
+	mo, _, err = newPlayers(o, players.ModelOwner, nil, test)
 	require.NoError(t, err)
 	assert.Len(t, mo.History(), 1, "the real model owner evaluates the initial weights")
 }

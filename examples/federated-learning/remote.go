@@ -15,7 +15,6 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/shareflow/shareflow/examples/federated-learning/mnist"
 	"github.com/shareflow/shareflow/graph"
 	"github.com/shareflow/shareflow/players"
 	"github.com/shareflow/shareflow/protocol/pond"
@@ -249,13 +248,14 @@ func trainRemote(ctx context.Context, o options, stdout, stderr io.Writer) error
 	if o.dataOwners, err = dataOwnersIn(cfg); err != nil {
 		return err
 	}
-	// Only the model owner (test set) and data owners (their shard of the
-	// training set) read data.
-	var trainSet, testSet *mnist.Dataset
-	if role := players.RoleOf(o.player); role == players.RoleModelOwner || role == players.RoleDataOwner {
-		if trainSet, testSet, _, err = loadData(o); err != nil {
-			return err
-		}
+	// Only the model owner (the test set) and the data owners (each its own
+	// shard of the training set) read data, and each reads only its part.
+	shards, testSet, source, err := loadPlayerData(o, o.player)
+	if err != nil {
+		return err
+	}
+	if source != "" {
+		fmt.Fprintf(stdout, "%s: data: %s\n", o.player, source)
 	}
 	timeout := o.timeout
 	if timeout == 0 {
@@ -263,7 +263,7 @@ func trainRemote(ctx context.Context, o options, stdout, stderr io.Writer) error
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 
-	fed, err := newFederation(o, o.player, trainSet, testSet)
+	fed, err := newFederation(o, o.player, shards, testSet)
 	if err != nil {
 		return err
 	}
@@ -286,6 +286,10 @@ func trainRemote(ctx context.Context, o options, stdout, stderr io.Writer) error
 		return err
 	}
 	defer s.Close()
+	// The session takes messages under its own sessions only; the
+	// outcomes every player tells at the end (bounded by maxOutcomeReason)
+	// are this program's, so it declares them before any peer connects.
+	t.Mailbox().Expect(outcomeKey.Session)
 	plan, err := s.Plan(iteration)
 	if err != nil {
 		return err

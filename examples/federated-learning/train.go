@@ -68,8 +68,8 @@ type federation struct {
 // With self empty every player is built for this process; otherwise only
 // player self is, and the others are stand-ins that name them in the graph
 // (see newPlayers).
-func newFederation(o options, self string, train, test *mnist.Dataset) (*federation, error) {
-	modelOwner, dataOwners, err := newPlayers(o, self, train, test)
+func newFederation(o options, self string, shards []*mnist.Dataset, test *mnist.Dataset) (*federation, error) {
+	modelOwner, dataOwners, err := newPlayers(o, self, shards, test)
 	if err != nil {
 		return nil, err
 	}
@@ -89,15 +89,16 @@ func (f *federation) Close() {
 }
 
 // newPlayers builds the model owner and the data owners, each with its own
-// data: the model owner the test set, every data owner one disjoint shard
-// of the training set.
+// data: the model owner the test set, data owner i shards[i], its disjoint
+// shard of the training set.
 //
-// In a run across hosts (self not empty) only player self is real. Every
-// other player is a stand-in: the model owner without a test set (so it
-// never evaluates) and data owners without data, whose functions the
-// session never calls here, as they run on their own hosts. A host thus
-// uses only its own player's data, and a server reads none.
-func newPlayers(o options, self string, train, test *mnist.Dataset) (*ModelOwner, []*DataOwner, error) {
+// In a run across hosts (self not empty) only player self is real, and
+// only its data need be given (see loadPlayerData). Every other player is
+// a stand-in: the model owner without a test set (so it never evaluates)
+// and data owners without data, whose functions the session never calls
+// here, as they run on their own hosts. A host thus uses only its own
+// player's data, and a server reads none.
+func newPlayers(o options, self string, shards []*mnist.Dataset, test *mnist.Dataset) (*ModelOwner, []*DataOwner, error) {
 	here := func(name string) bool { return self == "" || self == name }
 	mo := ModelOwnerConfig{LearningRate: o.learningRate, Seed: o.seed, EvalEvery: o.evalEvery}
 	if here(players.ModelOwner) {
@@ -108,19 +109,17 @@ func newPlayers(o options, self string, train, test *mnist.Dataset) (*ModelOwner
 		return nil, nil, err
 	}
 	dataOwners := make([]*DataOwner, o.dataOwners)
-	var shards []*mnist.Dataset
 	for i := range dataOwners {
 		name := players.DataOwner(i)
 		if !here(name) {
 			dataOwners[i] = &DataOwner{Name: name}
 			continue
 		}
-		if shards == nil {
-			if shards, err = train.Split(o.dataOwners); err != nil {
-				return nil, nil, fmt.Errorf("splitting the training set over %d data owners: %w", o.dataOwners, err)
-			}
+		var shard *mnist.Dataset
+		if i < len(shards) {
+			shard = shards[i]
 		}
-		d, err := NewDataOwner(name, shards[i], o.batchSize, o.seed*1000+uint64(i))
+		d, err := NewDataOwner(name, shard, o.batchSize, o.seed*1000+uint64(i))
 		if err != nil {
 			return nil, nil, err
 		}
@@ -129,6 +128,17 @@ func newPlayers(o options, self string, train, test *mnist.Dataset) (*ModelOwner
 	return modelOwner, dataOwners, nil
 }
 
+// splitTrain cuts the training set into one shard per data owner, for a
+// run in one process.
+func splitTrain(o options, train *mnist.Dataset) ([]*mnist.Dataset, error) {
+	shards, err := train.Split(o.dataOwners)
+	if err != nil {
+		return nil, fmt.Errorf("splitting the training set over %d data owners: %w", o.dataOwners, err)
+	}
+	return shards, nil
+}
+
+// loadData loads the whole data set, for a run in one process.
 func loadData(o options) (train, test *mnist.Dataset, source string, err error) {
 	if o.dataDir == "" {
 		train, test, err = mnist.Embedded()
@@ -139,6 +149,51 @@ func loadData(o options) (train, test *mnist.Dataset, source string, err error) 
 		return nil, nil, "", err
 	}
 	return train, test, fmt.Sprintf("%s (%d training, %d test images)", o.dataDir, train.N, test.N), nil
+}
+
+// loadPlayerData loads what player reads in a run across hosts, and only
+// that: data owner i its own shard of the training set (shards[i], the
+// other entries nil), the model owner the test set, any other player
+// nothing. The shard holds the examples splitTrain would give data owner
+// i, read without keeping the rest of the training set (see
+// mnist.LoadShard). source says what was loaded, for the player's log.
+func loadPlayerData(o options, player string) (shards []*mnist.Dataset, test *mnist.Dataset, source string, err error) {
+	from := o.dataDir
+	if from == "" {
+		from = "the embedded Fashion-MNIST subset"
+	}
+	switch players.RoleOf(player) {
+	case players.RoleModelOwner:
+		if o.dataDir == "" {
+			test, err = mnist.LoadTestFS(mnist.EmbeddedFS(), ".")
+		} else {
+			test, err = mnist.LoadTest(o.dataDir)
+		}
+		if err != nil {
+			return nil, nil, "", fmt.Errorf("%s: loading the test set: %w", player, err)
+		}
+		return nil, test, fmt.Sprintf("the %d test images of %s", test.N, from), nil
+	case players.RoleDataOwner:
+		for i := range o.dataOwners {
+			if players.DataOwner(i) != player {
+				continue
+			}
+			var shard *mnist.Dataset
+			if o.dataDir == "" {
+				shard, err = mnist.LoadShardFS(mnist.EmbeddedFS(), ".", i, o.dataOwners)
+			} else {
+				shard, err = mnist.LoadShard(o.dataDir, i, o.dataOwners)
+			}
+			if err != nil {
+				return nil, nil, "", fmt.Errorf("%s: loading shard %d of %d of the training set: %w", player, i, o.dataOwners, err)
+			}
+			shards = make([]*mnist.Dataset, o.dataOwners)
+			shards[i] = shard
+			return shards, nil, fmt.Sprintf("%d training images, shard %d of %d of %s", shard.N, i, o.dataOwners, from), nil
+		}
+		return nil, nil, "", fmt.Errorf("%s is not one of the %d data owners", player, o.dataOwners)
+	}
+	return nil, nil, "", nil
 }
 
 // result is what one training run measured.
@@ -156,7 +211,11 @@ type result struct {
 // trainOnce trains from scratch with the given mode ("secure" or
 // "plaintext") and returns what it measured.
 func trainOnce(ctx context.Context, o options, mode string, train, test *mnist.Dataset, progress *progress) (*result, error) {
-	f, err := newFederation(o, "", train, test)
+	shards, err := splitTrain(o, train)
+	if err != nil {
+		return nil, err
+	}
+	f, err := newFederation(o, "", shards, test)
 	if err != nil {
 		return nil, err
 	}
@@ -282,7 +341,11 @@ func humanBytes(b float64) string {
 // describe prints the compiled plan or writes the graph, without training:
 // where each gradient is shared, and who receives what.
 func describe(o options, trainSet, testSet *mnist.Dataset, stdout io.Writer) error {
-	fed, err := newFederation(o, "", trainSet, testSet)
+	shards, err := splitTrain(o, trainSet)
+	if err != nil {
+		return err
+	}
+	fed, err := newFederation(o, "", shards, testSet)
 	if err != nil {
 		return err
 	}

@@ -103,13 +103,24 @@ func (d *Dataset) Slice(from, to int) (*Dataset, error) {
 // Shard sizes differ by at most one example and together cover d. The shard
 // shares d's storage.
 func (d *Dataset) Shard(i, n int) (*Dataset, error) {
-	if n < 1 || n > d.N {
-		return nil, fmt.Errorf("mnist: cannot cut %d examples into %d shards", d.N, n)
+	from, to, err := shardBounds(d.N, i, n)
+	if err != nil {
+		return nil, err
+	}
+	return d.Slice(from, to)
+}
+
+// shardBounds returns the examples [from, to) of the i-th of n shards of
+// count examples: the one place that says how a set is cut, for Shard and
+// LoadShard alike.
+func shardBounds(count, i, n int) (from, to int, err error) {
+	if n < 1 || n > count {
+		return 0, 0, fmt.Errorf("%w: cannot cut %d examples into %d shards", ErrRange, count, n)
 	}
 	if i < 0 || i >= n {
-		return nil, fmt.Errorf("mnist: shard index %d not in [0, %d)", i, n)
+		return 0, 0, fmt.Errorf("%w: shard index %d not in [0, %d)", ErrRange, i, n)
 	}
-	return d.Slice(i*d.N/n, (i+1)*d.N/n)
+	return i * count / n, (i + 1) * count / n, nil
 }
 
 // Split cuts d into n disjoint shards, as Shard(0, n) … Shard(n-1, n).
@@ -150,11 +161,11 @@ func LoadFS(fsys fs.FS, dir string) (train, test *Dataset, err error) {
 }
 
 func loadFS(fsys fs.FS, dir, shown string) (train, test *Dataset, err error) {
-	train, err = loadPair(fsys, dir, shown, TrainImagesFile, TrainLabelsFile)
+	train, err = loadPart(fsys, dir, shown, TrainImagesFile, TrainLabelsFile, wholeFile)
 	if err != nil {
 		return nil, nil, err
 	}
-	test, err = loadPair(fsys, dir, shown, TestImagesFile, TestLabelsFile)
+	test, err = loadPart(fsys, dir, shown, TestImagesFile, TestLabelsFile, wholeFile)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -163,6 +174,77 @@ func loadFS(fsys fs.FS, dir, shown string) (train, test *Dataset, err error) {
 			shown, train.Rows, train.Cols, test.Rows, test.Cols)
 	}
 	return train, test, nil
+}
+
+// LoadShard reads shard i of n (0 ≤ i < n) of the training set in dir: the
+// examples that Shard(i, n) of Load's training set holds, without keeping
+// the others. A plain images file is read only at the shard's images; a
+// gzipped one is decompressed to its end with the other images discarded
+// as they pass. Both files are checked whole (header, length, gzip
+// checksum), so every data owner rejects a damaged file, whichever shard
+// it reads.
+func LoadShard(dir string, i, n int) (*Dataset, error) {
+	return loadPart(os.DirFS(dir), ".", dir, TrainImagesFile, TrainLabelsFile, func(count int) (int, int, error) {
+		return shardBounds(count, i, n)
+	})
+}
+
+// LoadShardFS is LoadShard for a directory inside a file system, such as
+// EmbeddedFS.
+func LoadShardFS(fsys fs.FS, dir string, i, n int) (*Dataset, error) {
+	return loadPart(fsys, dir, dir, TrainImagesFile, TrainLabelsFile, func(count int) (int, int, error) {
+		return shardBounds(count, i, n)
+	})
+}
+
+// LoadTest reads the test set in dir (TestImagesFile and TestLabelsFile,
+// plain or gzipped), and not the training set.
+func LoadTest(dir string) (*Dataset, error) {
+	return loadPart(os.DirFS(dir), ".", dir, TestImagesFile, TestLabelsFile, wholeFile)
+}
+
+// LoadTestFS is LoadTest for a directory inside a file system, such as
+// EmbeddedFS.
+func LoadTestFS(fsys fs.FS, dir string) (*Dataset, error) {
+	return loadPart(fsys, dir, dir, TestImagesFile, TestLabelsFile, wholeFile)
+}
+
+// loadPart reads the examples pick chooses of an images file and its labels
+// file, checking that the two hold the same number of examples before it
+// reads the labels.
+func loadPart(fsys fs.FS, dir, shown, imagesBase, labelsBase string, pick span) (*Dataset, error) {
+	ip, ishown, err := find(fsys, dir, shown, imagesBase)
+	if err != nil {
+		return nil, err
+	}
+	lp, lshown, err := find(fsys, dir, shown, labelsBase)
+	if err != nil {
+		return nil, err
+	}
+	f, err := fsys.Open(ip)
+	if err != nil {
+		return nil, &FileError{File: ishown, Err: err}
+	}
+	img, count, err := decodeImages(f, pick)
+	f.Close()
+	if err != nil {
+		return nil, &FileError{File: ishown, Err: err}
+	}
+	f, err = fsys.Open(lp)
+	if err != nil {
+		return nil, &FileError{File: lshown, Err: err}
+	}
+	labels, _, err := decodeLabels(f, func(n int) (int, int, error) {
+		if n != count {
+			return 0, 0, fmt.Errorf("%w: %d images, %d labels (images in %s)", ErrCountMismatch, count, n, ishown)
+		}
+		return pick(n)
+	})
+	f.Close()
+	if err != nil {
+		return nil, &FileError{File: lshown, Err: err}
+	}
+	return NewDataset(img, labels, ishown+" + "+lshown)
 }
 
 // LoadFiles reads one images file and its labels file, each plain or
@@ -204,42 +286,4 @@ func find(fsys fs.FS, dir, shown, base string) (string, string, error) {
 		File: path.Join(shown, base),
 		Err:  fmt.Errorf("neither %s nor %s.gz found: %w (run the download step, or pass the directory that holds them)", base, base, fs.ErrNotExist),
 	}
-}
-
-func loadPair(fsys fs.FS, dir, shown, imagesBase, labelsBase string) (*Dataset, error) {
-	ip, ishown, err := find(fsys, dir, shown, imagesBase)
-	if err != nil {
-		return nil, err
-	}
-	lp, lshown, err := find(fsys, dir, shown, labelsBase)
-	if err != nil {
-		return nil, err
-	}
-	img, err := readImagesFile(fsys, ip, ishown)
-	if err != nil {
-		return nil, err
-	}
-	labels, err := readLabelsFile(fsys, lp, lshown)
-	if err != nil {
-		return nil, err
-	}
-	return NewDataset(img, labels, ishown+" + "+lshown)
-}
-
-func readImagesFile(fsys fs.FS, p, shown string) (*Images, error) {
-	f, err := fsys.Open(p)
-	if err != nil {
-		return nil, &FileError{File: shown, Err: err}
-	}
-	defer f.Close()
-	return DecodeImages(f, shown)
-}
-
-func readLabelsFile(fsys fs.FS, p, shown string) ([]uint8, error) {
-	f, err := fsys.Open(p)
-	if err != nil {
-		return nil, &FileError{File: shown, Err: err}
-	}
-	defer f.Close()
-	return DecodeLabels(f, shown)
 }

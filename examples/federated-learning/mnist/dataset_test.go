@@ -204,3 +204,81 @@ func TestShardAndSplit(t *testing.T) {
 	_, err = d.Slice(4, 4)
 	assert.Error(t, err)
 }
+
+// LoadShard gives the examples Shard cuts from the whole training set, and
+// LoadTest the test set, for plain and gzipped files.
+func TestLoadShardMatchesShard(t *testing.T) {
+	const n = 11
+	for _, gz := range []bool{false, true} {
+		t.Run(map[bool]string{false: "plain", true: "gzip"}[gz], func(t *testing.T) {
+			dir := t.TempDir()
+			writeSet(t, dir, TrainImagesFile, TrainLabelsFile, randomImages(t, 21, n, 3, 2), randomLabels(21, n), gz)
+			writeSet(t, dir, TestImagesFile, TestLabelsFile, randomImages(t, 22, 4, 3, 2), randomLabels(22, 4), gz)
+			train, test, err := Load(dir)
+			require.NoError(t, err)
+			for shards := 1; shards <= n; shards++ {
+				for i := range shards {
+					want, err := train.Shard(i, shards)
+					require.NoError(t, err)
+					got, err := LoadShard(dir, i, shards)
+					require.NoError(t, err, "shard %d of %d", i, shards)
+					assert.Equal(t, want, got, "shard %d of %d", i, shards)
+				}
+			}
+			got, err := LoadTest(dir)
+			require.NoError(t, err)
+			assert.Equal(t, test, got)
+		})
+	}
+}
+
+func TestLoadShardErrors(t *testing.T) {
+	img, labels := randomImages(t, 23, 6, 2, 2), randomLabels(23, 6)
+	for _, gz := range []bool{false, true} {
+		suffix := map[bool]string{false: "", true: ".gz"}[gz]
+		t.Run("gzip="+map[bool]string{false: "no", true: "yes"}[gz], func(t *testing.T) {
+			dir := t.TempDir()
+			writeSet(t, dir, TrainImagesFile, TrainLabelsFile, img, labels, gz)
+			imagesPath := filepath.Join(dir, TrainImagesFile+suffix)
+			for _, bad := range [][2]int{{0, 7}, {0, 0}, {3, 3}, {-1, 2}} {
+				_, err := LoadShard(dir, bad[0], bad[1])
+				require.ErrorIs(t, err, ErrRange, "shard %d of %d", bad[0], bad[1])
+				assert.Contains(t, err.Error(), imagesPath)
+			}
+
+			// The test set is not there: only LoadTest needs it.
+			_, err := LoadShard(dir, 0, 2)
+			require.NoError(t, err)
+			_, err = LoadTest(dir)
+			require.ErrorIs(t, err, os.ErrNotExist)
+			assert.Contains(t, err.Error(), filepath.Join(dir, TestImagesFile))
+
+			// Every shard refuses a file cut short, even the shards that
+			// end before the cut.
+			b, err := os.ReadFile(imagesPath)
+			require.NoError(t, err)
+			if gz {
+				raw := encodeImages(t, img, false)
+				b = gzipBytes(t, raw[:len(raw)-1])
+			} else {
+				b = b[:len(b)-1]
+			}
+			require.NoError(t, os.WriteFile(imagesPath, b, 0o644))
+			for i := range 3 {
+				_, err := LoadShard(dir, i, 3)
+				require.ErrorIs(t, err, ErrTruncated, "shard %d", i)
+				var fe *FileError
+				require.ErrorAs(t, err, &fe)
+				assert.Equal(t, imagesPath, fe.File)
+			}
+		})
+	}
+	t.Run("count mismatch", func(t *testing.T) {
+		dir := t.TempDir()
+		writeSet(t, dir, TrainImagesFile, TrainLabelsFile, img, labels[:5], false)
+		_, err := LoadShard(dir, 0, 2)
+		require.ErrorIs(t, err, ErrCountMismatch)
+		assert.Contains(t, err.Error(), "6 images, 5 labels")
+		assert.Contains(t, err.Error(), filepath.Join(dir, TrainLabelsFile))
+	})
+}

@@ -8,7 +8,11 @@
 // (detected by the gzip magic bytes), check every header field against sane
 // limits before reading the payload, and report problems as a *FileError
 // that names the file and wraps a sentinel such as ErrTruncated or ErrMagic.
-// EncodeImages and EncodeLabels write the format back.
+// DecodeImageRange and DecodeLabelRange read only examples [from, to): a
+// plain file that can seek is read only there, a gzipped one is
+// decompressed to its end with the other examples discarded as they pass;
+// either way the whole file is checked. EncodeImages and EncodeLabels
+// write the format back.
 //
 // A Dataset pairs images, scaled to [0, 1], with labels. Load reads the
 // standard four files (train-images-idx3-ubyte and so on, plain or .gz) from
@@ -18,6 +22,14 @@
 //	train, test, err := mnist.Load("data")        // after Download
 //	train, test, err := mnist.Embedded()          // no download needed
 //	shards, err := train.Split(3)                 // one per data owner
+//
+// A player on its own host loads only its part: LoadShard(dir, i, n) gives
+// a data owner the examples train.Shard(i, n) holds without keeping the
+// rest of the training set, and LoadTest gives the model owner the test
+// set alone:
+//
+//	shard, err := mnist.LoadShard("data", 1, 3)  // data-owner-1 of 3
+//	test, err := mnist.LoadTest("data")          // the model owner
 //
 // Embedded returns a small real data set compiled into the package: a
 // class-balanced subset of Fashion-MNIST (6,000 training and 1,000 test

@@ -47,3 +47,21 @@ func TestEmbedded(t *testing.T) {
 	require.NoError(t, err)
 	assert.NotEqual(t, uint8(200), again.Labels[0])
 }
+
+// Shards of the embedded set, decoded alone, are the shards of the whole.
+func TestEmbeddedShards(t *testing.T) {
+	train, test, err := Embedded()
+	require.NoError(t, err)
+	for _, n := range []int{1, 2, 3, 7} {
+		for i := range n {
+			want, err := train.Shard(i, n)
+			require.NoError(t, err)
+			got, err := LoadShardFS(EmbeddedFS(), ".", i, n)
+			require.NoError(t, err)
+			assert.Equal(t, want, got, "shard %d of %d", i, n)
+		}
+	}
+	got, err := LoadTestFS(EmbeddedFS(), ".")
+	require.NoError(t, err)
+	assert.Equal(t, test, got)
+}

@@ -31,3 +31,21 @@ func ExampleEmbedded() {
 	// data-owner-1: 2000 examples
 	// data-owner-2: 2000 examples
 }
+
+// On its own host a data owner decodes only its shard, the same examples
+// Shard cuts from the whole set, and the model owner only the test set.
+func ExampleLoadShardFS() {
+	shard, err := mnist.LoadShardFS(mnist.EmbeddedFS(), ".", 1, 3)
+	if err != nil {
+		log.Fatal(err)
+	}
+	test, err := mnist.LoadTestFS(mnist.EmbeddedFS(), ".")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("data-owner-1 of 3: %d examples\n", shard.N)
+	fmt.Printf("model-owner: %d test examples\n", test.N)
+	// Output:
+	// data-owner-1 of 3: 2000 examples
+	// model-owner: 1000 test examples
+}

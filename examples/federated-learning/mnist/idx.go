@@ -48,6 +48,10 @@ var (
 	ErrCountMismatch = errors.New("mnist: image and label counts differ")
 	// ErrGzip means the file starts like gzip but does not decompress.
 	ErrGzip = errors.New("mnist: bad gzip stream")
+	// ErrRange means a range of examples asked of a file or data set is
+	// empty or reaches past its end, or a shard does not exist (index out
+	// of range, more shards than examples).
+	ErrRange = errors.New("mnist: examples out of range")
 )
 
 // FileError reports a problem with one named file (or in-memory source).
@@ -128,25 +132,168 @@ func payloadErr(err error, what string) error {
 	return err
 }
 
-// readPayload reads exactly n bytes from r, growing its buffer only as data
-// actually arrives, so that a header that lies about the size cannot make the
-// decoder allocate more than the input holds. It then checks that r is at its
-// end.
-func readPayload(r io.Reader, n int, what string) ([]byte, error) {
-	var buf bytes.Buffer
-	buf.Grow(min(n, 64<<10))
-	got, err := io.CopyN(&buf, r, int64(n))
-	if err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("%w: %s has %d of %d bytes", ErrTruncated, what, got, n)
+// span picks the items [from, to) to keep of a file that holds count
+// items, or says why it cannot.
+type span func(count int) (from, to int, err error)
+
+// wholeFile keeps every item.
+func wholeFile(count int) (int, int, error) { return 0, count, nil }
+
+// itemRange keeps items [from, to), which must be a non-empty part of the
+// file.
+func itemRange(from, to int) span {
+	return func(count int) (int, int, error) {
+		if from < 0 || from >= to || to > count {
+			return 0, 0, fmt.Errorf("%w: [%d, %d) of a file of %d", ErrRange, from, to, count)
 		}
+		return from, to, nil
+	}
+}
+
+// idxPart is what decodeIDX read of a file: its header dimensions (the item
+// count first) and the payload bytes of items [from, to).
+type idxPart struct {
+	dims     []int
+	from, to int
+	payload  []byte
+}
+
+// decodeIDX reads an IDX file of the given magic number and number of
+// dimensions from r, checks the dimensions with check, and keeps the
+// payload of the items pick chooses.
+//
+// When r can seek and is not gzipped (a plain file), it reads the header,
+// checks the file's size against it, and then seeks to the kept items and
+// reads only them. Otherwise it decompresses and reads the whole stream,
+// discarding the items it does not keep as they pass, so that it holds no
+// more than the kept part and still checks the file's length and, for
+// gzip, its checksum. Either way a file that is too short or too long is
+// rejected whichever items are kept.
+func decodeIDX(r io.Reader, magic uint32, ndims int, what string, check func([]int) error, pick span) (*idxPart, error) {
+	if rs, ok := r.(io.ReadSeeker); ok {
+		if start, err := rs.Seek(0, io.SeekCurrent); err == nil {
+			var head [2]byte
+			k, err := io.ReadFull(rs, head[:])
+			if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+				return nil, err
+			}
+			if _, err := rs.Seek(start, io.SeekStart); err != nil {
+				return nil, err
+			}
+			if k < 2 || head != [2]byte{0x1f, 0x8b} {
+				return decodeSeekable(rs, start, magic, ndims, what, check, pick)
+			}
+		}
+	}
+	return decodeStream(r, magic, ndims, what, check, pick)
+}
+
+// headerLen returns the byte length of an IDX header of ndims dimensions.
+func headerLen(ndims int) int64 { return 4 + 4*int64(ndims) }
+
+// itemLen returns the bytes of one item (one image, one label) of a file
+// with the given dimensions, the count first.
+func itemLen(dims []int) int {
+	n := 1
+	for _, d := range dims[1:] {
+		n *= d
+	}
+	return n
+}
+
+// decodeSeekable is decodeIDX for a plain file that rs reads from offset
+// start on.
+func decodeSeekable(rs io.ReadSeeker, start int64, magic uint32, ndims int, what string, check func([]int) error, pick span) (*idxPart, error) {
+	dims, err := readHeader(rs, magic, ndims)
+	if err != nil {
+		return nil, err
+	}
+	if err := check(dims); err != nil {
+		return nil, err
+	}
+	end, err := rs.Seek(0, io.SeekEnd)
+	if err != nil {
+		return nil, err
+	}
+	item := int64(itemLen(dims))
+	have, want := end-start-headerLen(ndims), int64(dims[0])*item
+	switch {
+	case have < want:
+		return nil, fmt.Errorf("%w: %s has %d of %d bytes", ErrTruncated, what, max(have, 0), want)
+	case have > want:
+		return nil, fmt.Errorf("%w: more than the %d bytes of %s", ErrTrailingData, want, what)
+	}
+	from, to, err := pick(dims[0])
+	if err != nil {
+		return nil, err
+	}
+	if _, err := rs.Seek(start+headerLen(ndims)+int64(from)*item, io.SeekStart); err != nil {
+		return nil, err
+	}
+	// The size is checked against the file's, so the buffer is no larger
+	// than what the file holds.
+	payload := make([]byte, int64(to-from)*item)
+	if _, err := io.ReadFull(rs, payload); err != nil {
 		return nil, payloadErr(err, what)
+	}
+	return &idxPart{dims: dims, from: from, to: to, payload: payload}, nil
+}
+
+// decodeStream is decodeIDX for a stream, gzipped or not.
+func decodeStream(r io.Reader, magic uint32, ndims int, what string, check func([]int) error, pick span) (*idxPart, error) {
+	src, closeFn, err := openMaybeGzip(r)
+	if err != nil {
+		return nil, err
+	}
+	dims, err := readHeader(src, magic, ndims)
+	if err != nil {
+		return nil, err
+	}
+	if err := check(dims); err != nil {
+		return nil, err
+	}
+	from, to, err := pick(dims[0])
+	if err != nil {
+		return nil, err
+	}
+	item := int64(itemLen(dims))
+	payload, err := readPart(src, int64(dims[0])*item, int64(from)*item, int64(to)*item, what)
+	if err != nil {
+		return nil, err
+	}
+	if err := closeFn(); err != nil {
+		return nil, payloadErr(err, "gzip trailer")
+	}
+	return &idxPart{dims: dims, from: from, to: to, payload: payload}, nil
+}
+
+// readPart reads exactly total bytes from r, keeps bytes [lo, hi) and
+// discards the others as they pass, and then checks that r is at its end.
+// Its buffer grows only as data actually arrives, so that a header that
+// lies about the size cannot make the decoder allocate more than the input
+// holds.
+func readPart(r io.Reader, total, lo, hi int64, what string) ([]byte, error) {
+	var buf bytes.Buffer
+	buf.Grow(int(min(hi-lo, 64<<10)))
+	var done int64
+	for _, step := range []struct {
+		w io.Writer
+		n int64
+	}{{io.Discard, lo}, {&buf, hi - lo}, {io.Discard, total - hi}} {
+		got, err := io.CopyN(step.w, r, step.n)
+		done += got
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil, fmt.Errorf("%w: %s has %d of %d bytes", ErrTruncated, what, done, total)
+			}
+			return nil, payloadErr(err, what)
+		}
 	}
 	var one [1]byte
 	k, err := io.ReadFull(r, one[:])
 	switch {
 	case k > 0:
-		return nil, fmt.Errorf("%w: more than the %d bytes of %s", ErrTrailingData, n, what)
+		return nil, fmt.Errorf("%w: more than the %d bytes of %s", ErrTrailingData, total, what)
 	case errors.Is(err, io.EOF):
 		return buf.Bytes(), nil
 	default:
@@ -154,75 +301,92 @@ func readPayload(r io.Reader, n int, what string) ([]byte, error) {
 	}
 }
 
+// checkImageDims checks an images file's header dimensions against the
+// decoder's limits.
+func checkImageDims(dims []int) error {
+	n, rows, cols := dims[0], dims[1], dims[2]
+	switch {
+	case n < 1 || n > MaxCount:
+		return fmt.Errorf("%w: image count %d not in [1, %d]", ErrDims, n, MaxCount)
+	case rows < 1 || rows > MaxSide || cols < 1 || cols > MaxSide:
+		return fmt.Errorf("%w: image size %d×%d not within 1..%d per side", ErrDims, rows, cols, MaxSide)
+	case n*rows*cols > MaxPayload:
+		return fmt.Errorf("%w: %d images of %d×%d exceed %d bytes", ErrDims, n, rows, cols, MaxPayload)
+	}
+	return nil
+}
+
+// checkLabelDims checks a labels file's count against the decoder's limit.
+func checkLabelDims(dims []int) error {
+	if n := dims[0]; n < 1 || n > MaxCount {
+		return fmt.Errorf("%w: label count %d not in [1, %d]", ErrDims, n, MaxCount)
+	}
+	return nil
+}
+
 // DecodeImages reads an IDX images file (magic 0x00000803) from r, gzipped or
 // not. name identifies the source in errors.
 func DecodeImages(r io.Reader, name string) (*Images, error) {
-	img, err := decodeImages(r)
+	img, _, err := decodeImages(r, wholeFile)
 	if err != nil {
 		return nil, &FileError{File: name, Err: err}
 	}
 	return img, nil
 }
 
-func decodeImages(r io.Reader) (*Images, error) {
-	src, closeFn, err := openMaybeGzip(r)
+// DecodeImageRange reads images [from, to) of an IDX images file from r,
+// gzipped or not, without keeping the others: a plain file that r can seek
+// in (an *os.File, say) is read only at those images, any other input is
+// read to its end with the other images discarded as they pass. It checks
+// the whole file as DecodeImages does (header, length, gzip checksum), and
+// the range must be a non-empty part of the file (ErrRange otherwise). The
+// result's N is to − from. name identifies the source in errors.
+func DecodeImageRange(r io.Reader, name string, from, to int) (*Images, error) {
+	img, _, err := decodeImages(r, itemRange(from, to))
 	if err != nil {
-		return nil, err
+		return nil, &FileError{File: name, Err: err}
 	}
-	dims, err := readHeader(src, ImagesMagic, 3)
+	return img, nil
+}
+
+// decodeImages reads the images pick chooses and returns them with the
+// number of images in the file.
+func decodeImages(r io.Reader, pick span) (*Images, int, error) {
+	p, err := decodeIDX(r, ImagesMagic, 3, "pixels", checkImageDims, pick)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	n, rows, cols := dims[0], dims[1], dims[2]
-	switch {
-	case n < 1 || n > MaxCount:
-		return nil, fmt.Errorf("%w: image count %d not in [1, %d]", ErrDims, n, MaxCount)
-	case rows < 1 || rows > MaxSide || cols < 1 || cols > MaxSide:
-		return nil, fmt.Errorf("%w: image size %d×%d not within 1..%d per side", ErrDims, rows, cols, MaxSide)
-	case n*rows*cols > MaxPayload:
-		return nil, fmt.Errorf("%w: %d images of %d×%d exceed %d bytes", ErrDims, n, rows, cols, MaxPayload)
-	}
-	pix, err := readPayload(src, n*rows*cols, "pixels")
-	if err != nil {
-		return nil, err
-	}
-	if err := closeFn(); err != nil {
-		return nil, payloadErr(err, "gzip trailer")
-	}
-	return &Images{N: n, Rows: rows, Cols: cols, Pixels: pix}, nil
+	return &Images{N: p.to - p.from, Rows: p.dims[1], Cols: p.dims[2], Pixels: p.payload}, p.dims[0], nil
 }
 
 // DecodeLabels reads an IDX labels file (magic 0x00000801) from r, gzipped or
 // not. name identifies the source in errors.
 func DecodeLabels(r io.Reader, name string) ([]uint8, error) {
-	labels, err := decodeLabels(r)
+	labels, _, err := decodeLabels(r, wholeFile)
 	if err != nil {
 		return nil, &FileError{File: name, Err: err}
 	}
 	return labels, nil
 }
 
-func decodeLabels(r io.Reader) ([]uint8, error) {
-	src, closeFn, err := openMaybeGzip(r)
+// DecodeLabelRange reads labels [from, to) of an IDX labels file from r, as
+// DecodeImageRange reads images.
+func DecodeLabelRange(r io.Reader, name string, from, to int) ([]uint8, error) {
+	labels, _, err := decodeLabels(r, itemRange(from, to))
 	if err != nil {
-		return nil, err
-	}
-	dims, err := readHeader(src, LabelsMagic, 1)
-	if err != nil {
-		return nil, err
-	}
-	n := dims[0]
-	if n < 1 || n > MaxCount {
-		return nil, fmt.Errorf("%w: label count %d not in [1, %d]", ErrDims, n, MaxCount)
-	}
-	labels, err := readPayload(src, n, "labels")
-	if err != nil {
-		return nil, err
-	}
-	if err := closeFn(); err != nil {
-		return nil, payloadErr(err, "gzip trailer")
+		return nil, &FileError{File: name, Err: err}
 	}
 	return labels, nil
+}
+
+// decodeLabels reads the labels pick chooses and returns them with the
+// number of labels in the file.
+func decodeLabels(r io.Reader, pick span) ([]uint8, int, error) {
+	p, err := decodeIDX(r, LabelsMagic, 1, "labels", checkLabelDims, pick)
+	if err != nil {
+		return nil, 0, err
+	}
+	return p.payload, p.dims[0], nil
 }
 
 // EncodeImages writes img to w as an uncompressed IDX images file. Wrap w in
