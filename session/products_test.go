@@ -797,3 +797,53 @@ func TestLargeProductsSplitAcrossCores(t *testing.T) {
 		}
 	}
 }
+
+// TestIssue10CryptoProducerRunsAhead: across hosts the crypto producer
+// draws the next iteration's triples while the servers still run this
+// one, since it waits for nobody. Here data-owner-0's input of the first
+// iteration is held until server2 has sent a triple of the second: the
+// servers cannot finish the first iteration before then, so the test
+// would hang (and fail at its deadline) if server2 waited for them.
+func TestIssue10CryptoProducerRunsAhead(t *testing.T) {
+	names := []string{"server0", "server1", "server2", "model-owner", "data-owner-0", "data-owner-1"}
+	ahead := newIterationGate()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	errs := runPlayers(t, names, func(p string, ep *transport.MemoryEndpoint) playerSetup {
+		calls := 0
+		g := graph.New()
+		x := g.DefinePrivateInput("data-owner-0", func(ctx context.Context, _ []*tensor.Dense) ([]*tensor.Dense, error) {
+			if calls++; calls == 1 {
+				if err := ahead.wait(ctx, 1); err != nil {
+					return nil, fmt.Errorf("server2 did not draw the second iteration's triple during the first: %w", err)
+				}
+			}
+			return []*tensor.Dense{tensor.New(tensor.WithShape(2), tensor.WithBacking([]float64{1, 2}))}, nil
+		}, []graph.Shape{{2}})[0]
+		y := g.DefinePrivateInput("data-owner-1", shaped(graph.Shape{2}, []float64{3, -4}), []graph.Shape{{2}})[0]
+		op := g.DefineOutput("model-owner", []*graph.Private{g.Mul(x, y)}, func(_ context.Context, v []*tensor.Dense) error {
+			assert.InDeltaSlice(t, []float64{3, -8}, v[0].Float64s(), 1e-4)
+			return nil
+		})
+		ps := playerSetup{g: g, ops: []*graph.Op{op}, opts: Options{SessionID: "ahead", Players: names}}
+		if p == "server2" {
+			ps.t = &watchedSends{Transport: ep, onSend: func(_ string, key transport.Key, _ int) {
+				if key.Session == "ahead" {
+					ahead.reach(key.Iteration)
+				}
+			}}
+		}
+		return ps
+	}, func(_ string, s *Remote, ops []*graph.Op) error {
+		for range 2 {
+			if err := s.Run(ctx, ops[0]); err != nil {
+				cancel()
+				return err
+			}
+		}
+		return nil
+	})
+	for p, err := range errs {
+		require.NoError(t, err, p)
+	}
+}
