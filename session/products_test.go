@@ -847,3 +847,19 @@ func TestIssue10CryptoProducerRunsAhead(t *testing.T) {
 		require.NoError(t, err, p)
 	}
 }
+
+// A remote session whose list of players leaves out one that the plan
+// needs (here the crypto producer of a product) stops every player at the
+// handshake, naming it, instead of waiting for its messages.
+func TestRemotePlayersMustIncludeTheCryptoProducer(t *testing.T) {
+	names := []string{"server0", "server1", "model-owner", "data-owner-0", "data-owner-1"}
+	errs := runPlayers(t, names, func(string, *transport.MemoryEndpoint) playerSetup {
+		g, op, _, _ := buildVerb(mulCase(graph.Shape{2}), mrand.New(mrand.NewPCG(1, 1)), 10)
+		return playerSetup{g: g, ops: []*graph.Op{op}, opts: Options{SessionID: "no-producer", Players: names}}
+	}, func(_ string, s *Remote, ops []*graph.Op) error {
+		return runIterations(s, ops[0], 1, time.Minute)
+	})
+	for _, p := range names {
+		assert.ErrorContains(t, errs[p], `the plan needs player "server2", which is not among the players`, p)
+	}
+}
