@@ -66,8 +66,8 @@ func (a *fixedArith) truncate(p int64) int64 {
 }
 
 func (a *fixedArith) mulConst(x int64, c float64) int64 { return a.truncate(x * a.constant(c)) }
-func (a *fixedArith) square(x int64) int64               { return a.truncate(x * x) }
-func (a *fixedArith) mul(x, y int64) int64               { return a.truncate(x * y) }
+func (a *fixedArith) square(x int64) int64              { return a.truncate(x * x) }
+func (a *fixedArith) mul(x, y int64) int64              { return a.truncate(x * y) }
 
 func (a *fixedArith) addConst(x int64, c float64) int64 {
 	r := x + a.constant(c)
