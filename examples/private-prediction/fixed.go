@@ -21,6 +21,7 @@ type fixedArith struct {
 	proto *pond.Protocol
 	frac  uint
 	peak  float64 // largest magnitude seen, in real units
+	err   error   // the first constant that could not be encoded
 }
 
 func newFixedArith(proto *pond.Protocol) *fixedArith {
@@ -37,13 +38,13 @@ func (a *fixedArith) encode(v float64) (int64, error) {
 	return int64(e[0]), nil
 }
 
-// constant encodes a public constant; constants are checked against the
-// range when a polynomial is chosen (checkFixedPoint), so an error here is
-// a bug.
+// constant encodes a public constant. fixedLogits checks every constant
+// of the polynomial first (sigmoidApprox.checkConstants), so this cannot
+// fail there; an error is kept, and the value taken as zero.
 func (a *fixedArith) constant(c float64) int64 {
 	e, err := a.encode(c)
-	if err != nil {
-		panic(fmt.Sprintf("private-prediction: constant %g: %v", c, err))
+	if err != nil && a.err == nil {
+		a.err = fmt.Errorf("constant %g: %w", c, err)
 	}
 	return e
 }
@@ -102,6 +103,9 @@ type fixedPrediction struct {
 func (c *classifier) fixedLogits(x []float32, p sigmoidApprox, proto *pond.Protocol) (fixedPrediction, error) {
 	n, err := c.checkImages(x)
 	if err != nil {
+		return fixedPrediction{}, err
+	}
+	if err := p.checkConstants(proto); err != nil {
 		return fixedPrediction{}, err
 	}
 	a := newFixedArith(proto)
@@ -164,6 +168,9 @@ func (c *classifier) fixedLogits(x []float32, p sigmoidApprox, proto *pond.Proto
 			a.see(l, a.frac)
 			out[i*cls+o] = decode(l, a.frac)
 		}
+	}
+	if a.err != nil {
+		return fixedPrediction{}, a.err
 	}
 	res := fixedPrediction{Logits: out, Peak: a.peak}
 	if bound := proto.Config().Bound(); !(a.peak < bound) {

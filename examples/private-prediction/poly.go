@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"math"
+
+	"github.com/shareflow/shareflow/protocol/pond"
 )
 
 // sigmoidApprox approximates the logistic function σ on [−R, R] by an odd
@@ -150,3 +152,43 @@ func (floatArith) addConst(x, c float64) float64 { return x + c }
 func (floatArith) square(x float64) float64      { return x * x }
 func (floatArith) mul(x, y float64) float64      { return x * y }
 func (floatArith) sub(x, y float64) float64      { return x - y }
+
+// constArith is arith that only records the public constants an
+// evaluation multiplies by and adds, to check them before a run.
+type constArith struct{ factors, added []float64 }
+
+func (a *constArith) mulConst(_ struct{}, c float64) struct{} {
+	a.factors = append(a.factors, c)
+	return struct{}{}
+}
+func (a *constArith) addConst(_ struct{}, c float64) struct{} {
+	a.added = append(a.added, c)
+	return struct{}{}
+}
+func (a *constArith) square(struct{}) struct{}   { return struct{}{} }
+func (a *constArith) mul(_, _ struct{}) struct{} { return struct{}{} }
+func (a *constArith) sub(_, _ struct{}) struct{} { return struct{}{} }
+
+// checkConstants checks that Pond can encode every public constant a
+// private evaluation of p uses: a factor must be in range and not so
+// small that it encodes to zero (pond.Protocol.EncodeConstant), an added
+// constant must be in range.
+func (p sigmoidApprox) checkConstants(proto *pond.Protocol) error {
+	if len(p.A) == 0 || !(p.R > 0) {
+		return fmt.Errorf("sigmoid polynomial on [−%v, %v] with %d coefficients", p.R, p.R, len(p.A))
+	}
+	var a constArith
+	evalSigmoid(p, arith[struct{}](&a), struct{}{})
+	for _, c := range a.factors {
+		if _, err := proto.EncodeConstant(c); err != nil {
+			return fmt.Errorf("sigmoid polynomial of degree %d on [−%g, %g]: factor: %w", p.Degree(), p.R, p.R, err)
+		}
+	}
+	var e [1]uint64
+	for _, c := range a.added {
+		if err := proto.Encode(e[:], []float64{c}); err != nil {
+			return fmt.Errorf("sigmoid polynomial of degree %d on [−%g, %g]: added constant: %w", p.Degree(), p.R, p.R, err)
+		}
+	}
+	return nil
+}

@@ -46,6 +46,9 @@ const Magic = "SFW1"
 // HeaderSize is the size of the uncompressed header in bytes.
 const HeaderSize = 16
 
+// readChunk is how many values Read decodes at a time.
+const readChunk = 4096
+
 // MaxParams bounds the parameters a file may declare (16 Mi, 64 MiB of
 // float32), far above the example's 407,050.
 const MaxParams = 1 << 24
@@ -139,22 +142,25 @@ func decode(r *bufio.Reader) (model.Architecture, []*tensor.Dense, error) {
 		return model.Architecture{}, nil, fmt.Errorf("architecture %v has %d parameters, more than %d", a, n, MaxParams)
 	}
 	params := make([]*tensor.Dense, model.NumTensors)
-	var b [4]byte
+	buf := make([]byte, 4*readChunk)
 	for i, shape := range a.ParamShapes() {
 		n := 1
 		for _, d := range shape {
 			n *= d
 		}
-		var data []float64 // grows as values arrive, never ahead of the file
-		for j := range n {
-			if _, err := io.ReadFull(r, b[:]); err != nil {
-				return model.Architecture{}, nil, fmt.Errorf("tensor %s: %d of %d values, then %v", model.ParamName(i), j, n, err)
+		var data []float64 // grows as values arrive, never far ahead of the file
+		for len(data) < n {
+			b := buf[:4*min(readChunk, n-len(data))]
+			if got, err := io.ReadFull(r, b); err != nil {
+				return model.Architecture{}, nil, fmt.Errorf("tensor %s: %d of %d values, then %v", model.ParamName(i), len(data)+got/4, n, err)
 			}
-			v := float64(math.Float32frombits(binary.LittleEndian.Uint32(b[:])))
-			if math.IsNaN(v) || math.IsInf(v, 0) {
-				return model.Architecture{}, nil, fmt.Errorf("tensor %s element %d is %v", model.ParamName(i), j, v)
+			for ; len(b) > 0; b = b[4:] {
+				v := float64(math.Float32frombits(binary.LittleEndian.Uint32(b)))
+				if math.IsNaN(v) || math.IsInf(v, 0) {
+					return model.Architecture{}, nil, fmt.Errorf("tensor %s element %d is %v", model.ParamName(i), len(data), v)
+				}
+				data = append(data, v)
 			}
-			data = append(data, v)
 		}
 		params[i] = tensor.New(tensor.WithShape(shape...), tensor.WithBacking(data))
 	}
