@@ -110,12 +110,17 @@ func streamKey(label string, seed Seed, d Domain) [sha256.Size]byte {
 	return k
 }
 
-// streamCipher returns the block cipher of the mask stream of seed in
-// domain d and the stream's first counter block, as the domain's PRG
-// derives them. An unknown PRG is a bug: Config refuses it.
-func streamCipher(seed Seed, d Domain) (cipher.Block, [aes.BlockSize]byte) {
+// newMaskStreamAt returns the mask stream of seed in domain d from word
+// off on, which must be even: two words per AES block. The domain's PRG
+// derives the key and the first counter block; the counter, a big-endian
+// 128-bit integer, starts off/2 blocks further, with the carry, as counter
+// mode increments it. An unknown PRG is a bug: Config refuses it.
+func newMaskStreamAt(seed Seed, d Domain, off int) maskStream {
+	if off%2 != 0 || off < 0 {
+		panic(fmt.Sprintf("pond: mask stream at word %d, want an even offset", off))
+	}
 	var key []byte
-	var iv [aes.BlockSize]byte
+	var ctr [aes.BlockSize]byte
 	switch d.PRG.resolve() {
 	case MaskAES256:
 		k := streamKey("shareflow/pond/mask/v1\x00", seed, d)
@@ -123,16 +128,33 @@ func streamCipher(seed Seed, d Domain) (cipher.Block, [aes.BlockSize]byte) {
 	case MaskAES128:
 		k := streamKey("shareflow/pond/mask/v2\x00", seed, d)
 		key = k[:16]
-		copy(iv[:], k[16:])
+		copy(ctr[:], k[16:])
 	default:
 		panic(fmt.Sprintf("pond: mask stream with unknown %v", d.PRG))
+	}
+	lo, carry := bits.Add64(binary.BigEndian.Uint64(ctr[8:]), uint64(off/2), 0)
+	binary.BigEndian.PutUint64(ctr[8:], lo)
+	binary.BigEndian.PutUint64(ctr[:8], binary.BigEndian.Uint64(ctr[:8])+carry)
+	if len(key) == 16 && useVAES {
+		return maskStream{fast: newVAESStream((*[16]byte)(key), ctr)}
 	}
 	block, err := aes.NewCipher(key)
 	if err != nil {
 		panic("pond: aes.NewCipher with a derived key: " + err.Error())
 	}
-	return block, iv
+	return maskStream{s: cipher.NewCTR(block, ctr[:])}
 }
+
+// maskStream is the keystream of one seed and domain, read in order:
+// crypto/aes in counter mode, or for v2 where the processor has vector
+// AES the vaesCTR kernel, which gives the same words. Copies share their
+// position.
+type maskStream struct {
+	s    cipher.Stream
+	fast *vaesStream
+}
+
+func newMaskStream(seed Seed, d Domain) maskStream { return newMaskStreamAt(seed, d, 0) }
 
 // maskChunk is how many words of a mask stream are produced at a time:
 // 16 KiB, small enough to stay in the L1 cache while the words are used.
@@ -142,30 +164,12 @@ const maskChunk = 2048
 // keystream is the encryption of zeros.
 var zeros [8 * maskChunk]byte
 
-// maskStream is the keystream of one seed and domain, read in order.
-type maskStream struct{ s cipher.Stream }
-
-func newMaskStream(seed Seed, d Domain) maskStream { return newMaskStreamAt(seed, d, 0) }
-
-// newMaskStreamAt returns the stream from word off on, which must be even:
-// two words per AES block.
-func newMaskStreamAt(seed Seed, d Domain, off int) maskStream {
-	if off%2 != 0 || off < 0 {
-		panic(fmt.Sprintf("pond: mask stream at word %d, want an even offset", off))
-	}
-	block, iv := streamCipher(seed, d)
-	// The counter block is a big-endian 128-bit integer: add off/2 with
-	// the carry, as counter mode increments it.
-	lo := binary.BigEndian.Uint64(iv[8:])
-	hi := binary.BigEndian.Uint64(iv[:8])
-	lo, carry := bits.Add64(lo, uint64(off/2), 0)
-	binary.BigEndian.PutUint64(iv[8:], lo)
-	binary.BigEndian.PutUint64(iv[:8], hi+carry)
-	return maskStream{cipher.NewCTR(block, iv[:])}
-}
-
 // read sets dst to the next len(dst) words of the stream, little-endian.
 func (m maskStream) read(dst []uint64) {
+	if m.fast != nil {
+		m.fast.words(dst, false)
+		return
+	}
 	if b, ok := le.Bytes(dst); ok {
 		for len(b) > 0 {
 			n := min(len(b), len(zeros))
@@ -208,7 +212,17 @@ func AddExpand(dst []uint64, seed Seed, d Domain) { AddExpandAt(dst, seed, d, 0)
 // AddExpandAt adds words [off, off+len(dst)) of the mask stream of seed in
 // domain d to dst, as AddExpand does for a whole tensor. off must be even.
 func AddExpandAt(dst []uint64, seed Seed, d Domain, off int) {
-	m := newMaskStreamAt(seed, d, off)
+	newMaskStreamAt(seed, d, off).addTo(dst)
+}
+
+// addTo adds the next len(dst) words of the stream to dst: straight from
+// the registers with the vector kernel, else a cache-sized chunk at a
+// time.
+func (m maskStream) addTo(dst []uint64) {
+	if m.fast != nil {
+		m.fast.words(dst, true)
+		return
+	}
 	chunk := make([]uint64, min(len(dst), maskChunk)) // used while in the L1 cache
 	for len(dst) > 0 {
 		c := chunk[:min(len(dst), len(chunk))]

@@ -59,34 +59,50 @@ func SumSharesAt(dst Share, shares []Share, seeded []SeededShare, off int) {
 	}
 }
 
-// sumChunk is how many words of a stream SumSharesAt draws at a time: two
-// streams' chunks (16 KiB) stay in the L1 cache with the words of the sum
-// they are added to.
+// sumChunk is how many words of a stream SumSharesAt draws at a time
+// from crypto/aes: two streams' chunks (16 KiB) stay in the L1 cache with
+// the words of the sum they are added to.
 const sumChunk = 1024
 
-// sumBuffer holds the streams' words while they are added.
+// sumBuffer holds the streams' words drawn from crypto/aes while they are
+// added.
 type sumBuffer [2][sumChunk]uint64
 
-// addStreams adds the next len(d) words of every stream to d, two streams
-// at a time, so that d is loaded and stored once per two streams.
+// addStreams adds the next len(d) words of every stream to d. The vector
+// kernel adds its stream straight from the registers; the others are
+// drawn into the buffer and added two streams at a time, so that d is
+// loaded and stored once per two streams.
 func (b *sumBuffer) addStreams(d []uint64, streams []maskStream) {
-	for ; len(streams) >= 2; streams = streams[2:] {
-		for c := 0; c < len(d); c += sumChunk {
-			dc := d[c:min(c+sumChunk, len(d))]
-			k0, k1 := b[0][:len(dc)], b[1][:len(dc)]
-			streams[0].read(k0)
-			streams[1].read(k1)
-			for i := range dc {
-				dc[i] += k0[i] + k1[i]
-			}
+	var pending *maskStream // a stream waiting for a second
+	for i := range streams {
+		switch {
+		case streams[i].fast != nil:
+			streams[i].fast.words(d, true)
+		case pending == nil:
+			pending = &streams[i]
+		default:
+			b.addPair(d, *pending, streams[i])
+			pending = nil
 		}
 	}
-	if len(streams) == 1 {
+	if pending != nil {
 		for c := 0; c < len(d); c += sumChunk {
 			dc := d[c:min(c+sumChunk, len(d))]
 			k := b[0][:len(dc)]
-			streams[0].read(k)
+			pending.read(k)
 			ops.AddTo(dc, k)
+		}
+	}
+}
+
+func (b *sumBuffer) addPair(d []uint64, s0, s1 maskStream) {
+	for c := 0; c < len(d); c += sumChunk {
+		dc := d[c:min(c+sumChunk, len(d))]
+		k0, k1 := b[0][:len(dc)], b[1][:len(dc)]
+		s0.read(k0)
+		s1.read(k1)
+		for i := range dc {
+			dc[i] += k0[i] + k1[i]
 		}
 	}
 }

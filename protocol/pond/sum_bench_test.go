@@ -97,9 +97,11 @@ func sumFloat32(dst []float32, rows [][]float32) {
 
 // BenchmarkServerSum is a server's part of a secure mean of 100 owners ×
 // 100k parameters (50 masked shares and 50 seeds), single-threaded, in
-// three ways: "old" is what the session did before SumShares (ops.AddN
+// four ways: "old" is what the session did before SumShares (ops.AddN
 // over the masked shares, then one pass over the result per seed) with
-// the v1 PRG, "aes256" and "aes128" are SumShares with each PRG. Each
+// the v1 PRG; "aes256" and "aes128" are SumShares with each PRG, and
+// "aes128-std" SumShares with the v2 streams drawn by crypto/aes instead
+// of the vector AES kernel (what a processor without AVX-512 runs). Each
 // iteration also sums the same 100 rows as float64 and as float32, so
 // that the ratios compare runs on the same machine at the same time; they
 // are ratios of medians over the iterations (x-float64, x-float32),
@@ -107,11 +109,12 @@ func sumFloat32(dst []float32, rows [][]float32) {
 func BenchmarkServerSum(b *testing.B) {
 	const owners, n = 100, 100_000
 	for _, tc := range []struct {
-		name string
-		prg  MaskPRG
-		sum  func(dst Share, w *serverSumWorkload)
+		name   string
+		prg    MaskPRG
+		noVAES bool
+		sum    func(dst Share, w *serverSumWorkload)
 	}{
-		{"old", MaskAES256, func(dst Share, w *serverSumWorkload) {
+		{"old", MaskAES256, false, func(dst Share, w *serverSumWorkload) {
 			xs := make([][]uint64, len(w.shares))
 			for i, s := range w.shares {
 				xs[i] = s
@@ -121,10 +124,17 @@ func BenchmarkServerSum(b *testing.B) {
 				s.AddToAt(dst, 0)
 			}
 		}},
-		{"aes256", MaskAES256, func(dst Share, w *serverSumWorkload) { SumShares(dst, w.shares, w.seeded) }},
-		{"aes128", MaskAES128, func(dst Share, w *serverSumWorkload) { SumShares(dst, w.shares, w.seeded) }},
+		{"aes256", MaskAES256, false, func(dst Share, w *serverSumWorkload) { SumShares(dst, w.shares, w.seeded) }},
+		{"aes128-std", MaskAES128, true, func(dst Share, w *serverSumWorkload) { SumShares(dst, w.shares, w.seeded) }},
+		{"aes128", MaskAES128, false, func(dst Share, w *serverSumWorkload) { SumShares(dst, w.shares, w.seeded) }},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
+			if tc.noVAES {
+				defer func(old bool) { useVAES = old }(useVAES)
+				useVAES = false
+			} else if tc.prg == MaskAES128 && !hasVAES {
+				b.Log("no AVX-512 vector AES on this processor: v2 streams come from crypto/aes")
+			}
 			w := newServerSumWorkload(owners, n, tc.prg)
 			dst, d64, d32 := make(Share, n), make([]float64, n), make([]float32, n)
 			var server, f64, f32 []time.Duration
