@@ -34,12 +34,15 @@ func SumSharesAt(dst Share, shares []Share, seeded []SeededShare, off int) {
 		}
 	}
 	streams := make([]maskStream, len(seeded))
+	var buf *sumBuffer // for streams drawn from crypto/aes
 	for i, s := range seeded {
 		s.Domain.Purpose = PurposeInput
 		streams[i] = newMaskStreamAt(s.Seed, s.Domain, off)
+		if streams[i].fast == nil && buf == nil {
+			buf = new(sumBuffer)
+		}
 	}
 	rows := make([][]uint64, len(shares)) // the shares' words of one block
-	var buf sumBuffer
 	for lo := 0; lo < len(dst); lo += ops.SumBlock {
 		hi := min(lo+ops.SumBlock, len(dst))
 		d := dst[lo:hi]
@@ -71,7 +74,8 @@ type sumBuffer [2][sumChunk]uint64
 // addStreams adds the next len(d) words of every stream to d. The vector
 // kernel adds its stream straight from the registers; the others are
 // drawn into the buffer and added two streams at a time, so that d is
-// loaded and stored once per two streams.
+// loaded and stored once per two streams. b may be nil when every stream
+// has the kernel.
 func (b *sumBuffer) addStreams(d []uint64, streams []maskStream) {
 	var pending *maskStream // a stream waiting for a second
 	for i := range streams {
