@@ -90,6 +90,22 @@ func (g *gate) shut() {
 	}
 }
 
+// cut closes the accepted connections whose remote address is addr: the
+// connection of one peer, whose streams then end.
+func (g *gate) cut(addr string) {
+	g.mu.Lock()
+	var found []*gateConn
+	for c := range g.conns {
+		if c.RemoteAddr().String() == addr {
+			found = append(found, c)
+		}
+	}
+	g.mu.Unlock()
+	for _, c := range found {
+		c.Close()
+	}
+}
+
 // open returns how many accepted connections are not closed yet.
 func (g *gate) open() int {
 	g.mu.Lock()
