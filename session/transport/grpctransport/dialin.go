@@ -68,6 +68,9 @@ func (t *Transport) sendToDialIn(ctx context.Context, to string, key transport.K
 			return fmt.Errorf("grpctransport: sending %s to %q: %w", key, to, err)
 		}
 		if err := d.stream.SendMsg(&wrapperspb.BytesValue{Value: d.buf}); err != nil {
+			if ctx.Err() != nil {
+				err = context.Cause(ctx) // the connection was cut for it
+			}
 			return fmt.Errorf("grpctransport: sending %s to %q: %w: the stream of player %q from %s: %w", key, to, ErrPeerLost, to, d.addr, err)
 		}
 		off += n

@@ -42,6 +42,8 @@ type link struct {
 	lost atomic.Bool
 	// up is set while a stream is open and has not ended.
 	up atomic.Bool
+	// conns counts the connections made to the peer (see alertConn).
+	conns atomic.Uint64
 
 	mu          sync.Mutex
 	err         error              // why the link is down; nil while up or before it was first opened
@@ -49,6 +51,7 @@ type link struct {
 	refusal     error              // a TLS-level refusal retrying cannot mend
 	gen         uint64             // counts the streams opened
 	epoch       uint64             // the peer's epoch the current stream belongs to
+	streamConn  uint64             // the connection the current stream was opened on (conns then)
 	cancel      context.CancelFunc // cancels the current stream
 	monitorDone chan struct{}      // closed when the current stream's monitor exits
 }
@@ -85,6 +88,17 @@ func (l *link) fail(gen uint64, err error, permanent bool) error {
 		return err
 	}
 	return l.err
+}
+
+// connDown cancels the current stream if it runs on connection seq,
+// which broke: its monitor may be waiting for room in the mailbox rather
+// than reading, and so would not see the end of the stream.
+func (l *link) connDown(seq uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.streamConn == seq && l.cancel != nil {
+		l.cancel()
+	}
 }
 
 // await waits until the link to l is up: it opens it if it never was,
@@ -283,6 +297,7 @@ func (t *Transport) openStream(ctx context.Context, l *link) error {
 	l.gen++
 	gen := l.gen
 	l.cancel, l.monitorDone, l.epoch = cancel, done, epoch
+	l.streamConn = l.conns.Load()
 	l.err, l.permanent = nil, false
 	l.mu.Unlock()
 	l.stream = stream

@@ -126,7 +126,8 @@ type Options struct {
 	// Zero means 250 ms and 30 s.
 	ReconnectMin, ReconnectMax time.Duration
 	// Rand draws those waits; nil means a ChaCha8 generator seeded from
-	// crypto/rand. The Transport uses it under a lock of its own.
+	// crypto/rand. The Transport uses it under a lock of its own, so give
+	// each Transport its own.
 	Rand *rand.Rand
 }
 
@@ -271,7 +272,10 @@ func New(cfg *players.Config, self string, opts Options) (_ *Transport, err erro
 	if cfg == nil {
 		return nil, errors.New("grpctransport: nil config")
 	}
-	if _, err := cfg.Player(self); err != nil && cfg.Admits(self) != nil {
+	if err := cfg.Admits(self); err != nil {
+		if _, perr := cfg.Player(self); players.RoleOf(self) != players.RoleDataOwner {
+			err = perr // names the players of the config
+		}
 		return nil, fmt.Errorf("grpctransport: %w", err)
 	}
 	dialOnly := !cfg.Listens(self)
