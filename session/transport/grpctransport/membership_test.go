@@ -186,7 +186,9 @@ func TestIssue9DataOwnersDialOut(t *testing.T) {
 	// the message arrives once it has.
 	n.mint(t, "data-owner-2")
 	sent := make(chan error, 1)
-	go func() { sent <- ts["server1"].Send(ctx, "data-owner-2", transport.Key{Session: "late"}, []byte("welcome")) }()
+	go func() {
+		sent <- ts["server1"].Send(ctx, "data-owner-2", transport.Key{Session: "late"}, []byte("welcome"))
+	}()
 	late := member(t, cfg, "data-owner-2", Options{})
 	require.NoError(t, <-sent)
 	got, err := late.Recv(ctx, "server1", transport.Key{Session: "late"})
