@@ -158,7 +158,7 @@ func (t *Transport) open(ctx context.Context, l *link, start time.Time) error {
 		select {
 		case <-ctx.Done():
 			timer.Stop()
-			return &ConnectError{Player: l.name, Address: l.addr, Err: fmt.Errorf("no room within %s: %w (last error: %v)", time.Since(start).Round(time.Millisecond), context.Cause(ctx), err)}
+			return &ConnectError{Player: l.name, Address: l.addr, Err: fmt.Errorf("the peer did not take the stream within %s: %w (last error: %v)", time.Since(start).Round(time.Millisecond), context.Cause(ctx), err)}
 		case <-timer.C:
 		}
 		wait = min(2*wait, 500*time.Millisecond)

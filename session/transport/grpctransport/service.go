@@ -349,6 +349,9 @@ func (t *Transport) messages(stream grpc.ServerStream) error {
 	}()
 	if err := stream.SendHeader(metadata.Pairs(acceptedHeader, t.self)); err != nil {
 		end, lost = fmt.Errorf("%w: connection from player %q to %q: %v", ErrPeerLost, from, t.self, err), true
+		if d != nil {
+			<-d.sem // finish takes it back
+		}
 		return err
 	}
 	if l := t.links[from]; l != nil {
