@@ -289,14 +289,18 @@ func predictRemote(ctx context.Context, o options, stdout, stderr io.Writer) err
 		return err
 	}
 	batches := cl.Batches()
-	fmt.Fprintf(stdout, "%s: connected; classifying %d images in %d batches of %d\n", o.player, n, batches, o.batch)
+	if hasPart {
+		fmt.Fprintf(stdout, "%s: connected; classifying %d images in %d batches of %d\n", o.player, n, batches, o.batch)
+	}
 
 	isClient := o.player == clientName
 	progress := progressLines(stderr, o.quiet || !isClient)
-	start := time.Now()
+	var times batchTimes
 	for i := range batches {
 		bctx, cancel := context.WithTimeout(ctx, timeout)
+		start := time.Now()
 		err := s.Run(bctx, pr.op)
+		times.add(time.Since(start))
 		cancel()
 		if err != nil {
 			// Tell the others this player's own failure; what the others
@@ -313,7 +317,6 @@ func predictRemote(ctx context.Context, o options, stdout, stderr io.Writer) err
 			progress(i+1, batches)
 		}
 	}
-	perBatch := time.Since(start) / time.Duration(batches)
 
 	// This player's part is done, but the run succeeded only if every
 	// player's did (the client's last step, receiving the logits, comes
@@ -336,17 +339,19 @@ func predictRemote(ctx context.Context, o options, stdout, stderr io.Writer) err
 	}
 
 	stats := s.Stats()
-	if isClient {
-		fmt.Fprintf(stdout, "%s: %d images classified privately, accuracy %.4f, %v per batch of %d\n",
-			o.player, n, cl.Accuracy(), perBatch.Round(time.Microsecond), o.batch)
+	switch {
+	case isClient:
+		fmt.Fprintf(stdout, "%s: %d images classified privately, accuracy %.4f; %s\n", o.player, n, cl.Accuracy(), times)
 		if o.out != "" {
 			if err := writePredictions(o.out, cl); err != nil {
 				return err
 			}
 			fmt.Fprintf(stdout, "%s: predictions written to %s\n", o.player, o.out)
 		}
-	} else {
-		fmt.Fprintf(stdout, "%s: done, %v per batch\n", o.player, perBatch.Round(time.Microsecond))
+	case hasPart:
+		fmt.Fprintf(stdout, "%s: done; %s\n", o.player, times)
+	default:
+		fmt.Fprintf(stdout, "%s: done\n", o.player)
 	}
 	for _, l := range stats {
 		fmt.Fprintf(stdout, "  %s -> %s: %s per batch\n", l.From, l.To, humanBytes(float64(l.Bytes)/float64(batches)))

@@ -57,10 +57,10 @@ func imageCount(o options, available int) (int, error) {
 // localRun is what a private prediction with every player in this process
 // measured.
 type localRun struct {
-	client   *client
-	batches  int
-	perBatch time.Duration // mean wall time of one secure forward pass
-	stats    []session.LinkStats
+	client  *client
+	batches int
+	times   batchTimes
+	stats   []session.LinkStats
 }
 
 // predictLocal classifies the first n images of test privately, in
@@ -82,20 +82,52 @@ func predictLocal(ctx context.Context, c *classifier, test *mnist.Dataset, n, ba
 	}
 	defer s.Close()
 	r := &localRun{client: cl, batches: cl.Batches()}
-	var elapsed time.Duration
 	for i := range r.batches {
 		start := time.Now()
 		if err := s.Run(ctx, pr.op); err != nil {
 			return nil, fmt.Errorf("private prediction, batch %d of %d: %w", i, r.batches, err)
 		}
-		elapsed += time.Since(start)
+		r.times.add(time.Since(start))
 		if progress != nil {
 			progress(i+1, r.batches)
 		}
 	}
-	r.perBatch = elapsed / time.Duration(r.batches)
 	r.stats = s.Stats()
 	return r, nil
+}
+
+// batchTimes are the wall times of a run's batches. The first batch of a
+// session also compiles the plan (and, across processes, exchanges
+// fingerprints and warms up the connections), so the time per batch is
+// the mean of the others when there are others.
+type batchTimes struct {
+	first, rest time.Duration
+	n           int
+}
+
+func (b *batchTimes) add(d time.Duration) {
+	if b.n == 0 {
+		b.first = d
+	} else {
+		b.rest += d
+	}
+	b.n++
+}
+
+// PerBatch returns the mean time of a batch after the first, or the
+// first's if it was the only one.
+func (b batchTimes) PerBatch() time.Duration {
+	if b.n <= 1 {
+		return b.first
+	}
+	return b.rest / time.Duration(b.n-1)
+}
+
+func (b batchTimes) String() string {
+	if b.n <= 1 {
+		return fmt.Sprintf("%v for its one batch", b.first.Round(time.Microsecond))
+	}
+	return fmt.Sprintf("%v per batch after the first, which took %v", b.PerBatch().Round(time.Microsecond), b.first.Round(time.Microsecond))
 }
 
 // agreement compares a private prediction with the plaintext network's on
@@ -195,8 +227,9 @@ func predict(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "  same class as the plaintext network: %d of %d images (%.2f%%)\n", a.SamePlain, a.N, 100*float64(a.SamePlain)/float64(a.N))
 	fmt.Fprintf(stdout, "  accuracy: private %.4f, plaintext %.4f\n", a.PrivateAccuracy, a.PlainAccuracy)
 	fmt.Fprintf(stdout, "  against the fixed-point emulation: same class on %d of %d images, logits within %.1e\n", a.SameFixed, a.N, a.MaxFixedDiff)
-	fmt.Fprintf(stdout, "  time per batch of %d: private %v, plaintext %v (%.0f times)\n", o.batch,
-		r.perBatch.Round(time.Microsecond), a.PlainPerBatch.Round(time.Microsecond), float64(r.perBatch)/float64(a.PlainPerBatch))
+	fmt.Fprintf(stdout, "  time per batch of %d: private %v, plaintext %v: %.1f times (the first private batch, which compiles the plan: %v)\n", o.batch,
+		r.times.PerBatch().Round(time.Microsecond), a.PlainPerBatch.Round(time.Microsecond),
+		float64(r.times.PerBatch())/float64(a.PlainPerBatch), r.times.first.Round(time.Microsecond))
 	printPlayerBytes(stdout, r.stats, r.batches)
 	printLinkBytes(stdout, r.stats, r.batches)
 	if o.out != "" {
