@@ -2,14 +2,19 @@
 // in Go: a prediction client classifies its images with a model owner's
 // trained network, and neither learns the other's secret. The client's
 // images and the model's weights enter the computation secret-shared; the
-// compute servers run the network on shares, with a polynomial in place
-// of the sigmoid; only the client learns the logits.
+// compute servers run the network on shares (Pond), with a polynomial in
+// place of the sigmoid and server2 serving the products' Beaver triples;
+// only the client learns the logits.
 //
-// This file holds the plaintext side: the trained classifier (embedded),
-// the polynomial approximation of the sigmoid and its checks. Run without
-// flags, the command compares, on the embedded test images, the exact
-// network with the one a private prediction computes, in float64 and in
-// an emulation of Pond's fixed-point arithmetic. See README.md.
+//	go run ./examples/private-prediction                  # every player in this process, the embedded test images
+//	go run ./examples/private-prediction --data DIR       # a full (Fashion-)MNIST test set in IDX form
+//	go run ./examples/private-prediction --plaintext      # the polynomial's checks, in the clear
+//	go run ./examples/private-prediction --config hosts.json --player NAME   # one player of a multi-host run
+//	go run ./cmd/shareflow launch --config hosts.json -- ./examples/private-prediction   # every player, one process each
+//
+// The client is data-owner-0 of the federated-learning example's hostmap;
+// its other data owners have no part. Run with --help for every flag, and
+// see README.md.
 package main
 
 import (
