@@ -127,12 +127,12 @@ func TestClassifierRefusesBadInput(t *testing.T) {
 	assert.ErrorContains(t, err, "broken.sfw.gz")
 }
 
-func TestRun(t *testing.T) {
+func TestCheckPolynomial(t *testing.T) {
 	var out bytes.Buffer
-	require.NoError(t, run(&out, ""))
+	require.NoError(t, checkPolynomial(&out, ""))
 	s := out.String()
 	assert.Contains(t, s, "sigmoid: odd polynomial of degree 19 on [-14, 14]")
 	assert.Contains(t, s, "embedded test set, 1000 images")
 	assert.Contains(t, s, "agreement with the exact prediction")
-	assert.ErrorContains(t, run(&out, t.TempDir()), "train-images-idx3-ubyte")
+	assert.ErrorContains(t, checkPolynomial(&out, t.TempDir()), "train-images-idx3-ubyte")
 }

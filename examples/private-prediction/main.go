@@ -2,23 +2,30 @@
 // in Go: a prediction client classifies its images with a model owner's
 // trained network, and neither learns the other's secret. The client's
 // images and the model's weights enter the computation secret-shared; the
-// compute servers run the network on shares, with a polynomial in place
-// of the sigmoid; only the client learns the logits.
+// compute servers run the network on shares (Pond), with a polynomial in
+// place of the sigmoid and server2 serving the products' Beaver triples;
+// only the client learns the logits.
 //
-// This file holds the plaintext side: the trained classifier (embedded),
-// the polynomial approximation of the sigmoid and its checks. Run without
-// flags, the command compares, on the embedded test images, the exact
-// network with the one a private prediction computes, in float64 and in
-// an emulation of Pond's fixed-point arithmetic. See README.md.
+//	go run ./examples/private-prediction                  # every player in this process, the embedded test images
+//	go run ./examples/private-prediction --data DIR       # a full (Fashion-)MNIST test set in IDX form
+//	go run ./examples/private-prediction --plaintext      # the polynomial's checks, in the clear
+//	go run ./examples/private-prediction --config hosts.json --player NAME   # one player of a multi-host run
+//	go run ./cmd/shareflow launch --config hosts.json -- ./examples/private-prediction   # every player, one process each
+//
+// The client is data-owner-0 of the federated-learning example's hostmap;
+// its other data owners have no part. Run with --help for every flag, and
+// see README.md.
 package main
 
 import (
+	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/shareflow/shareflow/examples/federated-learning/mnist"
 	"github.com/shareflow/shareflow/protocol/pond"
@@ -45,19 +52,44 @@ func predictionSigmoid() sigmoidApprox {
 }
 
 func main() {
-	data := flag.String("data", "", "also compare on the full test set of the MNIST-format data set in this `directory` (e.g. /usr/share/datasets/fashion-mnist)")
-	flag.Parse()
-	if flag.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "private-prediction: unexpected arguments %q\n", flag.Args())
-		os.Exit(2)
-	}
-	if err := run(os.Stdout, *data); err != nil {
-		fmt.Fprintln(os.Stderr, "private-prediction:", err)
-		os.Exit(1)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		var ue usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintln(os.Stderr, "private-prediction:", err)
+			os.Exit(2)
+		}
+		if !errors.Is(err, errHelp) {
+			fmt.Fprintln(os.Stderr, "private-prediction:", err)
+			os.Exit(1)
+		}
 	}
 }
 
-func run(w io.Writer, data string) error {
+// run runs the command line args: a private prediction in this process,
+// one player's part of it across processes (--config), or the plaintext
+// checks of the polynomial (--plaintext).
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	switch {
+	case o.plaintext:
+		return checkPolynomial(stdout, o.dataDir)
+	case o.config != "" && !o.printPlan:
+		return predictRemote(ctx, o, stdout, stderr)
+	}
+	return predict(ctx, o, stdout, stderr)
+}
+
+// checkPolynomial compares, on the embedded training and test images and
+// on the test set in data if given, the exact network with the one a
+// private prediction computes, in float64 and in an emulation of Pond's
+// fixed-point arithmetic, all in the clear.
+func checkPolynomial(w io.Writer, data string) error {
 	c, err := loadClassifier()
 	if err != nil {
 		return err
