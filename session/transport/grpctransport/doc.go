@@ -1,6 +1,6 @@
 // Package grpctransport carries the messages of players on separate hosts
-// over gRPC with mutual TLS 1.3. It implements transport.Transport and
-// transport.Membership for one player.
+// over gRPC with mutual TLS 1.3. It implements transport.Transport,
+// transport.Mover and transport.Membership for one player.
 //
 // Every player runs a Transport:
 //
@@ -101,14 +101,35 @@
 //
 // # Wire
 //
-// There is no .proto file: the service is described by hand and every gRPC
-// message is a google.protobuf.BytesValue holding a Hello or a Frame, two
-// small little-endian encodings documented on their types. A message
-// travels on the sender's one long-lived stream to the receiver as frames
-// of at most MaxChunkBytes (Options.ChunkBytes); the receiver checks each
-// frame, refuses a message announcing more than the config's
-// max_message_bytes before allocating anything, reassembles and hands it
-// to its transport.Mailbox.
+// There is no .proto file and no protobuf on the wire: the service,
+// shareflow.transport.v2.Transport, is described by hand, and every gRPC
+// message is a Hello or a Frame, two small little-endian encodings
+// documented on their types, as they are. A codec of its own carries them
+// (content-subtype "shareflow-frames-v1"; a server refuses calls that say
+// anything else, naming the content-type). A message travels on the
+// sender's one long-lived stream to the receiver as frames of at most
+// MaxChunkBytes (Options.ChunkBytes); the receiver checks each frame,
+// refuses a message announcing more than the config's max_message_bytes
+// before allocating anything, reassembles and hands it to its
+// transport.Mailbox.
+//
+// The bytes of a message are copied as few times as gRPC allows. A
+// frame goes to gRPC as its header and its chunk: SendOwned
+// (transport.Mover, which sessions use for the shares they send) hands
+// the payload over and gRPC writes it from where it lies; Send copies
+// each chunk once, into a pooled buffer gRPC gives back once written, so
+// that its caller may reuse the payload. On receipt the frame's header is
+// decoded from gRPC's own buffers and each chunk is copied once, straight
+// into a buffer of the message's exact size; gRPC's buffers go back to its
+// pool at once.
+//
+// Players of shareflow before this wire (service
+// shareflow.transport.v1.Transport, each message wrapped in a
+// google.protobuf.BytesValue) and after it refuse each other at Connect:
+// an older player is told, with codes.FailedPrecondition, that this one
+// speaks v2 and that every host must run the same version, and the
+// refusal is logged; a player that reaches an older one fails with "the
+// peer does not speak shareflow's wire v2".
 //
 // # What a peer can cost
 //
@@ -129,8 +150,7 @@
 // received and the one being reassembled, is bounded per peer:
 //
 //   - at most PendingMessages × max_message_bytes bytes as
-//     transport.Charge counts them: a message's payload (for one that came
-//     in a single frame, the whole frame it keeps alive), its session id
+//     transport.Charge counts them: a message's payload, its session id
 //     and an eighth more, and transport.MessageOverhead (320) bytes of
 //     bookkeeping, so that empty messages cost what they charge;
 //   - at most PendingCount (4096) messages, whatever their size.
