@@ -19,10 +19,15 @@ const codecName = "shareflow-frames-v1"
 // Frame, a Hello, or empty (the goodbye of a bidi stream), as its own
 // encoding with nothing around it: there is no protobuf on the wire.
 //
-// Sending, a frame goes to gRPC as two buffers, its header and its chunk
-// (see outFrame): a chunk the caller handed over is referenced where it
-// lies, one the caller keeps is copied once into a buffer of gRPC's pool,
-// which gRPC returns there once it has written it.
+// Sending, a frame's header and chunk are written once, together, into a
+// buffer of sendBuffers, which gRPC gives back once it has written it to
+// the connection; the caller may reuse its payload as soon as Send
+// returns. (Handing the payload over instead, and letting gRPC write it
+// from where it lies, saves that copy but costs more: a sender that hands
+// its buffers over must draw a fresh one for every message, and zeroing
+// and faulting in fresh memory is dearer than copying into a warm buffer.
+// Measured with `shareflow bench`: 1.10–1.17 times a raw gRPC transfer,
+// against 1.00–1.04 with the copy.)
 //
 // Receiving, the codec only takes a reference to gRPC's buffers (see
 // inMsg); the receiver decodes the frame's header from them, checks it
@@ -41,19 +46,11 @@ func (frameCodec) Name() string { return codecName }
 // closes.
 type goodbye struct{}
 
-// outFrame is a frame to send. owned says the caller handed the chunk's
-// bytes over (Transport.SendOwned): gRPC reads them where they lie, at
-// any time until it has written them. Otherwise the chunk is copied.
-type outFrame struct {
-	f     Frame
-	owned bool
-}
-
-// Marshal encodes an *outFrame, a *Hello or a goodbye.
+// Marshal encodes a *Frame, a *Hello or a goodbye.
 func (frameCodec) Marshal(v any) (mem.BufferSlice, error) {
 	switch m := v.(type) {
-	case *outFrame:
-		return m.marshal(&sendBuffers)
+	case *Frame:
+		return marshalFrame(m, &sendBuffers)
 	case *Hello:
 		b, err := m.MarshalBinary()
 		if err != nil {
@@ -66,30 +63,24 @@ func (frameCodec) Marshal(v any) (mem.BufferSlice, error) {
 	return nil, fmt.Errorf("grpctransport: codec %s cannot send a %T", codecName, v)
 }
 
-// marshal returns the frame's encoding as gRPC buffers: the header, and
-// the chunk where it lies if it is owned; otherwise header and chunk
-// copied together into one buffer from pool.
-func (o *outFrame) marshal(pool mem.BufferPool) (mem.BufferSlice, error) {
-	f := &o.f
+// marshalFrame returns f's encoding as one gRPC buffer from pool, or, for
+// a small frame, a plain slice.
+func marshalFrame(f *Frame, pool mem.BufferPool) (mem.BufferSlice, error) {
 	if err := f.check(); err != nil {
 		return nil, err
 	}
-	hl, n := f.headerLen(), len(f.Chunk)
-	if o.owned && n > 0 {
-		head := f.appendHeader(make([]byte, 0, hl))
-		return mem.BufferSlice{mem.SliceBuffer(head), mem.SliceBuffer(f.Chunk)}, nil
-	}
-	if mem.IsBelowBufferPoolingThreshold(hl + n) {
-		b := f.appendHeader(make([]byte, 0, hl+n))
+	n := f.headerLen() + len(f.Chunk)
+	if mem.IsBelowBufferPoolingThreshold(n) {
+		b := f.appendHeader(make([]byte, 0, n))
 		return mem.BufferSlice{mem.SliceBuffer(append(b, f.Chunk...))}, nil
 	}
-	buf := pool.Get(hl + n)
+	buf := pool.Get(n)
 	b := f.appendHeader((*buf)[:0])
 	*buf = append(b, f.Chunk...)
 	return mem.BufferSlice{mem.NewBuffer(buf, pool)}, nil
 }
 
-// sendBuffers holds the buffers that carry copied frames to gRPC.
+// sendBuffers holds the buffers that carry frames to gRPC.
 var sendBuffers sendPool
 
 // sendPool is a mem.BufferPool of buffers by powers of two, from 2 KiB to
@@ -107,8 +98,8 @@ const (
 
 var _ mem.BufferPool = (*sendPool)(nil)
 
-// class returns the size class of a buffer of n bytes, and false when n
-// is above the largest.
+// sendClass returns the size class of a buffer of n bytes, and false when
+// n is above the largest.
 func sendClass(n int) (int, bool) {
 	c := max(bits.Len(uint(n-1)), sendClassMin) - sendClassMin
 	return c, c < sendClasses

@@ -21,36 +21,27 @@ import (
 	"github.com/shareflow/shareflow/session/transport"
 )
 
-// TestCodecMarshalFrame: on the wire a frame is its own encoding, whether
-// its chunk is handed over (referenced where it lies) or copied.
+// TestCodecMarshalFrame: on the wire a frame is its own encoding, a copy
+// of its chunk.
 func TestCodecMarshalFrame(t *testing.T) {
 	for _, size := range []int{0, 1, 1000, 5000, MaxChunkBytes} {
 		chunk := randomBytes(uint64(size), size)
-		total := uint64(size)
-		if size == 0 {
-			chunk = nil
-		}
-		f := Frame{Key: transport.Key{Session: "sess", Iteration: 3, Edge: 9}, Total: total + 7, Offset: 7, Chunk: chunk}
+		f := Frame{Key: transport.Key{Session: "sess", Iteration: 3, Edge: 9}, Total: uint64(size) + 7, Offset: 7, Chunk: chunk}
 		if size == 0 {
 			f.Total, f.Offset = 0, 0
 		}
 		want, err := f.MarshalBinary()
 		require.NoError(t, err)
-		for _, owned := range []bool{false, true} {
-			out, err := frameCodec{}.Marshal(&outFrame{f: f, owned: owned})
-			require.NoError(t, err, "size %d owned %v", size, owned)
-			assert.Equal(t, want, out.Materialize(), "size %d owned %v", size, owned)
-			aliases := false
-			for _, b := range out {
-				if d := b.ReadOnlyData(); len(d) > 0 && size > 0 && unsafe.SliceData(d) == unsafe.SliceData(chunk) {
-					aliases = true
-				}
-			}
-			assert.Equal(t, owned && size > 0, aliases, "size %d owned %v: the chunk is referenced only when handed over", size, owned)
-			out.Free()
+		out, err := frameCodec{}.Marshal(&f)
+		require.NoError(t, err, "size %d", size)
+		assert.Equal(t, want, out.Materialize(), "size %d", size)
+		for _, b := range out {
+			d := b.ReadOnlyData()
+			assert.False(t, size > 0 && unsafe.SliceData(d[len(d)-size:]) == unsafe.SliceData(chunk), "size %d: the chunk is not copied", size)
 		}
+		out.Free()
 	}
-	_, err := frameCodec{}.Marshal(&outFrame{f: Frame{Total: 1}})
+	_, err := frameCodec{}.Marshal(&Frame{Total: 1})
 	assert.ErrorIs(t, err, ErrMalformed)
 	_, err = frameCodec{}.Marshal(&wrapperspb.BytesValue{})
 	assert.ErrorContains(t, err, "cannot send a *wrapperspb.BytesValue")
@@ -150,38 +141,26 @@ func TestDecodeFromBuffers(t *testing.T) {
 	}
 }
 
-// TestSendCopiesOwnedDoesNot: Send hands gRPC a copy, so a caller that
-// reuses its buffer the moment Send returns does not change what
-// arrives; SendOwned's payload arrives as it was handed over.
-func TestSendCopiesOwnedDoesNot(t *testing.T) {
+// TestSendCopies: Send hands gRPC a copy, so a caller that reuses its
+// buffer the moment Send returns does not change what arrives. Each
+// message is one frame, which gRPC has queued but not written when Send
+// returns: a Send that let gRPC read the caller's buffer would deliver
+// zeros.
+func TestSendCopies(t *testing.T) {
 	n := newNetwork(t, "server0", "server1")
 	ts := n.startAll(t, n.config(t, nil, ""), Options{})
 	ctx := testCtx(t)
-	const size = 8 << 20 // more than gRPC writes before Send returns
-	want := randomBytes(7, size)
-	buf := bytes.Clone(want)
-	key := transport.Key{Session: "s", Edge: 1}
-	require.NoError(t, ts["server0"].Send(ctx, "server1", key, buf))
-	clear(buf)
-	got, err := ts["server1"].Recv(ctx, "server0", key)
-	require.NoError(t, err)
-	assert.True(t, bytes.Equal(want, got), "the message changed with the sender's buffer")
-
-	key.Edge = 2
-	require.NoError(t, ts["server0"].SendOwned(ctx, "server1", key, bytes.Clone(want)))
-	got, err = ts["server1"].Recv(ctx, "server0", key)
-	require.NoError(t, err)
-	assert.True(t, bytes.Equal(want, got), "an owned message was garbled")
-
-	key.Edge = 3
-	own := bytes.Clone(want[:10])
-	require.NoError(t, ts["server0"].SendOwned(ctx, "server0", key, own))
-	got, err = ts["server0"].Recv(ctx, "server0", key)
-	require.NoError(t, err)
-	assert.Equal(t, unsafe.SliceData(own), unsafe.SliceData(got), "an owned message to oneself is handed over")
-	st := ts["server0"].Stats()["server1"]
-	assert.Equal(t, uint64(2), st.SentMessages)
-	assert.Equal(t, uint64(2*size), st.SentBytes)
+	buf := make([]byte, MaxChunkBytes)
+	for e := range uint64(8) {
+		copy(buf, randomBytes(e, len(buf)))
+		require.NoError(t, ts["server0"].Send(ctx, "server1", transport.Key{Session: "s", Edge: e}, buf))
+		clear(buf)
+	}
+	for e := range uint64(8) {
+		got, err := ts["server1"].Recv(ctx, "server0", transport.Key{Session: "s", Edge: e})
+		require.NoError(t, err)
+		assert.True(t, bytes.Equal(randomBytes(e, len(buf)), got), "message %d changed with the sender's buffer", e)
+	}
 }
 
 // TestOlderPeersRefusedClearly: a player of shareflow before wire v2

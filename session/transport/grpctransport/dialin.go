@@ -36,9 +36,8 @@ type dialIn struct {
 // stream it opened. If it has not dialled in yet, sendToDialIn waits for
 // it, within ctx; if its last stream ended, it fails at once. When ctx
 // ends in the middle of the message, the peer's connection is cut: the
-// peer sees it lost, and dials again. owned says payload is handed over
-// (see outFrame).
-func (t *Transport) sendToDialIn(ctx context.Context, to string, key transport.Key, payload []byte, owned bool) error {
+// peer sees it lost, and dials again.
+func (t *Transport) sendToDialIn(ctx context.Context, to string, key transport.Key, payload []byte) error {
 	d, err := t.waitDialIn(ctx, to)
 	if err != nil {
 		return fmt.Errorf("grpctransport: sending %s to %q: %w", key, to, err)
@@ -59,7 +58,7 @@ func (t *Transport) sendToDialIn(ctx context.Context, to string, key transport.K
 		t.cut(d)
 	})
 	defer stop()
-	if err := t.sendFrames(d.stream, key, payload, owned); err != nil {
+	if err := t.sendFrames(d.stream, key, payload); err != nil {
 		if errors.Is(err, ErrMalformed) {
 			return fmt.Errorf("grpctransport: sending %s to %q: %w", key, to, err)
 		}
@@ -75,22 +74,20 @@ func (t *Transport) sendToDialIn(ctx context.Context, to string, key transport.K
 }
 
 // sendFrames sends payload under key on stream as frames of at most
-// t.chunk bytes. A frame that does not encode fails with ErrMalformed
-// before anything of it is sent; any other error is the stream's.
-func (t *Transport) sendFrames(stream interface{ SendMsg(any) error }, key transport.Key, payload []byte, owned bool) error {
+// t.chunk bytes (see frameCodec). A frame that does not encode fails with
+// ErrMalformed before anything of it is sent; any other error is the
+// stream's.
+func (t *Transport) sendFrames(stream interface{ SendMsg(any) error }, key transport.Key, payload []byte) error {
 	total := uint64(len(payload))
-	out := outFrame{owned: owned}
 	for off := 0; ; {
 		n := min(t.chunk, len(payload)-off)
-		out.f = Frame{Key: key, Total: total, Offset: uint64(off), Chunk: payload[off : off+n : off+n]}
+		f := Frame{Key: key, Total: total, Offset: uint64(off), Chunk: payload[off : off+n]}
 		// Check here: gRPC would report the codec's error as its own.
-		if err := out.f.check(); err != nil {
+		if err := f.check(); err != nil {
 			return err
 		}
-		// gRPC encodes out before SendMsg returns (and keeps no
-		// reference to it: the transport has no stats handler), so out
-		// may be reused.
-		if err := stream.SendMsg(&out); err != nil {
+		// gRPC encodes f, a copy, before SendMsg returns.
+		if err := stream.SendMsg(&f); err != nil {
 			return err
 		}
 		off += n

@@ -1,6 +1,6 @@
 // Package grpctransport carries the messages of players on separate hosts
-// over gRPC with mutual TLS 1.3. It implements transport.Transport,
-// transport.Mover and transport.Membership for one player.
+// over gRPC with mutual TLS 1.3. It implements transport.Transport and
+// transport.Membership for one player.
 //
 // Every player runs a Transport:
 //
@@ -113,15 +113,15 @@
 // before allocating anything, reassembles and hands it to its
 // transport.Mailbox.
 //
-// The bytes of a message are copied as few times as gRPC allows. A
-// frame goes to gRPC as its header and its chunk: SendOwned
-// (transport.Mover, which sessions use for the shares they send) hands
-// the payload over and gRPC writes it from where it lies; Send copies
-// each chunk once, into a pooled buffer gRPC gives back once written, so
-// that its caller may reuse the payload. On receipt the frame's header is
-// decoded from gRPC's own buffers and each chunk is copied once, straight
-// into a buffer of the message's exact size; gRPC's buffers go back to its
-// pool at once.
+// The bytes of a message are copied once on each side. Send writes each
+// frame, header and chunk, into a pooled buffer that gRPC gives back once
+// it has written it, so that the caller may reuse its payload when Send
+// returns; the receiver decodes each frame's header from gRPC's own
+// buffers and copies the chunk straight into a buffer of the message's
+// exact size, and gRPC's buffers go back to its pool at once. (Handing
+// payloads over to gRPC instead would save the sender's copy but make
+// every sender draw a fresh buffer per message, which costs more; see
+// frameCodec.)
 //
 // Players of shareflow before this wire (service
 // shareflow.transport.v1.Transport, each message wrapped in a

@@ -247,7 +247,7 @@ func openStream(ctx context.Context, conn *grpc.ClientConn, name string) (grpc.C
 
 // sendFrame sends f on s.
 func sendFrame(s grpc.ClientStream, f Frame) error {
-	return s.SendMsg(&outFrame{f: f})
+	return s.SendMsg(&f)
 }
 
 // waitFor polls cond until it holds, failing the test if ctx ends first.

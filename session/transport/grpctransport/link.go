@@ -501,8 +501,8 @@ func recvDiscard(stream grpc.ClientStream) error {
 }
 
 // sendOnLink sends one message on the stream to l, opening it first if it
-// never was. owned says payload is handed over (see outFrame).
-func (t *Transport) sendOnLink(ctx context.Context, l *link, key transport.Key, payload []byte, owned bool) error {
+// never was.
+func (t *Transport) sendOnLink(ctx context.Context, l *link, key transport.Key, payload []byte) error {
 	if err, _ := l.failure(); err != nil {
 		return fmt.Errorf("grpctransport: sending %s to %q: %w", key, l.name, err)
 	}
@@ -521,7 +521,7 @@ func (t *Transport) sendOnLink(ctx context.Context, l *link, key transport.Key, 
 	l.mu.Unlock()
 	stop := context.AfterFunc(ctx, func() { t.abandon(l, gen, cancel, key, context.Cause(ctx)) })
 	defer stop() // a second call, after the one below, does nothing
-	if err := t.sendFrames(l.stream, key, payload, owned); err != nil {
+	if err := t.sendFrames(l.stream, key, payload); err != nil {
 		if errors.Is(err, ErrMalformed) {
 			return fmt.Errorf("grpctransport: sending %s to %q: %w", key, l.name, err)
 		}

@@ -188,7 +188,6 @@ type Transport struct {
 
 var (
 	_ transport.Transport  = (*Transport)(nil)
-	_ transport.Mover      = (*Transport)(nil)
 	_ transport.Membership = (*Transport)(nil)
 )
 
@@ -641,31 +640,18 @@ func (t *Transport) awaitDialIn(ctx context.Context, name string, start time.Tim
 
 // Send queues payload for player to under key. It connects first if
 // Connect has not, and, for a peer that dials in and has not yet, waits
-// for it to. It returns once the message is handed to gRPC, a copy of
-// it: the caller may reuse payload at once. That waits for flow control,
-// which holds the sender back while the receiver has PendingMessages'
-// worth of its messages unread. ctx bounds all of it: connecting,
-// waiting for other Sends to the same player, and flow control. A
-// message cannot be abandoned half-sent without breaking the stream, so
-// when ctx ends in the middle of one the link is given up, as if the peer
-// were lost, and reconnected. A Send to a peer whose link is down fails
-// at once, naming it, while the link is dialled again in the background.
-// Messages above the config's max_message_bytes are refused with
-// ErrTooLarge.
+// for it to. It returns once the message is handed to gRPC, as a copy
+// (see Wire in the package doc): the caller may reuse payload at once.
+// That waits for flow control, which holds the sender back while the
+// receiver has PendingMessages' worth of its messages unread. ctx bounds
+// all of it: connecting, waiting for other Sends to the same player, and
+// flow control. A message cannot be abandoned half-sent without breaking
+// the stream, so when ctx ends in the middle of one the link is given up,
+// as if the peer were lost, and reconnected. A Send to a peer whose link
+// is down fails at once, naming it, while the link is dialled again in the
+// background. Messages above the config's max_message_bytes are refused
+// with ErrTooLarge.
 func (t *Transport) Send(ctx context.Context, to string, key transport.Key, payload []byte) error {
-	return t.send(ctx, to, key, payload, false)
-}
-
-// SendOwned is Send without the copy (transport.Mover): payload is handed
-// over, and gRPC writes it from where it lies, after SendOwned has
-// returned, whatever its outcome. The caller must not touch payload
-// again.
-func (t *Transport) SendOwned(ctx context.Context, to string, key transport.Key, payload []byte) error {
-	return t.send(ctx, to, key, payload, true)
-}
-
-// send is Send, or SendOwned when owned is set.
-func (t *Transport) send(ctx context.Context, to string, key transport.Key, payload []byte, owned bool) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("grpctransport: sending %s to %q: %w", key, to, context.Cause(ctx))
 	}
@@ -680,10 +666,7 @@ func (t *Transport) send(ctx context.Context, to string, key transport.Key, payl
 		return fmt.Errorf("grpctransport: sending %s to %q: session id of %d bytes, limit %d", key, to, len(key.Session), MaxSessionBytes)
 	}
 	if to == t.self {
-		if !owned {
-			payload = slices.Clone(payload)
-		}
-		return t.box.Deliver(ctx, t.self, key, payload)
+		return t.box.Deliver(ctx, t.self, key, slices.Clone(payload))
 	}
 	if err := t.reachable(to); err != nil {
 		return fmt.Errorf("grpctransport: sending %s from %q: %w", key, t.self, err)
@@ -692,9 +675,9 @@ func (t *Transport) send(ctx context.Context, to string, key transport.Key, payl
 	defer unbind()
 	var err error
 	if l := t.links[to]; l != nil {
-		err = t.sendOnLink(ctx, l, key, payload, owned)
+		err = t.sendOnLink(ctx, l, key, payload)
 	} else {
-		err = t.sendToDialIn(ctx, to, key, payload, owned)
+		err = t.sendToDialIn(ctx, to, key, payload)
 	}
 	if err != nil {
 		return err
