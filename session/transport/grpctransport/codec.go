@@ -156,8 +156,8 @@ func (m *inMsg) release() {
 // len returns the message's size.
 func (m *inMsg) len() int { return m.data.Len() }
 
-// small returns a copy of the message, which what refuses anything longer
-// than limit bytes before copying.
+// small returns a copy of the message; it refuses one longer than limit
+// bytes, naming it what, before copying anything.
 func (m *inMsg) small(what string, limit int) ([]byte, error) {
 	if n := m.data.Len(); n > limit {
 		return nil, fmt.Errorf("%w: %s of %d bytes, limit %d", ErrMalformed, what, n, limit)
