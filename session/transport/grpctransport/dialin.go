@@ -2,12 +2,12 @@ package grpctransport
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/shareflow/shareflow/session/transport"
 )
@@ -23,10 +23,9 @@ type dialIn struct {
 	epoch      uint64 // of the peer's messages on this stream
 
 	// sem is held by whoever sends on the stream: one Send, or Close's
-	// goodbye, at a time. It guards buf. It is held until the stream is
-	// accepted, and for good once the handler is done with the stream.
+	// goodbye, at a time. It is held until the stream is accepted, and for
+	// good once the handler is done with the stream.
 	sem chan struct{}
-	buf []byte
 	// ended is set when the handler is done with the stream; a sender
 	// that finds it set must not touch the stream.
 	ended atomic.Bool
@@ -59,29 +58,43 @@ func (t *Transport) sendToDialIn(ctx context.Context, to string, key transport.K
 		t.cut(d)
 	})
 	defer stop()
-	total := uint64(len(payload))
-	for off := 0; ; {
-		n := min(t.chunk, len(payload)-off)
-		f := Frame{Key: key, Total: total, Offset: uint64(off), Chunk: payload[off : off+n]}
-		var err error
-		if d.buf, err = f.AppendBinary(d.buf[:0]); err != nil {
+	if err := t.sendFrames(d.stream, key, payload); err != nil {
+		if errors.Is(err, ErrMalformed) {
 			return fmt.Errorf("grpctransport: sending %s to %q: %w", key, to, err)
 		}
-		if err := d.stream.SendMsg(&wrapperspb.BytesValue{Value: d.buf}); err != nil {
-			if ctx.Err() != nil {
-				err = context.Cause(ctx) // the connection was cut for it
-			}
-			return fmt.Errorf("grpctransport: sending %s to %q: %w: the stream of player %q from %s: %w", key, to, ErrPeerLost, to, d.addr, err)
+		if ctx.Err() != nil {
+			err = context.Cause(ctx) // the connection was cut for it
 		}
-		off += n
-		if off == len(payload) {
-			break
-		}
+		return fmt.Errorf("grpctransport: sending %s to %q: %w: the stream of player %q from %s: %w", key, to, ErrPeerLost, to, d.addr, err)
 	}
 	if !stop() {
 		return fmt.Errorf("grpctransport: sending %s to %q: %w: gave up in the middle of the message: %w", key, to, ErrPeerLost, context.Cause(ctx))
 	}
 	return nil
+}
+
+// sendFrames sends payload under key on stream as frames of at most
+// t.chunk bytes (see frameCodec). A frame that does not encode fails with
+// ErrMalformed before anything of it is sent; any other error is the
+// stream's.
+func (t *Transport) sendFrames(stream interface{ SendMsg(any) error }, key transport.Key, payload []byte) error {
+	total := uint64(len(payload))
+	for off := 0; ; {
+		n := min(t.chunk, len(payload)-off)
+		f := Frame{Key: key, Total: total, Offset: uint64(off), Chunk: payload[off : off+n]}
+		// Check here: gRPC would report the codec's error as its own.
+		if err := f.check(); err != nil {
+			return err
+		}
+		// gRPC encodes f, a copy, before SendMsg returns.
+		if err := stream.SendMsg(&f); err != nil {
+			return err
+		}
+		off += n
+		if off == len(payload) {
+			return nil
+		}
+	}
 }
 
 // waitDialIn returns the connection of peer, which dials in, waiting
@@ -138,7 +151,7 @@ func (t *Transport) farewell(d *dialIn, deadline time.Time) {
 	case d.sem <- struct{}{}:
 		if !d.ended.Load() {
 			stop := context.AfterFunc(ctx, func() { t.cut(d) })
-			d.stream.SendMsg(&wrapperspb.BytesValue{})
+			d.stream.SendMsg(goodbye{})
 			stop()
 		}
 		<-d.sem

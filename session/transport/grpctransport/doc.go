@@ -101,14 +101,35 @@
 //
 // # Wire
 //
-// There is no .proto file: the service is described by hand and every gRPC
-// message is a google.protobuf.BytesValue holding a Hello or a Frame, two
-// small little-endian encodings documented on their types. A message
-// travels on the sender's one long-lived stream to the receiver as frames
-// of at most MaxChunkBytes (Options.ChunkBytes); the receiver checks each
-// frame, refuses a message announcing more than the config's
-// max_message_bytes before allocating anything, reassembles and hands it
-// to its transport.Mailbox.
+// There is no .proto file and no protobuf on the wire: the service,
+// shareflow.transport.v2.Transport, is described by hand, and every gRPC
+// message is a Hello or a Frame, two small little-endian encodings
+// documented on their types, as they are. A codec of its own carries them
+// (content-subtype "shareflow-frames-v1"; a server refuses calls that say
+// anything else, naming the content-type). A message travels on the
+// sender's one long-lived stream to the receiver as frames of at most
+// MaxChunkBytes (Options.ChunkBytes); the receiver checks each frame,
+// refuses a message announcing more than the config's max_message_bytes
+// before allocating anything, reassembles and hands it to its
+// transport.Mailbox.
+//
+// The bytes of a message are copied once on each side. Send writes each
+// frame, header and chunk, into a pooled buffer that gRPC gives back once
+// it has written it, so that the caller may reuse its payload when Send
+// returns; the receiver decodes each frame's header from gRPC's own
+// buffers and copies the chunk straight into a buffer of the message's
+// exact size, and gRPC's buffers go back to its pool at once. (Handing
+// payloads over to gRPC instead would save the sender's copy but make
+// every sender draw a fresh buffer per message, which costs more; see
+// frameCodec.)
+//
+// Players of shareflow before this wire (service
+// shareflow.transport.v1.Transport, each message wrapped in a
+// google.protobuf.BytesValue) and after it refuse each other at Connect:
+// an older player is told, with codes.FailedPrecondition, that this one
+// speaks v2 and that every host must run the same version, and the
+// refusal is logged; a player that reaches an older one fails with "the
+// peer does not speak shareflow's wire v2".
 //
 // # What a peer can cost
 //
@@ -129,8 +150,7 @@
 // received and the one being reassembled, is bounded per peer:
 //
 //   - at most PendingMessages × max_message_bytes bytes as
-//     transport.Charge counts them: a message's payload (for one that came
-//     in a single frame, the whole frame it keeps alive), its session id
+//     transport.Charge counts them: a message's payload, its session id
 //     and an eighth more, and transport.MessageOverhead (320) bytes of
 //     bookkeeping, so that empty messages cost what they charge;
 //   - at most PendingCount (4096) messages, whatever their size.

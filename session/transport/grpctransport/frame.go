@@ -25,12 +25,18 @@ const (
 	// version, session length, iteration, edge, total, offset, chunk
 	// length.
 	frameFixedBytes = 1 + 2 + 8 + 8 + 8 + 8 + 4
+	// frameHeaderMax is the size of the longest frame header: everything
+	// but the chunk.
+	frameHeaderMax = frameFixedBytes + MaxSessionBytes
 	// helloBytesMin is the size of a Hello with an empty name.
 	helloBytesMin = 1 + 1 + 32
-	// maxWireMessage bounds one gRPC message: the largest frame plus the
-	// protobuf wrapper around it. Servers and clients set their gRPC
-	// message size limits to it.
-	maxWireMessage = frameFixedBytes + MaxSessionBytes + MaxChunkBytes + 16
+	// helloBytesMax is the size of a Hello with the longest name.
+	helloBytesMax = helloBytesMin + players.MaxNameLength
+	// maxWireMessage bounds one gRPC message: the largest frame, which
+	// travels as it is (see frameCodec). Servers and clients set their
+	// gRPC message size limits to it, so that gRPC refuses a longer one
+	// before reading it.
+	maxWireMessage = frameHeaderMax + MaxChunkBytes
 )
 
 // ErrMalformed is wrapped by every error about bytes that do not decode.
@@ -66,22 +72,27 @@ type Frame struct {
 
 // check reports whether the frame's fields are consistent.
 func (f *Frame) check() error {
-	n := uint64(len(f.Chunk))
+	return checkFrame(len(f.Key.Session), f.Total, f.Offset, uint64(len(f.Chunk)))
+}
+
+// checkFrame reports whether a frame with a session id of sl bytes, a
+// message of total bytes and a chunk of n bytes at offset is consistent.
+func checkFrame(sl int, total, offset, n uint64) error {
 	switch {
-	case len(f.Key.Session) > MaxSessionBytes:
-		return fmt.Errorf("%w: session id of %d bytes, limit %d", ErrMalformed, len(f.Key.Session), MaxSessionBytes)
+	case sl > MaxSessionBytes:
+		return fmt.Errorf("%w: session id of %d bytes, limit %d", ErrMalformed, sl, MaxSessionBytes)
 	case n > MaxChunkBytes:
 		return fmt.Errorf("%w: chunk of %d bytes, limit %d", ErrMalformed, n, MaxChunkBytes)
-	case f.Total == 0:
-		if f.Offset != 0 || n != 0 {
-			return fmt.Errorf("%w: empty message with offset %d and chunk of %d bytes", ErrMalformed, f.Offset, n)
+	case total == 0:
+		if offset != 0 || n != 0 {
+			return fmt.Errorf("%w: empty message with offset %d and chunk of %d bytes", ErrMalformed, offset, n)
 		}
-	case f.Offset >= f.Total:
-		return fmt.Errorf("%w: offset %d not below message length %d", ErrMalformed, f.Offset, f.Total)
+	case offset >= total:
+		return fmt.Errorf("%w: offset %d not below message length %d", ErrMalformed, offset, total)
 	case n == 0:
-		return fmt.Errorf("%w: empty chunk at offset %d of a %d-byte message", ErrMalformed, f.Offset, f.Total)
-	case n > f.Total-f.Offset:
-		return fmt.Errorf("%w: chunk of %d bytes at offset %d overruns message length %d", ErrMalformed, n, f.Offset, f.Total)
+		return fmt.Errorf("%w: empty chunk at offset %d of a %d-byte message", ErrMalformed, offset, total)
+	case n > total-offset:
+		return fmt.Errorf("%w: chunk of %d bytes at offset %d overruns message length %d", ErrMalformed, n, offset, total)
 	}
 	return nil
 }
@@ -91,7 +102,17 @@ func (f *Frame) AppendBinary(b []byte) ([]byte, error) {
 	if err := f.check(); err != nil {
 		return b, err
 	}
-	b = slices.Grow(b, frameFixedBytes+len(f.Key.Session)+len(f.Chunk))
+	b = slices.Grow(b, f.headerLen()+len(f.Chunk))
+	b = f.appendHeader(b)
+	return append(b, f.Chunk...), nil
+}
+
+// headerLen returns the size of the frame's encoding without its chunk.
+func (f *Frame) headerLen() int { return frameFixedBytes + len(f.Key.Session) }
+
+// appendHeader appends the frame's encoding up to its chunk to b. The
+// caller has checked the frame.
+func (f *Frame) appendHeader(b []byte) []byte {
 	b = append(b, wireVersion)
 	b = binary.LittleEndian.AppendUint16(b, uint16(len(f.Key.Session)))
 	b = append(b, f.Key.Session...)
@@ -99,8 +120,7 @@ func (f *Frame) AppendBinary(b []byte) ([]byte, error) {
 	b = binary.LittleEndian.AppendUint64(b, f.Key.Edge)
 	b = binary.LittleEndian.AppendUint64(b, f.Total)
 	b = binary.LittleEndian.AppendUint64(b, f.Offset)
-	b = binary.LittleEndian.AppendUint32(b, uint32(len(f.Chunk)))
-	return append(b, f.Chunk...), nil
+	return binary.LittleEndian.AppendUint32(b, uint32(len(f.Chunk)))
 }
 
 // MarshalBinary returns the frame's encoding.
@@ -123,41 +143,53 @@ func (f *Frame) UnmarshalBinary(data []byte) error {
 
 // decode is UnmarshalBinary without the copy: f.Chunk aliases data.
 func (f *Frame) decode(data []byte) error {
-	if len(data) < frameFixedBytes {
-		return fmt.Errorf("%w: frame of %d bytes, shorter than its %d-byte header", ErrMalformed, len(data), frameFixedBytes)
-	}
-	if data[0] != wireVersion {
-		return fmt.Errorf("%w: frame version %d, want %d", ErrMalformed, data[0], wireVersion)
-	}
-	sl := int(binary.LittleEndian.Uint16(data[1:]))
-	if sl > MaxSessionBytes {
-		return fmt.Errorf("%w: session id of %d bytes, limit %d", ErrMalformed, sl, MaxSessionBytes)
-	}
-	if len(data) < frameFixedBytes+sl {
-		return fmt.Errorf("%w: frame of %d bytes cannot hold its %d-byte session id", ErrMalformed, len(data), sl)
-	}
-	rest := data[3:]
-	session := string(rest[:sl])
-	rest = rest[sl:]
-	var g Frame
-	g.Key = transport.Key{
-		Session:   session,
-		Iteration: binary.LittleEndian.Uint64(rest[0:]),
-		Edge:      binary.LittleEndian.Uint64(rest[8:]),
-	}
-	g.Total = binary.LittleEndian.Uint64(rest[16:])
-	g.Offset = binary.LittleEndian.Uint64(rest[24:])
-	cl := uint64(binary.LittleEndian.Uint32(rest[32:]))
-	rest = rest[36:]
-	if cl != uint64(len(rest)) {
-		return fmt.Errorf("%w: frame announces a %d-byte chunk but carries %d bytes", ErrMalformed, cl, len(rest))
-	}
-	g.Chunk = rest
-	if err := g.check(); err != nil {
+	g, hl, err := decodeHeader(data[:min(len(data), frameHeaderMax)], len(data))
+	if err != nil {
 		return err
 	}
+	g.Chunk = data[hl:]
 	*f = g
 	return nil
+}
+
+// decodeHeader decodes a frame of size bytes from its first bytes, head,
+// which hold the whole frame or at least its frameHeaderMax first bytes.
+// It returns the frame without its chunk and the size of its header; the
+// chunk is the rest of the frame, size minus that. It checks every length
+// the frame announces against size before trusting it.
+func decodeHeader(head []byte, size int) (f Frame, headerLen int, err error) {
+	if size < frameFixedBytes {
+		return Frame{}, 0, fmt.Errorf("%w: frame of %d bytes, shorter than its %d-byte header", ErrMalformed, size, frameFixedBytes)
+	}
+	if len(head) < min(size, frameHeaderMax) {
+		panic("grpctransport: decodeHeader given too short a head") // a bug in the caller
+	}
+	if head[0] != wireVersion {
+		return Frame{}, 0, fmt.Errorf("%w: frame version %d, want %d", ErrMalformed, head[0], wireVersion)
+	}
+	sl := int(binary.LittleEndian.Uint16(head[1:]))
+	if sl > MaxSessionBytes {
+		return Frame{}, 0, fmt.Errorf("%w: session id of %d bytes, limit %d", ErrMalformed, sl, MaxSessionBytes)
+	}
+	headerLen = frameFixedBytes + sl
+	if size < headerLen {
+		return Frame{}, 0, fmt.Errorf("%w: frame of %d bytes cannot hold its %d-byte session id", ErrMalformed, size, sl)
+	}
+	rest := head[3:]
+	f.Key.Session = string(rest[:sl])
+	rest = rest[sl:]
+	f.Key.Iteration = binary.LittleEndian.Uint64(rest[0:])
+	f.Key.Edge = binary.LittleEndian.Uint64(rest[8:])
+	f.Total = binary.LittleEndian.Uint64(rest[16:])
+	f.Offset = binary.LittleEndian.Uint64(rest[24:])
+	cl := uint64(binary.LittleEndian.Uint32(rest[32:]))
+	if n := uint64(size - headerLen); cl != n {
+		return Frame{}, 0, fmt.Errorf("%w: frame announces a %d-byte chunk but carries %d bytes", ErrMalformed, cl, n)
+	}
+	if err := checkFrame(sl, f.Total, f.Offset, cl); err != nil {
+		return Frame{}, 0, err
+	}
+	return f, headerLen, nil
 }
 
 // Hello is the greeting a player sends when it first reaches a peer, and

@@ -3,6 +3,7 @@ package grpctransport
 import (
 	"bytes"
 	"encoding"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -125,8 +126,10 @@ func TestHelloRoundTrip(t *testing.T) {
 	}
 }
 
-// FuzzFrame checks that decoding never panics and that every accepted
-// encoding is canonical: it re-encodes to the same bytes.
+// FuzzFrame checks that decoding never panics, that every accepted
+// encoding is canonical (it re-encodes to the same bytes), and that the
+// receiver's decoding from gRPC's buffers, cut anywhere, agrees with
+// UnmarshalBinary on every input, accepted or not.
 func FuzzFrame(f *testing.F) {
 	for _, fr := range []Frame{
 		{Key: transport.Key{Session: "s", Iteration: 1, Edge: 2}, Total: 0},
@@ -139,7 +142,17 @@ func FuzzFrame(f *testing.F) {
 	f.Add([]byte{1, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var fr Frame
-		if err := fr.UnmarshalBinary(data); err != nil {
+		err := fr.UnmarshalBinary(data)
+		for _, step := range []int{0, 1, 1 + len(data)/3} {
+			g, gerr := decodeSplit(data, step)
+			switch {
+			case (err == nil) != (gerr == nil) || err != nil && err.Error() != gerr.Error():
+				t.Fatalf("from buffers of %d bytes: error %v, UnmarshalBinary's %v", step, gerr, err)
+			case err == nil && !reflect.DeepEqual(fr, g):
+				t.Fatalf("from buffers of %d bytes: %+v, UnmarshalBinary's %+v", step, g, fr)
+			}
+		}
+		if err != nil {
 			return
 		}
 		out, err := fr.MarshalBinary()

@@ -13,7 +13,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/shareflow/shareflow/session/transport"
 )
@@ -28,10 +27,9 @@ type link struct {
 	bidi       bool
 
 	// sem is held by whoever uses the stream: one Send, Connect, a
-	// reconnection or Close at a time. It guards stream and buf.
+	// reconnection or Close at a time. It guards stream.
 	sem    chan struct{}
 	stream grpc.ClientStream
-	buf    []byte
 
 	// goodbye is set when the peer closed in good order: it closed its
 	// own stream to us, or said goodbye on ours; the end of ours is then
@@ -205,16 +203,17 @@ func (t *Transport) greet(ctx context.Context, l *link, start time.Time) error {
 // not after a refusal, by the peer or of its certificate, which fails the
 // link for good (see giveUp).
 func (t *Transport) hello1(ctx context.Context, l *link) (err error, retry bool) {
-	req, err := (&Hello{Player: t.self, Fingerprint: t.fingerprint}).MarshalBinary()
-	if err != nil {
-		return err, false
-	}
 	ctx = metadata.AppendToOutgoingContext(ctx, playerHeader, t.self)
-	out := new(wrapperspb.BytesValue)
-	err = l.conn.Invoke(ctx, helloMethod, &wrapperspb.BytesValue{Value: req}, out)
+	out := new(inMsg)
+	err = l.conn.Invoke(ctx, helloMethod, &Hello{Player: t.self, Fingerprint: t.fingerprint}, out)
 	if err == nil {
 		var h Hello
-		if err := h.UnmarshalBinary(out.GetValue()); err != nil {
+		b, err := out.small("hello", helloBytesMax)
+		out.release()
+		if err == nil {
+			err = h.UnmarshalBinary(b)
+		}
+		if err != nil {
 			return &ConnectError{Player: l.name, Address: l.addr, Err: err}, false
 		}
 		if h.Player != l.name {
@@ -229,7 +228,9 @@ func (t *Transport) hello1(ctx context.Context, l *link) (err error, retry bool)
 		return t.giveUp(l, r), false
 	}
 	switch status.Code(err) {
-	case codes.PermissionDenied, codes.Unauthenticated, codes.FailedPrecondition, codes.InvalidArgument, codes.Unimplemented:
+	case codes.Unimplemented:
+		return &ConnectError{Player: l.name, Address: l.addr, Err: fmt.Errorf("the peer does not speak shareflow's wire v2 (%s); does it run an older shareflow? Run the same version on every host: %w", serviceName, err)}, false
+	case codes.PermissionDenied, codes.Unauthenticated, codes.FailedPrecondition, codes.InvalidArgument:
 		return &ConnectError{Player: l.name, Address: l.addr, Err: fmt.Errorf("refused by the peer: %w", err)}, false
 	}
 	return err, true
@@ -273,7 +274,7 @@ func (t *Transport) openStream(ctx context.Context, l *link) error {
 			err = fmt.Errorf("waiting for the peer to accept the stream: %w", context.Cause(ctx))
 		} else if err == nil && len(md.Get(acceptedHeader)) == 0 {
 			// Refused: the status says why.
-			if err = stream.RecvMsg(new(wrapperspb.BytesValue)); err == nil || errors.Is(err, io.EOF) {
+			if err = recvDiscard(stream); err == nil || errors.Is(err, io.EOF) {
 				err = fmt.Errorf("%w: player %q ended the stream before accepting it", ErrProtocol, l.name)
 			}
 		}
@@ -324,7 +325,7 @@ func (t *Transport) monitor(l *link, stream grpc.ClientStream, gen, epoch uint64
 	if l.bidi {
 		err = t.receive(l, stream, gen, epoch)
 	} else {
-		err = stream.RecvMsg(new(wrapperspb.BytesValue))
+		err = recvDiscard(stream)
 	}
 	l.up.Store(false)
 	t.changed.Signal()
@@ -376,8 +377,8 @@ func (t *Transport) receive(l *link, stream grpc.ClientStream, gen, epoch uint64
 	defer a.cancel()
 	ctx := stream.Context()
 	stats := t.stats.of(l.name)
+	in := new(inMsg)
 	for {
-		in := new(wrapperspb.BytesValue)
 		err := stream.RecvMsg(in)
 		if err != nil {
 			if a.res != nil && errors.Is(err, io.EOF) {
@@ -385,14 +386,16 @@ func (t *Transport) receive(l *link, stream grpc.ClientStream, gen, epoch uint64
 			}
 			return err
 		}
-		if len(in.GetValue()) == 0 {
+		if in.len() == 0 {
+			in.release()
 			if a.res != nil {
 				return fmt.Errorf("%w: player %q said goodbye in the middle of message %s", ErrProtocol, l.name, a.key)
 			}
 			t.goodbye(l, stream, gen, epoch)
 			continue
 		}
-		n, done, err := a.add(ctx, in.GetValue())
+		n, done, err := a.add(ctx, in)
+		in.release()
 		if err != nil {
 			if t.isClosing() {
 				continue // the mailbox is closed: read to the end
@@ -488,6 +491,15 @@ func (t *Transport) redial(ctx context.Context, l *link) (err error, retry bool)
 	return nil, false
 }
 
+// recvDiscard receives one message on stream and gives it back to gRPC
+// unread.
+func recvDiscard(stream grpc.ClientStream) error {
+	m := new(inMsg)
+	err := stream.RecvMsg(m)
+	m.release()
+	return err
+}
+
 // sendOnLink sends one message on the stream to l, opening it first if it
 // never was.
 func (t *Transport) sendOnLink(ctx context.Context, l *link, key transport.Key, payload []byte) error {
@@ -509,21 +521,11 @@ func (t *Transport) sendOnLink(ctx context.Context, l *link, key transport.Key, 
 	l.mu.Unlock()
 	stop := context.AfterFunc(ctx, func() { t.abandon(l, gen, cancel, key, context.Cause(ctx)) })
 	defer stop() // a second call, after the one below, does nothing
-	total := uint64(len(payload))
-	for off := 0; ; {
-		n := min(t.chunk, len(payload)-off)
-		f := Frame{Key: key, Total: total, Offset: uint64(off), Chunk: payload[off : off+n]}
-		var err error
-		if l.buf, err = f.AppendBinary(l.buf[:0]); err != nil {
+	if err := t.sendFrames(l.stream, key, payload); err != nil {
+		if errors.Is(err, ErrMalformed) {
 			return fmt.Errorf("grpctransport: sending %s to %q: %w", key, l.name, err)
 		}
-		if err := l.stream.SendMsg(&wrapperspb.BytesValue{Value: l.buf}); err != nil {
-			return t.sendFailed(l, gen, key, err)
-		}
-		off += n
-		if off == len(payload) {
-			break
-		}
+		return t.sendFailed(l, gen, key, err)
 	}
 	if !stop() {
 		// ctx ended as the last frame went: the stream is cancelled, and

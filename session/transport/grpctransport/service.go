@@ -15,18 +15,25 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/shareflow/shareflow/players"
 	"github.com/shareflow/shareflow/session/transport"
 )
 
 // The gRPC service, written by hand (there is no .proto file): every
-// message is a google.protobuf.BytesValue carrying a Hello or a Frame.
+// message is a Hello or a Frame in its own encoding, with no protobuf
+// around it (see frameCodec). The service's version in its name is that of
+// the wire as a whole; the frame encoding carries its own (wireVersion,
+// and codecName).
 const (
-	serviceName   = "shareflow.transport.v1.Transport"
+	serviceName   = "shareflow.transport.v2.Transport"
 	helloMethod   = "/" + serviceName + "/Hello"
 	messageMethod = "/" + serviceName + "/Messages"
+	// oldServiceName is the service of shareflow before v2, whose messages
+	// were google.protobuf.BytesValue wrapping a Hello or a Frame. A
+	// server answers its calls with codes.FailedPrecondition, so that an
+	// older player learns why it cannot connect.
+	oldServiceName = "shareflow.transport.v1.Transport"
 	// playerHeader is the metadata key under which a client states the
 	// player it claims to be.
 	playerHeader = "shareflow-player"
@@ -34,18 +41,22 @@ const (
 	// it accepts a message stream; a stream it refuses ends with a
 	// status instead.
 	acceptedHeader = "shareflow-accepted"
+	// contentType is the content-type of the service's calls.
+	contentType = "application/grpc+" + codecName
 )
 
 // handler is what the service needs of its implementation.
 type handler interface {
-	hello(ctx context.Context, in *wrapperspb.BytesValue) (*wrapperspb.BytesValue, error)
+	hello(ctx context.Context, in *inMsg) (*Hello, error)
 	messages(stream grpc.ServerStream) error
+	refuseOld(ctx context.Context) error
 }
 
-// serviceDesc describes the two methods:
+// serviceDesc describes the two methods, in the notation of a .proto file
+// though the messages are not protobuf (see frameCodec):
 //
-//	rpc Hello(BytesValue) returns (BytesValue);           // Hello both ways
-//	rpc Messages(stream BytesValue) returns (stream BytesValue);
+//	rpc Hello(Hello) returns (Hello);
+//	rpc Messages(stream Frame) returns (stream Frame);
 //
 // Messages carries Frames from client to server for as long as the client
 // lives. The server answers with the header acceptedHeader once it takes
@@ -62,10 +73,11 @@ var serviceDesc = grpc.ServiceDesc{
 	Methods: []grpc.MethodDesc{{
 		MethodName: "Hello",
 		Handler: func(srv any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
-			in := new(wrapperspb.BytesValue)
+			in := new(inMsg)
 			if err := dec(in); err != nil {
 				return nil, err
 			}
+			defer in.release()
 			return srv.(handler).hello(ctx, in)
 		},
 	}},
@@ -77,11 +89,59 @@ var serviceDesc = grpc.ServiceDesc{
 	}},
 }
 
-// caller returns the player at the other end of an incoming call. With TLS
-// the name comes from the verified client certificate only; the name the
-// client claims in metadata must agree with it. Without TLS the claim is
-// all there is.
+// oldServiceDesc answers the calls of players that run shareflow before
+// v2 with a refusal that says so; it reads none of their messages.
+var oldServiceDesc = grpc.ServiceDesc{
+	ServiceName: oldServiceName,
+	HandlerType: (*handler)(nil),
+	Methods: []grpc.MethodDesc{{
+		MethodName: "Hello",
+		Handler: func(srv any, ctx context.Context, _ func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+			return nil, srv.(handler).refuseOld(ctx)
+		},
+	}},
+	Streams: []grpc.StreamDesc{{
+		StreamName:    "Messages",
+		Handler:       func(srv any, stream grpc.ServerStream) error { return srv.(handler).refuseOld(stream.Context()) },
+		ClientStreams: true,
+		ServerStreams: true,
+	}},
+}
+
+// refuseOld refuses a call of the service before v2.
+func (t *Transport) refuseOld(ctx context.Context) error {
+	who, err := t.identify(ctx)
+	if err != nil {
+		t.log.Warn("refused a connection", "address", remoteAddr(ctx), "error", err)
+		return err
+	}
+	err = status.Errorf(codes.FailedPrecondition,
+		"player %q speaks shareflow's wire v2 (%s, %s) and %q an older one (%s): run the same shareflow version on every host",
+		t.self, serviceName, contentType, who, oldServiceName)
+	t.log.Warn("refused a player running an older shareflow", "peer", who, "address", remoteAddr(ctx), "error", err)
+	return err
+}
+
+// caller returns the player at the other end of an incoming call of the
+// service (see identify), which must speak its codec: a call whose
+// content-type is not contentType is refused with codes.InvalidArgument.
 func (t *Transport) caller(ctx context.Context) (string, error) {
+	who, err := t.identify(ctx)
+	if err != nil {
+		return "", err
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	if ct := md.Get("content-type"); len(ct) != 1 || ct[0] != contentType {
+		return "", status.Errorf(codes.InvalidArgument, "player %q refuses the call of %q: content-type %q, want %q (players run different shareflow versions?)", t.self, who, ct, contentType)
+	}
+	return who, nil
+}
+
+// identify returns the player at the other end of an incoming call. With
+// TLS the name comes from the verified client certificate only; the name
+// the client claims in metadata must agree with it. Without TLS the claim
+// is all there is.
+func (t *Transport) identify(ctx context.Context) (string, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	claims := md.Get(playerHeader)
 	if len(claims) > 1 {
@@ -127,14 +187,18 @@ func (t *Transport) caller(ctx context.Context) (string, error) {
 
 // hello answers a peer's greeting after checking who it is and that it
 // runs with the same player list.
-func (t *Transport) hello(ctx context.Context, in *wrapperspb.BytesValue) (*wrapperspb.BytesValue, error) {
+func (t *Transport) hello(ctx context.Context, in *inMsg) (*Hello, error) {
 	from, err := t.caller(ctx)
 	if err != nil {
 		t.log.Warn("refused a connection", "error", err)
 		return nil, err
 	}
 	var h Hello
-	if err := h.UnmarshalBinary(in.GetValue()); err != nil {
+	b, err := in.small("hello", helloBytesMax)
+	if err == nil {
+		err = h.UnmarshalBinary(b)
+	}
+	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "player %q: hello from %q: %v", t.self, from, err)
 	}
 	if h.Player != from {
@@ -145,12 +209,8 @@ func (t *Transport) hello(ctx context.Context, in *wrapperspb.BytesValue) (*wrap
 		t.log.Warn("refused a connection", "peer", from, "error", err)
 		return nil, err
 	}
-	out, err := (&Hello{Player: t.self, Fingerprint: t.fingerprint}).MarshalBinary()
-	if err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
-	}
 	t.log.Debug("hello", "peer", from)
-	return &wrapperspb.BytesValue{Value: out}, nil
+	return &Hello{Player: t.self, Fingerprint: t.fingerprint}, nil
 }
 
 // inbound tracks the message streams peers open to this player: each
@@ -368,8 +428,8 @@ func (t *Transport) messages(stream grpc.ServerStream) error {
 	a := assembler{from: from, self: t.self, max: uint64(t.cfg.MaxMessageBytes()), box: t.box}
 	defer a.cancel()
 	stats := t.stats.of(from)
+	in := new(inMsg)
 	for {
-		in := new(wrapperspb.BytesValue)
 		err := stream.RecvMsg(in)
 		if errors.Is(err, io.EOF) {
 			if a.res != nil {
@@ -393,7 +453,8 @@ func (t *Transport) messages(stream grpc.ServerStream) error {
 			}
 			return err
 		}
-		n, done, err := a.add(ctx, in.GetValue())
+		n, done, err := a.add(ctx, in)
+		in.release()
 		switch {
 		case err == nil:
 		case errors.Is(err, ErrTooLarge), errors.Is(err, ErrProtocol), errors.Is(err, ErrMalformed),
@@ -440,15 +501,18 @@ type assembler struct {
 	got        uint64
 }
 
-// add takes one frame, which it may keep (its chunk, not copied, when it
-// is a whole message). When the frame completes a message, add delivers it
-// and reports done and its size. It waits while the sender has no room,
+// add takes one frame, the message in, and copies its chunk into the
+// message it reassembles; it keeps nothing of in. When the frame
+// completes a message, add delivers it and reports done and its size. It
+// checks the frame's header, and reserves room for a message in box,
+// before it allocates the message; it waits while the sender has no room,
 // until ctx ends.
-func (a *assembler) add(ctx context.Context, data []byte) (n int, done bool, err error) {
-	var f Frame
-	if err := f.decode(data); err != nil {
+func (a *assembler) add(ctx context.Context, in *inMsg) (n int, done bool, err error) {
+	f, headerLen, err := in.frame()
+	if err != nil {
 		return 0, false, fmt.Errorf("frame from player %q: %w", a.from, err)
 	}
+	chunk := in.len() - headerLen
 	if a.res == nil {
 		if f.Offset != 0 {
 			return 0, false, fmt.Errorf("%w: player %q sent a frame at offset %d of %s without the start of the message", ErrProtocol, a.from, f.Offset, f.Key)
@@ -456,35 +520,30 @@ func (a *assembler) add(ctx context.Context, data []byte) (n int, done bool, err
 		if f.Total > a.max {
 			return 0, false, fmt.Errorf("%w: message %s from player %q to %q is %d bytes, above the limit of %d (max_message_bytes)", ErrTooLarge, f.Key, a.from, a.self, f.Total, a.max)
 		}
-		if uint64(len(f.Chunk)) == f.Total {
-			// A whole message in one frame: its payload is the chunk, a
-			// window into data, which it keeps alive; all of data is
-			// charged. An empty message keeps nothing.
-			var payload []byte
-			size := 0
-			if f.Total > 0 {
-				payload, size = f.Chunk, cap(data)
-			}
-			res, err := a.box.Reserve(ctx, a.from, f.Key, size)
-			if err != nil {
-				return 0, false, err
-			}
-			return len(payload), true, res.Deliver(payload)
-		}
 		res, err := a.box.Reserve(ctx, a.from, f.Key, int(f.Total)) // Total checked against the limit above
 		if err != nil {
 			return 0, false, err
 		}
+		if uint64(chunk) == f.Total {
+			// A whole message in one frame. An empty message keeps
+			// nothing.
+			var payload []byte
+			if f.Total > 0 {
+				payload = make([]byte, f.Total)
+				copyAt(payload, in.data, headerLen)
+			}
+			return len(payload), true, res.Deliver(payload)
+		}
 		a.key, a.res = f.Key, res
 		a.buf = make([]byte, f.Total)
-		a.got = uint64(copy(a.buf, f.Chunk))
+		a.got = uint64(copyAt(a.buf, in.data, headerLen))
 		return 0, false, nil
 	}
 	if f.Key != a.key || f.Total != uint64(len(a.buf)) || f.Offset != a.got {
 		return 0, false, fmt.Errorf("%w: player %q sent a frame of %s (offset %d, length %d) in the middle of %s (offset %d, length %d)",
 			ErrProtocol, a.from, f.Key, f.Offset, f.Total, a.key, a.got, len(a.buf))
 	}
-	a.got += uint64(copy(a.buf[a.got:], f.Chunk))
+	a.got += uint64(copyAt(a.buf[a.got:], in.data, headerLen))
 	if a.got < uint64(len(a.buf)) {
 		return 0, false, nil
 	}

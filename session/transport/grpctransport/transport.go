@@ -359,7 +359,7 @@ func New(cfg *players.Config, self string, opts Options) (_ *Transport, err erro
 				MinConnectTimeout: 5 * time.Second,
 			}),
 			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: opts.KeepaliveTime, Timeout: opts.KeepaliveTimeout, PermitWithoutStream: true}),
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxWireMessage), grpc.MaxCallSendMsgSize(maxWireMessage)),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxWireMessage), grpc.MaxCallSendMsgSize(maxWireMessage), grpc.ForceCodecV2(frameCodec{})), // codec.go
 			grpc.WithInitialWindowSize(flowWindow(cfg)), grpc.WithInitialConnWindowSize(flowWindow(cfg)), // window.go
 			grpc.WithUserAgent("shareflow/"+self),
 		)
@@ -391,6 +391,8 @@ func New(cfg *players.Config, self string, opts Options) (_ *Transport, err erro
 		grpc.Creds(serverCreds),
 		grpc.MaxRecvMsgSize(maxWireMessage),
 		grpc.MaxSendMsgSize(maxWireMessage),
+		// codec.go; Transport.caller checks the content-type.
+		grpc.ForceServerCodecV2(frameCodec{}),
 		grpc.InitialWindowSize(flowWindow(cfg)), grpc.InitialConnWindowSize(flowWindow(cfg)), grpc.MaxConcurrentStreams(maxStreamsPerConn), // window.go
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: opts.KeepaliveTime, Timeout: opts.KeepaliveTimeout}),
@@ -398,6 +400,7 @@ func New(cfg *players.Config, self string, opts Options) (_ *Transport, err erro
 		grpc.WaitForHandlers(true),
 	)
 	t.server.RegisterService(&serviceDesc, t)
+	t.server.RegisterService(&oldServiceDesc, t)
 
 	t.wg.Add(1)
 	go func() {
@@ -610,14 +613,15 @@ func (t *Transport) awaitDialIn(ctx context.Context, name string, start time.Tim
 
 // Send queues payload for player to under key. It connects first if
 // Connect has not, and, for a peer that dials in and has not yet, waits
-// for it to. It returns once the message is handed to gRPC. That waits
-// for flow control, which holds the sender back while the receiver has
-// PendingMessages' worth of its messages unread. ctx bounds all of it:
-// connecting, waiting for other Sends to the same player, and flow
-// control. A message cannot be abandoned half-sent without breaking the
-// stream, so when ctx ends in the middle of one the link is given up, as
-// if the peer were lost, and reconnected. A Send to a peer whose link is
-// down fails at once, naming it, while the link is dialled again in the
+// for it to. It returns once the message is handed to gRPC, as a copy
+// (see Wire in the package doc): the caller may reuse payload at once.
+// That waits for flow control, which holds the sender back while the
+// receiver has PendingMessages' worth of its messages unread. ctx bounds
+// all of it: connecting, waiting for other Sends to the same player, and
+// flow control. A message cannot be abandoned half-sent without breaking
+// the stream, so when ctx ends in the middle of one the link is given up,
+// as if the peer were lost, and reconnected. A Send to a peer whose link
+// is down fails at once, naming it, while the link is dialled again in the
 // background. Messages above the config's max_message_bytes are refused
 // with ErrTooLarge.
 func (t *Transport) Send(ctx context.Context, to string, key transport.Key, payload []byte) error {

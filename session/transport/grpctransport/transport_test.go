@@ -27,7 +27,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/shareflow/shareflow/players"
 	"github.com/shareflow/shareflow/session/transport"
@@ -403,7 +402,7 @@ func TestSendHeldBackHonoursItsContext(t *testing.T) {
 // the way a misbehaving client would.
 func rawHello(t *testing.T, addr string, creds credentials.TransportCredentials, claim string) error {
 	t.Helper()
-	conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(creds))
+	conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(creds), grpc.WithDefaultCallOptions(grpc.ForceCodecV2(frameCodec{})))
 	require.NoError(t, err)
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -415,9 +414,9 @@ func rawHello(t *testing.T, addr string, creds credentials.TransportCredentials,
 	if name == "" {
 		name = "server0"
 	}
-	req, err := (&Hello{Player: name}).MarshalBinary()
-	require.NoError(t, err)
-	return conn.Invoke(ctx, helloMethod, &wrapperspb.BytesValue{Value: req}, new(wrapperspb.BytesValue))
+	out := new(inMsg)
+	defer out.release()
+	return conn.Invoke(ctx, helloMethod, &Hello{Player: name}, out)
 }
 
 func TestServerRefusesClients(t *testing.T) {
@@ -464,14 +463,14 @@ func TestServerRefusesClients(t *testing.T) {
 		assert.Contains(t, err.Error(), `client certificate names player "server0" but the client claims to be "server2"`)
 	})
 	t.Run("claims nobody", func(t *testing.T) {
-		conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(credentials.NewTLS(good)))
+		conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(credentials.NewTLS(good)), grpc.WithDefaultCallOptions(grpc.ForceCodecV2(frameCodec{})))
 		require.NoError(t, err)
 		defer conn.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		stream, err := conn.NewStream(ctx, &serviceDesc.Streams[0], messageMethod)
 		require.NoError(t, err)
-		err = stream.RecvMsg(new(wrapperspb.BytesValue))
+		err = recvDiscard(stream)
 		assert.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
 	})
 	t.Run("plaintext client", func(t *testing.T) {
