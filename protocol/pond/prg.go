@@ -30,13 +30,19 @@ const (
 )
 
 // Domain binds a mask stream to its place in a run, so that no stream is
-// reused even when a seed were: session, iteration, tensor and purpose all
-// enter the stream's key.
+// reused even when a seed were: session, iteration, tensor, purpose and,
+// for the inputs of a cohort's members, the member all enter the stream's
+// key.
 type Domain struct {
 	Session   string
 	Iteration uint64
 	Tensor    uint64
 	Purpose   Purpose
+	// Member names the member of a cohort whose input the stream masks,
+	// so that no two members of a round share a stream; "" for the inputs
+	// of fixed owners and every other stream, whose keys are as they were
+	// before members existed.
+	Member string
 }
 
 // NewSeed reads a fresh seed from rng, which must be cryptographic
@@ -50,10 +56,16 @@ func NewSeed(rng io.Reader) (Seed, error) {
 }
 
 // streamKey derives the AES-256 key of a mask stream: SHA-256 over a
-// version label, the seed and the length-prefixed domain.
+// version label, the seed and the length-prefixed domain. A domain with a
+// member has a label of its own and the length-prefixed member after the
+// session, so that no domain with a member hashes as one without.
 func streamKey(seed Seed, d Domain) [32]byte {
 	h := sha256.New()
-	h.Write([]byte("shareflow/pond/mask/v1\x00"))
+	if d.Member == "" {
+		h.Write([]byte("shareflow/pond/mask/v1\x00"))
+	} else {
+		h.Write([]byte("shareflow/pond/member-mask/v1\x00"))
+	}
 	h.Write(seed[:])
 	var b [8 + 8 + 8 + 1]byte
 	binary.LittleEndian.PutUint64(b[0:], uint64(len(d.Session)))
@@ -62,6 +74,12 @@ func streamKey(seed Seed, d Domain) [32]byte {
 	b[24] = byte(d.Purpose)
 	h.Write(b[:])
 	h.Write([]byte(d.Session))
+	if d.Member != "" {
+		var n [8]byte
+		binary.LittleEndian.PutUint64(n[:], uint64(len(d.Member)))
+		h.Write(n[:])
+		h.Write([]byte(d.Member))
+	}
 	var k [32]byte
 	h.Sum(k[:0])
 	return k

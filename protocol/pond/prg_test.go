@@ -4,6 +4,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"encoding/binary"
+	"encoding/hex"
 	"math"
 	"testing"
 
@@ -123,4 +124,32 @@ func TestEncodeAndShareAcrossChunks(t *testing.T) {
 	lo := (n - 10) &^ 1 // an even offset
 	require.ErrorAs(t, p.EncodeAndMaskAt(masked[lo:], x[lo:], seed, d, lo), &re)
 	assert.Equal(t, n-2, re.Index, "an index in the whole tensor, not in the range")
+}
+
+// TestStreamKeyKnownAnswers pins the keys of mask streams: a domain
+// without a member keys its stream exactly as before members existed (the
+// value was computed before), and the member enters the key of the others.
+func TestStreamKeyKnownAnswers(t *testing.T) {
+	seed := Seed{9, 8, 7}
+	d := Domain{Session: "s", Iteration: 3, Tensor: 7<<32 | 1, Purpose: PurposeInput}
+	k := streamKey(seed, d)
+	assert.Equal(t, "ebd8ff903e77936eab9299d6e2a132876470321e4b4ecc88e171d57f883e41a8", hex.EncodeToString(k[:]))
+	w := make([]uint64, 2)
+	Expand(w, seed, d)
+	assert.Equal(t, []uint64{0x6088ee54d59d4e93, 0x3e998ee09947ce1e}, w)
+
+	seen := map[[32]byte]string{k: "no member"}
+	for _, m := range []string{"data-owner-1", "data-owner-2", "s"} {
+		dm := d
+		dm.Member = m
+		km := streamKey(seed, dm)
+		_, dup := seen[km]
+		assert.False(t, dup, "member %q keys a stream of its own", m)
+		seen[km] = m
+	}
+	// The member is length-prefixed: moving bytes between the session and
+	// the member gives another key.
+	a := streamKey(seed, Domain{Session: "ab", Member: "c"})
+	b := streamKey(seed, Domain{Session: "a", Member: "bc"})
+	assert.NotEqual(t, a, b)
 }
