@@ -25,7 +25,9 @@ import (
 
 // memberDomain is the mask domain of upload u of member in the round.
 func memberDomain(r *runner, u *upload, member string) pond.Domain {
-	return pond.Domain{Session: r.session, Iteration: r.iter, Tensor: u.tensorID(), Member: member}
+	d := r.proto.Domain(r.session, r.iter, u.tensorID())
+	d.Member = member
+	return d
 }
 
 // seedServer returns the index of the server that receives the seeds of

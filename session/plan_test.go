@@ -93,6 +93,7 @@ var configChanges = map[string]func(*pond.Config){
 	"IntBits":    func(c *pond.Config) { c.IntBits = 8 },
 	"StatGap":    func(c *pond.Config) { c.StatGap = 16 },
 	"Truncation": func(c *pond.Config) { c.Truncation = pond.Local },
+	"MaskPRG":    func(c *pond.Config) { c.MaskPRG = pond.MaskAES256 },
 }
 
 // optionChanges says, for every field of Options, how to change it and

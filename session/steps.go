@@ -245,7 +245,7 @@ func (r *runner) key(edge uint64) transport.Key {
 func (r *runner) domain(ref graph.Ref) pond.Domain {
 	// Tensor ids: node ID in the high 32 bits, output index in the low 32,
 	// so that every tensor of a graph has its own.
-	return pond.Domain{Session: r.session, Iteration: r.iter, Tensor: uint64(ref.Node.ID())<<32 | uint64(uint32(ref.Index))}
+	return r.proto.Domain(r.session, r.iter, uint64(ref.Node.ID())<<32|uint64(uint32(ref.Index)))
 }
 
 // send encodes m into a pooled buffer of about size bytes and hands the
@@ -667,7 +667,7 @@ func (s *linearStep) exec(ctx context.Context, r *runner) error {
 // mask streams of those held as seeds, added in cache-sized chunks so that
 // no seeded share is ever written out whole.
 func (s *linearStep) addN(r *runner) error {
-	var xs [][]uint64
+	var xs []pond.Share
 	var streams []pond.SeededShare
 	for _, in := range s.node.Inputs() {
 		if seeded, ok := r.seeded(in); ok {
@@ -682,17 +682,15 @@ func (s *linearStep) addN(r *runner) error {
 	}
 	// The result is computed inside a message buffer, so that sending it
 	// to the output player later needs no copy. Each core sums its range
-	// of every operand, then adds the streams' words of that range.
+	// of every operand and of the seeds' streams in one pass over
+	// cache-sized blocks (pond.SumSharesAt).
 	dst := r.messageShare(s.node.Outputs()[0].Size())
 	parallel(len(dst), func(lo, hi int) {
-		part := make([][]uint64, len(xs))
+		part := make([]pond.Share, len(xs))
 		for i, x := range xs {
 			part[i] = x[lo:hi]
 		}
-		ops.AddN(dst[lo:hi], part...)
-		for _, st := range streams {
-			st.AddToAt(dst[lo:hi], lo)
-		}
+		pond.SumSharesAt(dst[lo:hi], part, streams, lo)
 	})
 	r.setShare(graph.Ref{Node: s.node}, dst)
 	return nil
