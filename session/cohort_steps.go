@@ -553,9 +553,10 @@ func (s *gatherStep) exchange(ctx context.Context, r *runner, arrived []string) 
 	if err := r.send(ctx, peer, s.cp.exchangeEdges[s.party], 44+65*len(arrived), mine); err != nil {
 		return nil, err
 	}
-	// The other server stopped waiting at about the same time; it has
-	// another deadline to say so.
-	ectx, cancel := context.WithTimeout(ctx, rs.opts.Deadline)
+	// The other server learnt of the round at about the same time and
+	// stops waiting by its deadline, as this one does (it may stop sooner,
+	// when every member's shares came); it has another deadline to say so.
+	ectx, cancel := context.WithDeadline(ctx, rs.started.Add(2*rs.opts.Deadline))
 	defer cancel()
 	var theirs arrivedSet
 	if err := r.recv(ectx, peer, s.cp.exchangeEdges[1-s.party], &theirs); err != nil {
