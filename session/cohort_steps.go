@@ -143,7 +143,14 @@ func (s *roundStartStep) exec(ctx context.Context, r *runner) error {
 	if m.End {
 		return errRunEnded
 	}
-	r.round.cohort = m.Cohort
+	// A player of the plan is no member: the coordinator could otherwise
+	// meet the floor with shares of its own, known to it.
+	r.round.cohort = m.Cohort // the round has started, refused or not
+	for _, p := range m.Cohort {
+		if p == s.cp.coordinator || slices.Contains(s.cp.others, p) {
+			return fmt.Errorf("the cohort of round %d names %q, a player of the plan: refused", m.Round, p)
+		}
+	}
 	r.round.started = time.Now()
 	return nil
 }

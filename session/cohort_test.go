@@ -790,3 +790,91 @@ func TestCohortWeightRefused(t *testing.T) {
 	_, got := rec.last()
 	assert.Equal(t, []float64{3.5, 7}, got[1], "(1·1 + 1·6)/2, (2·1 + 2·6)/2")
 }
+
+// TestCohortServersRefuseAPlayerAsMember: a coordinator that names itself
+// in a cohort, to meet the floor with shares it knows, is refused by the
+// servers, which send no share; the round fails and reveals nothing.
+func TestCohortServersRefuseAPlayerAsMember(t *testing.T) {
+	const n = 2
+	var rec *revealed
+	build := func() (*graph.Graph, *graph.Op) {
+		g, op, r := aggregationGraph(n, fixedMember(n))
+		rec = r
+		return g, op
+	}
+	c := newCohortNet(t, build, Options{})
+	cp := planOf(t, build, c.opts).cohort
+	for _, p := range []string{"server0", "server1", "member-0", "member-1"} {
+		c.serve(p, nil, nil)
+	}
+	ep, err := c.net.Endpoint(players.ModelOwner)
+	require.NoError(t, err)
+	s, op := c.coordinator(&sendHook{MemoryEndpoint: ep, onSend: func(to string, key transport.Key, b []byte) []byte {
+		if key.Session != roundSession(c.opts.SessionID) || key.Edge != cp.startEdge || key.Iteration != 1 {
+			return b
+		}
+		var m roundStart
+		require.NoError(t, m.UnmarshalBinary(b))
+		m.Cohort = append(m.Cohort, players.ModelOwner)
+		slices.Sort(m.Cohort)
+		out, err := m.MarshalBinary()
+		require.NoError(t, err)
+		return out
+	}})
+	err = s.Run(c.ctx, op)
+	require.Error(t, err)
+	assert.ErrorContains(t, err, `the cohort of round 1 names "model-owner", a player of the plan: refused`)
+	calls, _ := rec.last()
+	assert.Zero(t, calls)
+	received := map[string]uint64{}
+	for _, l := range s.Stats() {
+		if l.To == players.ModelOwner {
+			received[l.From] = l.Messages
+		}
+	}
+	assert.Equal(t, map[string]uint64{"server0": 1, "server1": 1}, received, "each server sent its result, and no share")
+	require.NoError(t, s.Run(c.ctx, op), "the next round, as announced, runs")
+	for p, err := range c.finish(s) {
+		assert.NoError(t, err, p)
+	}
+}
+
+// TestCohortSilentMember: a member that connects but says no hello is
+// left out, and holds up at most the round in which it was first waited
+// for; once it says hello it is invited.
+func TestCohortSilentMember(t *testing.T) {
+	const n = 2
+	build := func() (*graph.Graph, *graph.Op) {
+		g, op, _ := aggregationGraph(n, fixedMember(n))
+		return g, op
+	}
+	c := newCohortNet(t, build, Options{Rounds: RoundOptions{Deadline: 200 * time.Millisecond}})
+	for _, p := range []string{"server0", "server1", "member-0", "member-1"} {
+		c.serve(p, nil, nil)
+	}
+	silent, err := c.net.Connect("member-2")
+	require.NoError(t, err)
+	s, op := c.coordinator(nil)
+	for range 2 {
+		require.NoError(t, s.Run(c.ctx, op))
+		assert.Equal(t, []string{"member-0", "member-1"}, s.LastRound().Cohort)
+	}
+	said := make(chan struct{})
+	var once sync.Once
+	c.serve("member-2", &sendHook{MemoryEndpoint: silent, onSend: func(to string, key transport.Key, b []byte) []byte {
+		if to == players.ModelOwner && key == memberHelloKey {
+			defer once.Do(func() { close(said) })
+			if err := silent.Send(c.ctx, to, key, b); err != nil {
+				t.Error(err)
+			}
+			return nil // sent above, before said is closed
+		}
+		return b
+	}}, nil) // says hello at last
+	<-said
+	require.NoError(t, s.Run(c.ctx, op))
+	assert.Equal(t, cohortMembers(3), s.LastRound().Cohort)
+	for p, err := range c.finish(s) {
+		assert.NoError(t, err, p)
+	}
+}

@@ -53,10 +53,11 @@ type greetings struct {
 	mu      sync.Mutex
 	done    map[string]uint64
 	refused map[string]uint64
+	silent  map[string]uint64 // said nothing in time, on this connection
 }
 
 func newGreetings(t transport.Transport) *greetings {
-	g := &greetings{done: map[string]uint64{}, refused: map[string]uint64{}}
+	g := &greetings{done: map[string]uint64{}, refused: map[string]uint64{}, silent: map[string]uint64{}}
 	if m, ok := t.(interface{ Mailbox() *transport.Mailbox }); ok {
 		g.box = m.Mailbox()
 	}
@@ -80,6 +81,28 @@ func (g *greetings) state(peer string) (greeted, refused bool) {
 	d, ok := g.done[peer]
 	r, rok := g.refused[peer]
 	return ok && d == e, rok && r == e
+}
+
+// quiet reports whether peer said nothing in time when last waited for,
+// on its current connection, and has sent nothing since: waiting for it
+// again would hold a round for nothing.
+func (g *greetings) quiet(peer string) bool {
+	e := g.epoch(peer)
+	g.mu.Lock()
+	s, ok := g.silent[peer]
+	g.mu.Unlock()
+	if !ok || s != e || g.box == nil {
+		return false
+	}
+	n, _ := g.box.Unread(peer)
+	return n == 0
+}
+
+func (g *greetings) markSilent(peer string) {
+	e := g.epoch(peer)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.silent[peer] = e
 }
 
 func (g *greetings) mark(peer string, refused bool) {
@@ -219,11 +242,17 @@ func (s *Remote) greetOthers(ctx context.Context, plan *Plan) error {
 	return errors.Join(errs...)
 }
 
-// candidates returns the members that may be invited: those the
-// transport reports and those of Rounds.Members, connected now, but the
-// players of the plan, sorted.
+// candidates returns the members that may be invited, connected now, and
+// sorted: those the transport reports, those of Rounds.Members, and the
+// players of Options.Players that have no part in the plan (the data
+// owners of a hostmap that lists them), but the crypto producer.
 func (s *Remote) candidates(plan *Plan) []string {
 	set := slices.Clone(s.opts.Rounds.Members)
+	for _, p := range s.opts.Players {
+		if p != s.opts.cryptoProducer() {
+			set = append(set, p)
+		}
+	}
 	m, ok := s.t.(membership)
 	if ok {
 		set = append(set, m.Members()...)
@@ -245,8 +274,10 @@ func (s *Remote) candidates(plan *Plan) []string {
 
 // greetMembers exchanges hellos with the candidates not greeted on their
 // current connection, each within the deadline, and returns the members
-// greeted, sorted. A member whose hello does not match, or does not come,
-// is refused until it connects again; its welcome tells it why.
+// greeted, sorted. A member whose hello does not match is refused until
+// it connects again; its welcome tells it why. One whose hello does not
+// come in time is waited for again only once it has sent something, or
+// connected again, so that a silent member holds up one round only.
 func (s *Remote) greetMembers(ctx context.Context, plan *Plan, candidates []string, round uint64) []string {
 	rounds := s.rounds()
 	mine := hello{Session: s.opts.SessionID, Fingerprint: plan.Fingerprint()}
@@ -259,16 +290,21 @@ func (s *Remote) greetMembers(ctx context.Context, plan *Plan, candidates []stri
 		sem = make(chan struct{}, 16)
 	)
 	for _, m := range candidates {
-		if greeted, refused := rounds.members.state(m); greeted || refused {
+		if greeted, refused := rounds.members.state(m); greeted || refused || rounds.members.quiet(m) {
 			continue
 		}
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
 			theirs, err := s.recvHello(gctx, m, memberHelloKey)
-			if err == nil {
-				err = s.t.Send(gctx, m, memberHelloKey, msg)
+			if err != nil {
+				// Not refused: it may say hello later, and is waited for
+				// again once it has sent something or connected again.
+				rounds.members.markSilent(m)
+				s.log.Info("member said no hello in time", "member", m, "err", err)
+				return
 			}
+			err = s.t.Send(gctx, m, memberHelloKey, msg)
 			if err == nil {
 				err = s.checkHello(m, mine, theirs)
 			}
