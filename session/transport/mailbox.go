@@ -201,12 +201,16 @@ func (m *Mailbox) sender(from string) *sender {
 func (m *Mailbox) Deliver(ctx context.Context, from string, key Key, payload []byte) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.forgotten(key) {
+		return nil // late message of a finished iteration
+	}
 	c := Charge(key, payload)
 	if err := m.admit(ctx, from, key, c, len(payload)); err != nil {
 		return err
 	}
-	if m.forgotten(key) {
-		return nil // late message of a finished iteration
+	if m.forgotten(key) { // forgotten while it waited for room
+		m.release(from, c)
+		return nil
 	}
 	m.store(from, key, payload, c)
 	return nil
