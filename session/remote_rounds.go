@@ -119,11 +119,11 @@ func (g *greetings) mark(peer string, refused bool) {
 
 // roundsState is what a Remote session keeps of its rounds.
 type roundsState struct {
-	peers    *greetings // the coordinator: the other players; the others: the coordinator; a member: its hellos sent
-	members  *greetings // the coordinator and servers: the members greeted
-	expect   map[string]bool
-	next     uint64 // a player other than the coordinator: the next round it expects
-	plan     *Plan  // the plan of the rounds run, for Finish
+	peers    *greetings      // the coordinator: the other players; the others: the coordinator; a member: its hellos sent
+	members  *greetings      // the coordinator and servers: the members greeted
+	expect   map[string]bool // a member: the servers whose hello answer it waits for
+	next     uint64          // a player other than the coordinator: the next round it expects
+	plan     *Plan           // the plan of the rounds run, for Finish
 	finished bool
 	welcomed bool // a member: the coordinator answered its last hello
 }
