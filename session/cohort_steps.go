@@ -749,6 +749,11 @@ func (s *cohortRevealStep) exec(ctx context.Context, r *runner) error {
 			ErrSurvivorMismatch, rs.number, s.cp.servers[0], len(res[0].Agreed), strings.Join(res[0].Agreed, " "),
 			s.cp.servers[1], len(res[1].Agreed), strings.Join(res[1].Agreed, " "))
 	}
+	for _, m := range res[0].Agreed {
+		if _, ok := slices.BinarySearch(rs.cohort, m); !ok {
+			return fmt.Errorf("%w: the servers' survivors of round %d name %q, who was not invited", ErrWire, rs.number, m)
+		}
+	}
 	for k := range s.cp.servers {
 		if res[k].Kind == resultSkipped {
 			return &SkippedError{Round: rs.number, Reason: res[k].Reason, Missing: rs.missing(res[k].Agreed)}
