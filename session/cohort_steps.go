@@ -15,7 +15,6 @@ import (
 
 	"github.com/shareflow/shareflow/graph"
 	"github.com/shareflow/shareflow/internal/le"
-	"github.com/shareflow/shareflow/ops"
 	"github.com/shareflow/shareflow/protocol/pond"
 	"github.com/shareflow/shareflow/session/transport"
 )
@@ -582,8 +581,8 @@ func (s *gatherStep) exchange(ctx context.Context, r *runner, arrived []string) 
 
 // aggregateStep sums one upload over a round's survivors on a server:
 // the share of a sum or mean node, or of Σw, the divisor of weighted
-// means. The masked tensors are added first, then the seeds' mask
-// streams, in cache-sized chunks, as addN does. A mean divided inside the
+// means, in one pass over cache-sized blocks of the masked tensors and the
+// seeds' mask streams (pond.SumSharesAt), as addN does. A mean divided inside the
 // protocol is then multiplied by the encoding of 1/(number of survivors)
 // and truncated.
 type aggregateStep struct {
@@ -619,7 +618,7 @@ func (s *aggregateStep) writes() []value { return values(shareValue, s.out()) }
 func (s *aggregateStep) exec(ctx context.Context, r *runner) error {
 	r.touch(uploadValue, s.up.id, false)
 	rs := r.round
-	var xs [][]uint64
+	var xs []pond.Share
 	var streams []pond.SeededShare
 	for _, p := range rs.parts[s.up.id] {
 		if p.share != nil {
@@ -631,14 +630,11 @@ func (s *aggregateStep) exec(ctx context.Context, r *runner) error {
 	size := s.up.x.Shape().Size()
 	sum := r.messageShare(size)
 	parallel(size, func(lo, hi int) {
-		part := make([][]uint64, len(xs))
+		part := make([]pond.Share, len(xs))
 		for i, x := range xs {
 			part[i] = x[lo:hi]
 		}
-		ops.AddN(sum[lo:hi], part...)
-		for _, st := range streams {
-			st.AddToAt(sum[lo:hi], lo)
-		}
+		pond.SumSharesAt(sum[lo:hi], part, streams, lo)
 	})
 	if !s.divide {
 		r.setShare(s.out(), sum)
