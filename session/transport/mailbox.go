@@ -227,6 +227,22 @@ func (m *Mailbox) Unread(from string) (messages int, bytes int64) {
 	return 0, 0
 }
 
+// Keys returns how many keys of session the mailbox holds: messages
+// delivered and not yet forgotten, received or not, and receives waiting.
+// A player that forgets each iteration it is done with holds none of
+// them once its run is over.
+func (m *Mailbox) Keys(session string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for k := range m.slots {
+		if k.key.Session == session {
+			n++
+		}
+	}
+	return n
+}
+
 func (m *Mailbox) sender(from string) *sender {
 	s, ok := m.senders[from]
 	if !ok {

@@ -102,3 +102,18 @@ func TestNoHorizonTakesAnyIteration(t *testing.T) {
 	n, _ := m.Unread("a")
 	assert.Equal(t, 1, n)
 }
+
+// TestKeysCountsASessionsSlots: Keys counts what Forget drops.
+func TestKeysCountsASessionsSlots(t *testing.T) {
+	m := NewMailbox()
+	ctx := context.Background()
+	require.NoError(t, m.Deliver(ctx, "a", Key{Session: "s", Iteration: 0}, nil))
+	require.NoError(t, m.Deliver(ctx, "a", Key{Session: "s", Iteration: 1, Edge: 1}, nil))
+	require.NoError(t, m.Deliver(ctx, "a", Key{Session: "t"}, nil))
+	_, err := m.Recv(ctx, "a", Key{Session: "s", Iteration: 0})
+	require.NoError(t, err)
+	assert.Equal(t, 2, m.Keys("s"), "a received message keeps its key until forgotten")
+	m.Forget("s", 1)
+	assert.Zero(t, m.Keys("s"))
+	assert.Equal(t, 1, m.Keys("t"))
+}
