@@ -94,6 +94,9 @@ func (s *Remote) Run(ctx context.Context, op *graph.Op) error {
 		if err := s.handshake(ctx, s.t, plan, len(s.hello)); err != nil { // not counted: no tensor moves
 			return err
 		}
+		if s.mailer != nil {
+			s.mailer.Forget(helloSession, uint64(len(s.hello))) // every peer's hello of this op is in
+		}
 		s.hello[op] = true
 	}
 	iter := s.iter
@@ -108,6 +111,7 @@ func (s *Remote) Run(ctx context.Context, op *graph.Op) error {
 	err = s.runPlayer(ctx, plan, s.self, t, iter)
 	if s.mailer != nil {
 		s.mailer.Forget(s.opts.SessionID, iter)
+		defer s.mailer.Forget(abortSession, iter) // once explain has read the notices
 	}
 	if err != nil {
 		err = s.explain(ctx, plan, iter, err)
