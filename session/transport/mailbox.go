@@ -227,6 +227,16 @@ func (m *Mailbox) Unread(from string) (messages int, bytes int64) {
 	return 0, 0
 }
 
+// Waiting returns how many deliveries and reservations wait for room,
+// under the pending limits or the horizon: how many senders this player
+// holds back now (a transport delivers one message of a sender at a
+// time).
+func (m *Mailbox) Waiting() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.waiting
+}
+
 // Keys returns how many keys of session the mailbox holds: messages
 // delivered and not yet forgotten, received or not, and receives waiting.
 // A player that forgets each iteration it is done with holds none of
