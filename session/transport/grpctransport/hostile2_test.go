@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -389,3 +390,66 @@ func (h *h2Conn) sync(ctx context.Context) {
 }
 
 func (h *h2Conn) close() { h.c.Close() }
+
+// TestIssue8SixteenPlayersStartWithoutWarnings: sixteen players on one
+// host dial one another at once. With a fixed limit of eight handshakes
+// per address they were refused about a hundred times at start, each a
+// warning; the limit now scales with the config, and they start without a
+// single warning.
+func TestIssue8SixteenPlayersStartWithoutWarnings(t *testing.T) {
+	names := []string{"server0", "server1", "server2", "model-owner"}
+	for i := range 12 {
+		names = append(names, players.DataOwner(i))
+	}
+	n := newNetwork(t, names...)
+	cfg := n.config(t, nil, "")
+	sink := newLogSink()
+	ts := make(map[string]*Transport)
+	for _, name := range names {
+		ts[name] = n.start(t, cfg, name, Options{Logger: slog.New(sink)})
+	}
+	connectAll(t, ts)
+	warnings := sink.find(func(r logRecord) bool { return r.level >= slog.LevelWarn })
+	assert.Empty(t, warnings, "a legitimate start warns of nothing")
+}
+
+// TestIssue8HandshakeSlotsAreShared: a client with eight IP addresses
+// fills every handshake slot of server0 with connections that never
+// speak (HandshakeTimeout is an hour here, so they do not time out). The
+// slots were first come, first served: every player's Connect then
+// stalled until the attacker's handshakes timed out. Now a connection
+// from an address that holds fewer slots takes one from an address that
+// holds more, and server1 connects at once.
+func TestIssue8HandshakeSlotsAreShared(t *testing.T) {
+	n := newNetwork(t, "server0", "server1")
+	cfg := n.config(t, nil, "")
+	victim := n.start(t, cfg, "server0", Options{HandshakeTimeout: time.Hour})
+	ctx := testCtx(t)
+	var attack []net.Conn
+	defer func() {
+		for _, c := range attack {
+			c.Close()
+		}
+	}()
+	const addrs = 8
+	for i := range MaxHandshakes {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i%addrs))}}
+		c, err := d.DialContext(ctx, "tcp", victim.Addr().String())
+		if err != nil {
+			t.Skipf("this host cannot dial from 127.0.0.%d: %v", 2+i%addrs, err)
+		}
+		attack = append(attack, c)
+	}
+	waitFor(t, ctx, "the attacker to hold every handshake slot", func() bool { return victim.gate.handshakes() == MaxHandshakes })
+
+	legit := n.start(t, cfg, "server1", Options{})
+	connectAll(t, map[string]*Transport{"server0": victim, "server1": legit})
+	assert.Equal(t, MaxHandshakes-1, victim.gate.handshakes(), "server1's handshake took the slot of one of the attacker's")
+}
+
+// handshakes returns how many connections are in their handshake.
+func (g *gate) handshakes() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.active
+}
