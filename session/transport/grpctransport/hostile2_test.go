@@ -453,3 +453,24 @@ func (g *gate) handshakes() int {
 	defer g.mu.Unlock()
 	return g.active
 }
+
+// TestHelloSlotsComeBack: a Hello that was answered gives its slot back at
+// once, so that a player greeting again and again (as a reconnecting one
+// does) is never refused, and no Hello is logged as late.
+func TestHelloSlotsComeBack(t *testing.T) {
+	n := newNetwork(t, "server0", "server1")
+	cfg := n.config(t, nil, "")
+	sink := newLogSink()
+	s0 := n.start(t, cfg, "server0", Options{Logger: slog.New(sink), HandshakeTimeout: time.Second})
+	ctx := testCtx(t)
+	conn := dialAs(t, cfg, "server1", s0.Addr().String())
+	req, err := (&Hello{Player: "server1", Fingerprint: cfg.Fingerprint()}).MarshalBinary()
+	require.NoError(t, err)
+	for i := range 5 * maxHellosPerPlayer {
+		hctx := metadata.AppendToOutgoingContext(ctx, playerHeader, "server1")
+		require.NoError(t, conn.Invoke(hctx, helloMethod, &wrapperspb.BytesValue{Value: req}, new(wrapperspb.BytesValue)), "hello %d", i)
+		waitFor(t, ctx, "the Hello's slot to come back", func() bool { return s0.hellos.inProgress("server1") == 0 })
+	}
+	require.NoError(t, s0.Close())
+	assert.Empty(t, sink.find(func(r logRecord) bool { return r.level >= slog.LevelWarn }))
+}
