@@ -101,6 +101,14 @@ func (s *Remote) Run(ctx context.Context, op *graph.Op) error {
 	}
 	iter := s.iter
 	s.iter++ // every player counts every iteration, whether it takes part or not
+	if s.mailer != nil {
+		// Once the iteration is over, taken part in or not, drop its
+		// messages and (once explain has read them) its notices: a
+		// transport holds back messages of iterations far beyond the last
+		// one forgotten (transport.Mailbox.SetHorizon).
+		defer s.mailer.Forget(abortSession, iter)
+		defer s.mailer.Forget(s.opts.SessionID, iter)
+	}
 	if !slices.Contains(plan.players, s.self) {
 		s.log.Debug("no part in iteration", "iteration", iter)
 		return nil // like the crypto producer in aggregation
@@ -109,10 +117,6 @@ func (s *Remote) Run(ctx context.Context, op *graph.Op) error {
 	t := &counting{Transport: s.t, self: s.self, c: s.stats, recv: true, pool: s.pool}
 	s.log.Debug("iteration start", "iteration", iter)
 	err = s.runPlayer(ctx, plan, s.self, t, iter)
-	if s.mailer != nil {
-		s.mailer.Forget(s.opts.SessionID, iter)
-		defer s.mailer.Forget(abortSession, iter) // once explain has read the notices
-	}
 	if err != nil {
 		err = s.explain(ctx, plan, iter, err)
 		s.log.Warn("iteration failed", "iteration", iter, "err", err)

@@ -75,3 +75,34 @@ func runRemoteFailingWith(t *testing.T, look func(p string, ep *transport.Memory
 		return nil
 	})
 }
+
+// TestIssue8PlayerSittingOutForgetsItsIterations: a player with no part
+// in the plan (the crypto producer in aggregation) moves through the
+// iterations all the same, forgetting each, so that the notices others
+// send it when they stop in a later iteration are not held back behind
+// its first (a transport with a horizon would hold them, and everything
+// the peer sends it after them, such as the outcome of the run).
+func TestIssue8PlayerSittingOutForgetsItsIterations(t *testing.T) {
+	names := []string{"server0", "server1", "server2", "model-owner", "data-owner-0"}
+	const iterations = 10
+	var box *transport.Mailbox
+	errs := runPlayers(t, names, func(p string, ep *transport.MemoryEndpoint) playerSetup {
+		if p == "server2" {
+			box = ep.Mailbox()
+		}
+		g := graph.New()
+		a := g.DefinePrivateInput("data-owner-0", fixed([]float64{1, 2}), []graph.Shape{{2}})
+		op := g.DefineOutput("model-owner", []*graph.Private{g.Add(a[0], a[0])}, func(context.Context, []*tensor.Dense) error { return nil })
+		return playerSetup{g: g, ops: []*graph.Op{op}, opts: Options{SessionID: "sit", Players: names}}
+	}, func(_ string, s *Remote, ops []*graph.Op) error {
+		return runIterations(s, ops[0], iterations, time.Minute)
+	})
+	for p, err := range errs {
+		require.NoError(t, err, p)
+	}
+	ctx := context.Background()
+	require.NoError(t, box.Deliver(ctx, "server0", transport.Key{Session: abortSession, Iteration: iterations - 1}, []byte("late")))
+	require.NoError(t, box.Deliver(ctx, "server0", transport.Key{Session: "sit", Iteration: iterations - 1}, nil))
+	assert.Zero(t, box.Keys(abortSession), "server2 forgot the notices of the iterations it sat out")
+	assert.Zero(t, box.Keys("sit"), "and their messages")
+}
