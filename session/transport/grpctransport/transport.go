@@ -118,9 +118,10 @@ type Options struct {
 	// messages already sent; zero means 5 s.
 	CloseTimeout time.Duration
 	// HandshakeTimeout bounds the TLS handshake (and the HTTP/2 preface
-	// after it) of each incoming connection; zero means 5 s. A connection
-	// that has not finished by then is closed, and logged. Close does not
-	// wait for it.
+	// after it) of each incoming connection, and the arrival of each Hello
+	// a peer sends; zero means 5 s. A connection that has not finished its
+	// handshake by then is closed, a Hello's stream ended, and either is
+	// logged. Close does not wait for them.
 	HandshakeTimeout time.Duration
 	// KeepaliveTime and KeepaliveTimeout set how often an idle connection
 	// is probed and how long a probe may go unanswered before the peer
