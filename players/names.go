@@ -73,6 +73,27 @@ func Defaults(n int) []string {
 	return names
 }
 
+// Suggest returns the default player name (see Defaults) that name is
+// most likely a misspelling of, or "" if name is one of the default names
+// or close to none: "sever0" suggests "server0", "data-ower-1"
+// "data-owner-1", "Model-Owner" "model-owner". A config may name its
+// players as it likes, so this is a hint for commands to print, not an
+// error.
+func Suggest(name string) string {
+	if RoleOf(name) != RoleOther {
+		return ""
+	}
+	known := []string{Server0, Server1, CryptoProducer, ModelOwner}
+	digits := strings.TrimRightFunc(name, func(r rune) bool { return '0' <= r && r <= '9' })
+	if n, err := strconv.Atoi(name[len(digits):]); err == nil {
+		known = append(known, DataOwner(n)) // the data owner of the same number
+	}
+	if s := nearest(name, known); s != name {
+		return s
+	}
+	return ""
+}
+
 // nearest returns the name in known that s is most likely a misspelling
 // of, or "" if none is close: the smallest edit distance, ignoring case,
 // of at most one edit per four bytes of the name (and at least one). So

@@ -107,10 +107,21 @@ func (s *Remote) Run(ctx context.Context, op *graph.Op) error {
 		if err := s.handshake(ctx, s.t, plan, len(s.hello)); err != nil { // not counted: no tensor moves
 			return err
 		}
+		if s.mailer != nil {
+			s.mailer.Forget(helloSession, uint64(len(s.hello))) // every peer's hello of this op is in
+		}
 		s.hello[op] = true
 	}
 	iter := s.iter
 	s.iter++ // every player counts every iteration, whether it takes part or not
+	if s.mailer != nil {
+		// Once the iteration is over, taken part in or not, drop its
+		// messages and (once explain has read them) its notices: a
+		// transport holds back messages of iterations far beyond the last
+		// one forgotten (transport.Mailbox.SetHorizon).
+		defer s.mailer.Forget(abortSession, iter)
+		defer s.mailer.Forget(s.opts.SessionID, iter)
+	}
 	if !slices.Contains(plan.players, s.self) {
 		s.log.Debug("no part in iteration", "iteration", iter)
 		return nil // like the crypto producer in aggregation
@@ -119,9 +130,6 @@ func (s *Remote) Run(ctx context.Context, op *graph.Op) error {
 	t := &counting{Transport: s.t, self: s.self, c: s.stats, recv: true, pool: s.pool}
 	s.log.Debug("iteration start", "iteration", iter)
 	err = s.runPlayer(ctx, plan, s.self, t, iter)
-	if s.mailer != nil {
-		s.mailer.Forget(s.opts.SessionID, iter)
-	}
 	if err != nil {
 		err = s.explain(ctx, plan, iter, err)
 		s.log.Warn("iteration failed", "iteration", iter, "err", err)

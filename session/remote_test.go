@@ -11,7 +11,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"gorgonia.org/tensor"
 
 	"github.com/shareflow/shareflow/graph"
 	"github.com/shareflow/shareflow/session/transport"
@@ -164,23 +163,9 @@ func TestFailingPlayerTellsTheOthers(t *testing.T) {
 
 // runRemoteFailing runs two data owners, the servers and the model owner
 // as Remote sessions; data-owner-0's input fails in the second iteration.
+// The others learn it from events, not a deadline (runRemoteFailingWith).
 func runRemoteFailing(t *testing.T) map[string]error {
-	names := []string{"server0", "server1", "model-owner", "data-owner-0", "data-owner-1"}
-	return runPlayers(t, names, func(string, *transport.MemoryEndpoint) playerSetup {
-		calls := 0
-		g := graph.New()
-		a := g.DefinePrivateInput("data-owner-0", func(context.Context, []*tensor.Dense) ([]*tensor.Dense, error) {
-			if calls++; calls > 1 {
-				return nil, errors.New("disk on fire")
-			}
-			return []*tensor.Dense{tensor.New(tensor.WithShape(2), tensor.WithBacking([]float64{1, 2}))}, nil
-		}, []graph.Shape{{2}})
-		b := g.DefinePrivateInput("data-owner-1", fixed([]float64{3, 4}), []graph.Shape{{2}})
-		op := g.DefineOutput("model-owner", []*graph.Private{g.Add(a[0], b[0])}, func(context.Context, []*tensor.Dense) error { return nil })
-		return playerSetup{g: g, ops: []*graph.Op{op}, opts: Options{SessionID: "run-f", Players: names}}
-	}, func(_ string, s *Remote, ops []*graph.Op) error {
-		return runIterations(s, ops[0], 3, 500*time.Millisecond)
-	})
+	return runRemoteFailingWith(t, nil)
 }
 
 // TestRemoteSenderAheadWaits runs a graph without feedback: data owners

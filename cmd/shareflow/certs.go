@@ -36,7 +36,11 @@ only those, signed by that CA, and leaves the CA and every other certificate
 alone: this is how data owners join a federation whose hostmap lists only
 the servers, the crypto producer and the model owner (open membership). A
 data owner whose files exist is kept; with --force its certificate is
-issued anew (the CA is not replaced then).`,
+issued anew (the CA is not replaced then).
+
+A player name that looks like a misspelt default name ("data-ower-1",
+"sever0") is warned of, with the name it probably meant: a certificate
+names its player for good.`,
 		flags: certsFlags,
 	})
 }
@@ -104,6 +108,14 @@ func runCerts(ctx context.Context, o certsOptions) error {
 	}
 	if cfg.Insecure() {
 		fmt.Fprintf(stderr, "note: %s sets \"insecure\": true; players will not use these certificates until it is false\n", o.config)
+	}
+	// A certificate names its player for good: say so before minting one
+	// under what looks like a slip of the keyboard.
+	for _, name := range cfg.Names() {
+		if s := players.Suggest(name); s != "" {
+			fmt.Fprintf(stderr, "warning: %s names a player %q: did you mean %q? Its certificate will name %q, and the player can join only under that name\n",
+				o.config, name, s, name)
+		}
 	}
 	hosts := make(map[string][]string) // the hosts of the config's players
 	for _, s := range cfg.CertSpecs() {

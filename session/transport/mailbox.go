@@ -15,7 +15,8 @@ import (
 //
 // What a sender may leave unread is bounded, per sender, by
 // SetPendingLimit (bytes) and SetPendingCount (messages); Expect confines
-// deliveries to the sessions this player runs, and Forget drops finished
+// deliveries to the sessions this player runs, SetHorizon to the
+// iterations near the one this player is at, and Forget drops finished
 // iterations.
 //
 // A sender's messages come in epochs, one per connection: FailFrom ends
@@ -42,7 +43,19 @@ type Mailbox struct {
 	waiting, receiving int
 	// peak is the most slots the table held since it was last compacted.
 	peak int
+	// horizon bounds how far ahead of its session's frontier a message's
+	// iteration may be (0: no bound). front holds, per session, the
+	// frontier: the first iteration not forgotten, or the highest one a
+	// receive asked for, whichever is higher (0 for a session neither
+	// names).
+	horizon uint64
+	front   map[string]uint64
 }
+
+// ErrAhead is returned when a message of an iteration too far ahead of
+// the receiving player (see Mailbox.SetHorizon) waited for the player to
+// come within reach, and its context ended first.
+var ErrAhead = errors.New("transport: message too far ahead")
 
 // sender is the state of one sending player.
 type sender struct {
@@ -109,6 +122,49 @@ func NewMailbox() *Mailbox {
 		done:    make(map[string]uint64),
 		closed:  make(chan struct{}),
 		senders: make(map[string]*sender),
+		front:   make(map[string]uint64),
+	}
+}
+
+// SetHorizon bounds how far ahead of this player a sender's messages may
+// be, in iterations of their session. A session's frontier is the first
+// iteration this player has not forgotten (see Forget), or the highest
+// one it asked for a message of (Recv), whichever is higher; a message
+// of an iteration at or past the frontier plus iterations is not taken:
+// its delivery (or reservation) waits, as past the pending limits, until
+// the frontier comes within reach, the sender's epoch fails, or its
+// context ends (then with an error wrapping ErrAhead). So a peer cannot
+// park messages under far-future iterations that nobody will forget:
+// what it leaves unread is forgotten at the latest when this player gets
+// iterations past it. A sender that runs ahead is held back as by the
+// pending limits, and this cannot deadlock as long as each sender's
+// messages of a session are sent in the order of their iterations, as
+// the session's plans do. Zero means no bound.
+func (m *Mailbox) SetHorizon(iterations uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.horizon = iterations
+	m.wakeAll()
+}
+
+// within reports whether key's iteration is within the horizon of its
+// session's frontier. m.mu is held.
+func (m *Mailbox) within(key Key) bool {
+	if m.horizon == 0 {
+		return true
+	}
+	f := m.front[key.Session]
+	return key.Iteration < f || key.Iteration-f < m.horizon
+}
+
+// advance moves session's frontier to iteration, if that is further, and
+// wakes the deliveries waiting for it. m.mu is held.
+func (m *Mailbox) advance(session string, iteration uint64) {
+	if iteration > m.front[session] {
+		m.front[session] = iteration
+		if m.horizon > 0 {
+			m.wakeAll()
+		}
 	}
 }
 
@@ -171,6 +227,32 @@ func (m *Mailbox) Unread(from string) (messages int, bytes int64) {
 	return 0, 0
 }
 
+// Waiting returns how many deliveries and reservations wait for room,
+// under the pending limits or the horizon: how many senders this player
+// holds back now (a transport delivers one message of a sender at a
+// time).
+func (m *Mailbox) Waiting() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.waiting
+}
+
+// Keys returns how many keys of session the mailbox holds: messages
+// delivered and not yet forgotten, received or not, and receives waiting.
+// A player that forgets each iteration it is done with holds none of
+// them once its run is over.
+func (m *Mailbox) Keys(session string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for k := range m.slots {
+		if k.key.Session == session {
+			n++
+		}
+	}
+	return n
+}
+
 func (m *Mailbox) sender(from string) *sender {
 	s, ok := m.senders[from]
 	if !ok {
@@ -191,11 +273,12 @@ func (m *Mailbox) sender(from string) *sender {
 // or not, gives way to the new one.
 //
 // When the sender already has as many unread bytes or messages as the
-// pending limits allow, Deliver waits for room: this is how a sender that
+// pending limits allow, or the message's iteration is beyond the horizon
+// (see SetHorizon), Deliver waits for room: this is how a sender that
 // runs ahead of this player, say a data owner that only sends, is held
 // back rather than failed. It gives up when ctx ends, with an error
-// wrapping ErrBacklog and the context's cause, or when the mailbox or that
-// sender fails. Waiting cannot deadlock as long as the receiver asks for
+// wrapping ErrBacklog (or ErrAhead) and the context's cause, or when the
+// mailbox or that sender fails. Waiting cannot deadlock as long as the receiver asks for
 // each sender's messages in the order they were sent, as the session's
 // plans do: what it needs next is then never behind what waits unread.
 func (m *Mailbox) Deliver(ctx context.Context, from string, key Key, payload []byte) error {
@@ -234,8 +317,9 @@ func (m *Mailbox) admit(ctx context.Context, from string, key Key, c int64, size
 		if s, ok := m.slots[slotKey{from, key}]; ok && s.arrived && s.epoch == snd.cur.n {
 			return fmt.Errorf("%w: %s from %q", ErrDuplicate, key, from)
 		}
-		if snd.count == 0 ||
-			(m.limit <= 0 || snd.bytes+c <= m.limit) && (m.count <= 0 || snd.count < m.count) {
+		within := m.within(key)
+		if within && (snd.count == 0 ||
+			(m.limit <= 0 || snd.bytes+c <= m.limit) && (m.count <= 0 || snd.count < m.count)) {
 			snd.bytes += c
 			snd.count++
 			return nil
@@ -244,7 +328,7 @@ func (m *Mailbox) admit(ctx context.Context, from string, key Key, c int64, size
 			snd.room = make(chan struct{})
 		}
 		room, failed := snd.room, snd.cur.failed
-		count, bytes := snd.count, snd.bytes
+		count, bytes, front, horizon := snd.count, snd.bytes, m.front[key.Session], m.horizon
 		m.waiting++
 		m.mu.Unlock()
 		var err error
@@ -253,6 +337,11 @@ func (m *Mailbox) admit(ctx context.Context, from string, key Key, c int64, size
 		case <-failed:
 		case <-m.closed:
 		case <-ctx.Done():
+			if !within {
+				err = fmt.Errorf("%w: %s from %q is %d or more iterations ahead of iteration %d of session %q, where this player is, and did not come within reach in time: %w",
+					ErrAhead, key, from, horizon, front, key.Session, context.Cause(ctx))
+				break
+			}
 			err = fmt.Errorf("%w: player %q has %d messages (%d bytes) waiting that nobody asked for; %s (%d bytes) did not fit under the limits of %d messages and %d bytes in time: %w",
 				ErrBacklog, from, count, bytes, key, size, m.count, m.limit, context.Cause(ctx))
 		}
@@ -410,7 +499,8 @@ func (r *Reservation) Cancel() {
 // Recv fails when the sender's current epoch fails (see FailFrom): at
 // once if it has failed already and the sender has not rejoined. A key
 // whose message was received in an earlier epoch waits for the message of
-// the current one, so that peers may repeat a key on each connection.
+// the current one, so that peers may repeat a key on each connection. It
+// moves the frontier of key's session to key's iteration (see SetHorizon).
 func (m *Mailbox) Recv(ctx context.Context, from string, key Key) ([]byte, error) {
 	k := slotKey{from, key}
 	m.mu.Lock()
@@ -418,6 +508,7 @@ func (m *Mailbox) Recv(ctx context.Context, from string, key Key) ([]byte, error
 		m.mu.Unlock()
 		return nil, m.err
 	}
+	m.advance(key.Session, key.Iteration) // this player is there now
 	s := m.slots[k]
 	ep := m.sender(from).cur
 	if s.arrived && s.taken && s.epoch != ep.n {
@@ -477,13 +568,15 @@ func (m *Mailbox) Recv(ctx context.Context, from string, key Key) ([]byte, error
 // Forget drops every message of the given session and iteration, received
 // or not, so that a long run does not accumulate empty slots. Messages that
 // arrive later for that iteration are dropped too, so a late message from a
-// failed iteration cannot be mistaken for a current one.
+// failed iteration cannot be mistaken for a current one. It moves the
+// session's frontier past iteration (see SetHorizon).
 func (m *Mailbox) Forget(session string, iteration uint64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if last, ok := m.done[session]; !ok || iteration > last {
 		m.done[session] = iteration
 	}
+	m.advance(session, max(iteration, iteration+1)) // iteration+1, but for the last one
 	for k, s := range m.slots {
 		if k.key.Session == session && k.key.Iteration <= iteration {
 			m.drop(k, s)

@@ -11,7 +11,9 @@
 // message charged its real cost as Charge says) and in messages
 // (SetPendingCount), holding a sender that runs ahead back rather than
 // failing it; it can refuse messages under sessions the player does not
-// run (Expect); and it drops the iterations the player forgot (Forget).
+// run (Expect), and hold back those of iterations far beyond the one the
+// player is at (SetHorizon); and it drops the iterations the player forgot
+// (Forget).
 //
 // A sender's messages come in epochs, one per connection: when its
 // connection breaks the transport fails the epoch (Mailbox.FailFrom), so

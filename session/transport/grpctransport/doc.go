@@ -60,19 +60,34 @@
 // below 1.3, plaintext, no handshake within Options.HandshakeTimeout) is
 // logged as a warning "refused a connection" with the remote address and
 // the reason; one closed before it sent anything, as port scanners do, at
-// debug level. The lines are
-// rate-limited (a burst of 10, then one a second); each line counts the
-// refusals left out before it, and Close logs those left out since.
+// debug level. So are the refusals after TLS, with the remote address: a
+// Hello from a caller whose certificate does not match its claim, or
+// with another player list, a second message stream, a Hello past the
+// bounds below. The lines are rate-limited (a burst of 10, then one a
+// second); each line counts the refusals left out before it, and Close
+// logs those left out since. What a peer's streams do again and again
+// ("peer stream broken", "refused a message") goes through a limiter of
+// its own.
 //
 // Before a connection has proved who it is it costs a goroutine and a few
-// kilobytes. A server takes at most MaxHandshakes of them at once,
-// MaxHandshakesPerIP from one address, each for at most
-// Options.HandshakeTimeout; it closes the ones past that at once. Close
+// kilobytes, for at most Options.HandshakeTimeout. A server takes at most
+// MaxHandshakes (64) of them at once, shared among the addresses they
+// come from (an IPv4 address, or an IPv6 /64): one address holds at most
+// as many as the config lists other players, plus max_members with open
+// membership (at least 8, at most 32), so that every player may start at
+// once from one host. When all are taken, a connection from an address
+// holding fewer takes the slot of the oldest handshake of an address
+// holding two or more than it, or of any handshake older than a fifth of
+// HandshakeTimeout; otherwise it is closed, and its client dials again
+// (logged at debug level: gRPC clients do retry). So a host that floods a
+// player with connections that never speak cannot keep its peers out. Close
 // closes those in their handshake rather than wait for them.
 //
 // In insecure mode (config "insecure": true) there is no TLS, the header
 // is all there is, and New logs InsecureWarning, which Warnings also
-// returns for commands to print.
+// returns for commands to print. Without certificates a server cannot
+// tell whose a connection is: the bound on connections per player below
+// does not apply, and Hellos count under the name their caller claims.
 //
 // # Membership
 //
@@ -133,18 +148,26 @@
 //
 // # What a peer can cost
 //
+// A peer, as its verified certificate names it, holds at most
+// MaxConnsPerPlayer (2) connections to a player's server past the TLS
+// handshake: a correct peer holds one, and two for a moment when it dials
+// again before the player has seen its old connection die. A third closes
+// the peer's oldest connection that does not carry its message stream,
+// and is logged ("closed a connection", with the address and the reason).
+// Each connection carries at most four streams at once (window.go).
+//
 // A peer has one message stream open to a player at a time. A second one,
 // say from another process holding the same certificate, is refused with
 // codes.AlreadyExists naming the remote addresses of both, and logged; the
 // first carries on untouched. A peer whose stream has ended may open a
 // new one: it starts a new epoch of the peer's messages (see Failure).
-// The peers that dial in without being listed are bounded by max_members,
-// and each costs what any peer may cost, below: in all, a player holds at
-// most (listed peers + max_members) times the per-peer bound, so a
-// federation open to many data owners sets max_message_bytes and
-// max_members with its memory in mind. A member's connection costs
-// nothing more while it is idle, and one that comes and goes leaves
-// nothing behind but its entry in the mailbox's table of senders.
+//
+// gRPC reads a Hello whole, up to the largest gRPC message (about 1 MiB),
+// before anything can look at it. So a peer may have at most two Hellos
+// in progress at once; one more is refused with codes.ResourceExhausted
+// before gRPC reads it, and each must arrive whole within
+// Options.HandshakeTimeout (5 s), or its stream ends with
+// codes.DeadlineExceeded; both are logged.
 //
 // What a peer has waiting at a player, messages delivered but not yet
 // received and the one being reassembled, is bounded per peer:
@@ -153,26 +176,47 @@
 //     transport.Charge counts them: a message's payload, its session id
 //     and an eighth more, and transport.MessageOverhead (320) bytes of
 //     bookkeeping, so that empty messages cost what they charge;
-//   - at most PendingCount (4096) messages, whatever their size.
+//   - at most PendingCount (4096) messages, whatever their size;
+//   - only messages of iterations less than Horizon (4) ahead of where
+//     the player is in their session (transport.Mailbox.SetHorizon).
 //
 // Room for a message is reserved when its first frame arrives, before
 // anything is allocated, and given back if its stream ends before the
-// last frame. Past either bound the player stops
-// reading the peer's stream until it has received enough, and gRPC flow
-// control holds the peer's sends; gRPC keeps at most the stream's
-// flow-control window of what arrives meanwhile. Players receive each
-// peer's messages in the order they were sent (the session's plans
-// guarantee it), so this cannot deadlock. With the default
-// max_message_bytes of 256 MiB a peer may have 1 GiB waiting; the heap
-// it takes exceeds the charge only by the allocator's rounding.
+// last frame. Past any of these bounds the player stops
+// reading the peer's stream until it has received enough, or got far
+// enough, and gRPC flow control holds the peer's sends; gRPC keeps at most
+// the stream's flow-control window (at most 16 MiB, see window.go) and one
+// frame of what arrives meanwhile. Players receive each peer's messages in
+// the order they were sent (the session's plans guarantee it), so this
+// cannot deadlock.
+//
+// In all, a peer costs a player at most: PendingMessages ×
+// max_message_bytes in its mailbox (1 GiB with the default
+// max_message_bytes of 256 MiB; the heap it takes exceeds the charge only
+// by the allocator's rounding), plus a window and a frame held by gRPC
+// (17 MiB), plus two Hellos in progress (2 MiB, for at most
+// HandshakeTimeout), plus its two connections' buffers and goroutines
+// (some tens of kilobytes each). The peers with a message stream are the
+// listed players and at most max_members data owners the config does not
+// list; so a player holds at most (listed peers + max_members) times that
+// bound, and a federation open to many data owners sets
+// max_message_bytes and max_members with its memory in mind. A data owner
+// refused for max_members holds only its connections and Hellos. A
+// member's connection that is idle costs its buffers and goroutines
+// (about 140 KiB of heap, measured with both ends in one process), and
+// one that comes and goes leaves nothing behind but its entry in the
+// mailbox's table of senders.
 //
 // A player whose session declares its sessions (transport.Mailbox.Expect,
 // as session.Remote does) refuses a message under any other: the stream
 // that carried it ends with codes.InvalidArgument, and the peer counts as
 // failed. Messages of iterations the player has forgotten are dropped as
-// they arrive. What a peer left unread when its stream ended stays, within
-// the bounds above, until it is received, its iteration forgotten or the
-// transport closed, since it may be the last the peer sent.
+// they arrive, and those beyond the horizon never enter its mailbox. What
+// a peer left unread when its stream ended stays, within the bounds above,
+// until it is received, its iteration forgotten or the transport closed,
+// since it may be the last the peer sent; since it is at most Horizon
+// iterations ahead, a session that goes on forgets it within as many
+// iterations.
 //
 // # Failure
 //

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -190,7 +191,7 @@ func (t *Transport) identify(ctx context.Context) (string, error) {
 func (t *Transport) hello(ctx context.Context, in *inMsg) (*Hello, error) {
 	from, err := t.caller(ctx)
 	if err != nil {
-		t.log.Warn("refused a connection", "error", err)
+		t.refusals.log(slog.LevelWarn, "refused a connection", "remote", remoteAddr(ctx), "reason", err.Error())
 		return nil, err
 	}
 	var h Hello
@@ -206,7 +207,7 @@ func (t *Transport) hello(ctx context.Context, in *inMsg) (*Hello, error) {
 	}
 	if h.Fingerprint != t.fingerprint {
 		err := status.Errorf(codes.FailedPrecondition, "players %q and %q run with different player lists (config fingerprints differ); give every host the same config", t.self, from)
-		t.log.Warn("refused a connection", "peer", from, "error", err)
+		t.refusals.log(slog.LevelWarn, "refused a connection", "remote", remoteAddr(ctx), "peer", from, "reason", err.Error())
 		return nil, err
 	}
 	t.log.Debug("hello", "peer", from)
@@ -377,7 +378,7 @@ func (t *Transport) messages(stream grpc.ServerStream) error {
 	ctx := stream.Context()
 	from, err := t.caller(ctx)
 	if err != nil {
-		t.log.Warn("refused a connection", "address", remoteAddr(ctx), "error", err)
+		t.refusals.log(slog.LevelWarn, "refused a connection", "remote", remoteAddr(ctx), "reason", err.Error())
 		return err
 	}
 	addr := remoteAddr(ctx)
@@ -389,7 +390,7 @@ func (t *Transport) messages(stream grpc.ServerStream) error {
 	}
 	frames, err := t.in.begin(t.self, from, addr, unlisted, d)
 	if err != nil {
-		t.log.Warn("refused a message stream", "peer", from, "address", addr, "error", err)
+		t.refusals.log(slog.LevelWarn, "refused a message stream", "peer", from, "address", addr, "error", err)
 		return err
 	}
 	epoch := t.box.Rejoin(from)
@@ -446,7 +447,7 @@ func (t *Transport) messages(stream grpc.ServerStream) error {
 		if err != nil {
 			if !t.isClosing() {
 				end, lost = fmt.Errorf("%w: connection from player %q to %q: %v", ErrPeerLost, from, t.self, err), true
-				t.log.Warn("peer stream broken", "peer", from, "address", addr, "error", err)
+				t.events.log(slog.LevelWarn, "peer stream broken", "peer", from, "address", addr, "error", err)
 				if l := t.links[from]; l != nil {
 					l.lost.Store(true)
 				}
@@ -462,7 +463,7 @@ func (t *Transport) messages(stream grpc.ServerStream) error {
 			if errors.Is(err, transport.ErrDuplicate) {
 				err = fmt.Errorf("%w: player %q sent a message twice: %w", ErrProtocol, from, err)
 			}
-			t.log.Warn("refused a message", "peer", from, "address", addr, "error", err)
+			t.events.log(slog.LevelWarn, "refused a message", "peer", from, "address", addr, "error", err)
 			end = err
 			code := codes.InvalidArgument
 			if errors.Is(err, ErrTooLarge) {
@@ -474,7 +475,7 @@ func (t *Transport) messages(stream grpc.ServerStream) error {
 				// Waiting for room ended with the stream, or the mailbox
 				// or this sender failed: either way nothing more comes
 				// from this peer.
-				t.log.Warn("peer stream ended while a message waited for room", "peer", from, "address", addr, "error", err)
+				t.events.log(slog.LevelWarn, "peer stream ended while a message waited for room", "peer", from, "address", addr, "error", err)
 				end, lost = fmt.Errorf("%w: connection from player %q to %q ended while a message waited for room: %v", ErrPeerLost, from, t.self, err), true
 			}
 			return status.Errorf(codes.Unavailable, "player %q no longer takes messages from %q: %v", t.self, from, err)

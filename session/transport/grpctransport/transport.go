@@ -70,6 +70,15 @@ const PendingMessages = 4
 // a peer cannot fill its memory with small or empty messages either.
 const PendingCount = 4096
 
+// Horizon is how many iterations of a session a peer's messages may be
+// ahead of this player (transport.Mailbox.SetHorizon): past the first
+// iteration it has not forgotten, or the last it asked for a message of.
+// A peer further ahead is held back like one past PendingMessages; a
+// message under an iteration this player will never reach never enters
+// its mailbox. So what a peer leaves unread is within the iterations the
+// player's session is about to run, and forgotten with them.
+const Horizon = 4
+
 // ConnectError reports a player that could not be reached, or that
 // refused this one, while connecting.
 type ConnectError struct {
@@ -109,9 +118,10 @@ type Options struct {
 	// messages already sent; zero means 5 s.
 	CloseTimeout time.Duration
 	// HandshakeTimeout bounds the TLS handshake (and the HTTP/2 preface
-	// after it) of each incoming connection; zero means 5 s. A connection
-	// that has not finished by then is closed, and logged. Close does not
-	// wait for it.
+	// after it) of each incoming connection, and the arrival of each Hello
+	// a peer sends; zero means 5 s. A connection that has not finished its
+	// handshake by then is closed, a Hello's stream ended, and either is
+	// logged. Close does not wait for them.
 	HandshakeTimeout time.Duration
 	// KeepaliveTime and KeepaliveTimeout set how often an idle connection
 	// is probed and how long a probe may go unanswered before the peer
@@ -165,9 +175,12 @@ type Transport struct {
 	rand                       *rand.Rand
 
 	box      *transport.Mailbox
-	gate     *gate // the server's listener; nil for a player that only dials out
-	refusals *refusalLog
-	server   *grpc.Server // nil for a player that only dials out
+	gate     *gate    // the server's listener; nil for a player that only dials out
+	refusals *rateLog // refused connections, Hellos and streams
+	events   *rateLog // streams of peers that broke or were refused
+	hellos   helloCount
+	helloMax time.Duration // how long a Hello may take to arrive
+	server   *grpc.Server  // nil for a player that only dials out
 	links    map[string]*link
 	stats    statsTable
 	in       inbound           // the peers' streams to this player
@@ -303,6 +316,8 @@ func New(cfg *players.Config, self string, opts Options) (_ *Transport, err erro
 		rand:         rng,
 		box:          transport.NewMailbox(),
 		refusals:     newRefusalLog(log),
+		events:       newRateLog(log, "peer stream events"),
+		helloMax:     opts.HandshakeTimeout,
 		links:        make(map[string]*link),
 	}
 	t.in.maxMembers = cfg.MaxMembers()
@@ -318,6 +333,7 @@ func New(cfg *players.Config, self string, opts Options) (_ *Transport, err erro
 	// messages nobody asks for.
 	t.box.SetPendingLimit(PendingMessages * cfg.MaxMessageBytes())
 	t.box.SetPendingCount(PendingCount)
+	t.box.SetHorizon(Horizon)
 
 	var peers []string // the players this one dials
 	for _, n := range cfg.Names() {
@@ -385,7 +401,8 @@ func New(cfg *players.Config, self string, opts Options) (_ *Transport, err erro
 			return nil, fmt.Errorf("grpctransport: player %q: listening on %s: %w", self, addr, err)
 		}
 	}
-	t.gate = newGate(lis)
+	t.gate = newGate(lis, handshakesPerAddress(cfg), opts.HandshakeTimeout/5)
+	t.gate.carrier = t.in.streamAddr
 	serverCreds = &guardedCreds{TransportCredentials: serverCreds, gate: t.gate, log: t.refusals, timeout: opts.HandshakeTimeout}
 	t.server = grpc.NewServer(
 		grpc.Creds(serverCreds),
@@ -397,6 +414,7 @@ func New(cfg *players.Config, self string, opts Options) (_ *Transport, err erro
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: opts.KeepaliveTime, Timeout: opts.KeepaliveTimeout}),
 		grpc.ConnectionTimeout(opts.HandshakeTimeout),
+		grpc.InTapHandle(t.tap),
 		grpc.WaitForHandlers(true),
 	)
 	t.server.RegisterService(&serviceDesc, t)
@@ -726,6 +744,7 @@ func (t *Transport) Close() error {
 		t.cancel()
 		t.wg.Wait()
 		t.refusals.flush()
+		t.events.flush()
 		t.log.Debug("closed")
 	})
 	return nil

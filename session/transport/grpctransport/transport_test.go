@@ -1206,22 +1206,27 @@ func TestHandshakeTimeout(t *testing.T) {
 	assert.Equal(t, "no TLS handshake within 50ms (HandshakeTimeout)", r.attrs["reason"])
 }
 
-// TestHandshakesPerIPAreBounded: one address cannot hold more than
-// MaxHandshakesPerIP connections in their handshake; the next one is
-// closed at once, and logged.
-func TestHandshakesPerIPAreBounded(t *testing.T) {
+// TestHandshakesPerAddressAreBounded: one address cannot hold more than
+// its share of connections in their handshake (handshakesPerAddress); the
+// next one is closed at once, and logged at debug level, since its client
+// dials again.
+func TestHandshakesPerAddressAreBounded(t *testing.T) {
 	n := newNetwork(t, "a", "b")
 	sink := newLogSink()
-	a := n.start(t, n.config(t, nil, ""), "a", Options{HandshakeTimeout: time.Hour, Logger: slog.New(sink)})
+	cfg := n.config(t, nil, "")
+	a := n.start(t, cfg, "a", Options{HandshakeTimeout: time.Hour, Logger: slog.New(sink)})
+	limit := handshakesPerAddress(cfg)
+	require.Equal(t, MaxHandshakes/2, limit, "open membership: max_members might start from behind one NAT")
 	conns := make(map[string]net.Conn)
-	for range MaxHandshakesPerIP + 1 {
+	for range limit + 1 {
 		c, err := net.Dial("tcp", a.Addr().String())
 		require.NoError(t, err)
 		defer c.Close()
 		conns[c.LocalAddr().String()] = c
 	}
 	r := sink.wait(t, func(r logRecord) bool { return r.msg == "refused a connection" })
-	assert.Contains(t, r.attrs["reason"], fmt.Sprintf("%d connections from 127.0.0.1 are in their handshake already (MaxHandshakesPerIP)", MaxHandshakesPerIP))
+	assert.Equal(t, slog.LevelDebug, r.level)
+	assert.Contains(t, r.attrs["reason"], fmt.Sprintf("%d connections from 127.0.0.1 are in their handshake already, the most one address may have", limit))
 	refused, ok := conns[r.attrs["remote"]]
 	require.True(t, ok, "the line names one of the connections: %v", r.attrs)
 	require.NoError(t, refused.SetReadDeadline(time.Now().Add(15*time.Second))) // a safety net
@@ -1230,21 +1235,127 @@ func TestHandshakesPerIPAreBounded(t *testing.T) {
 	assert.Len(t, sink.find(func(r logRecord) bool { return r.msg == "refused a connection" }), 1, "the others wait for their handshake")
 }
 
-func TestGateAdmits(t *testing.T) {
-	g := newGate(nil)
-	ip := func(i int) string { return fmt.Sprintf("192.0.2.%d", i) }
-	for i := range MaxHandshakesPerIP {
-		require.NoError(t, g.admit(ip(0)), "connection %d", i)
+// TestHandshakesPerAddressScaleWithTheConfig: every player a config lists
+// may dial from one host at once (sixteen on loopback were refused at
+// start with a fixed limit of eight), and so may max_members data owners
+// behind one NAT, within half of MaxHandshakes.
+func TestHandshakesPerAddressScaleWithTheConfig(t *testing.T) {
+	hostmap := func(n int, extra string) *players.Config {
+		var b strings.Builder
+		b.WriteString(`{"players": {"server0": "127.0.0.1:1", "server1": "127.0.0.1:2", "server2": "127.0.0.1:3", "model-owner": "127.0.0.1:4"`)
+		for i := range n {
+			fmt.Fprintf(&b, `, "data-owner-%d": "127.0.0.1:%d"`, i, 10+i)
+		}
+		b.WriteString(`}, "insecure": true` + extra + `}`)
+		cfg, err := players.ParseConfig([]byte(b.String()), "hosts.json")
+		require.NoError(t, err)
+		return cfg
 	}
-	assert.ErrorContains(t, g.admit(ip(0)), "MaxHandshakesPerIP")
-	g.release(ip(0))
-	require.NoError(t, g.admit(ip(0)), "a slot came free")
+	assert.Equal(t, 15, handshakesPerAddress(hostmap(12, "")), "sixteen players, closed membership")
+	assert.Equal(t, MinHandshakesPerAddress, handshakesPerAddress(hostmap(1, "")))
+	assert.Equal(t, MaxHandshakes/2, handshakesPerAddress(hostmap(100, "")))
+	assert.Equal(t, 4+20, handshakesPerAddress(hostmap(1, `, "open_membership": true, "max_members": 20`)))
+}
 
-	for i := MaxHandshakesPerIP; i < MaxHandshakes; i++ {
-		require.NoError(t, g.admit(ip(1+i/MaxHandshakesPerIP)), "connection %d", i)
+// TestGateSharesHandshakesFairly: when every handshake slot is taken, a
+// connection from an address that holds fewer than another takes the
+// slot of that address's oldest handshake; one from among the addresses
+// holding the most is refused, unless the oldest handshake of all has
+// run for longer than a peer's ever takes.
+func TestGateSharesHandshakesFairly(t *testing.T) {
+	now := time.Unix(100, 0)
+	g := newGate(nil, 8, time.Second)
+	g.now = func() time.Time {
+		now = now.Add(time.Millisecond) // each admission later than the last
+		return now
 	}
-	assert.ErrorContains(t, g.admit(ip(200)), "64 connections are in their handshake already (MaxHandshakes)")
-	g.release(ip(1))
-	require.NoError(t, g.admit(ip(200)))
+	conn := func(group string) *gateConn { return &gateConn{g: g, group: group} }
+	admit := func(group string) (*gateConn, *gateConn) {
+		t.Helper()
+		c := conn(group)
+		cut, err := g.admit(c)
+		require.NoError(t, err, group)
+		return c, cut
+	}
+
+	var first []*gateConn
+	for range 8 {
+		c, cut := admit("192.0.2.1")
+		require.Nil(t, cut)
+		first = append(first, c)
+	}
+	_, err := g.admit(conn("192.0.2.1"))
+	assert.ErrorContains(t, err, "8 connections from 192.0.2.1 are in their handshake already, the most one address may have")
+	g.release(first[0])
+	c, _ := admit("192.0.2.1")
+	first = append(first[1:], c)
+
+	for i := 8; i < MaxHandshakes; i++ {
+		_, cut := admit(fmt.Sprintf("198.51.100.%d", i/8))
+		require.Nil(t, cut)
+	}
+	require.Equal(t, MaxHandshakes, g.active)
+
+	// A newcomer from an address of its own takes the slot of the oldest
+	// handshake of an address holding the most.
+	_, cut := admit("203.0.113.1")
+	assert.Same(t, first[0], cut)
 	assert.Equal(t, MaxHandshakes, g.active)
+	// 192.0.2.1 now holds 7, and the others at most 8: not two more.
+	_, err = g.admit(conn("192.0.2.1"))
+	assert.ErrorContains(t, err, "64 connections are in their handshake already (MaxHandshakes), none of them old or from an address that holds more")
+	// Once the oldest handshake of all has run for more than a second, any
+	// newcomer may take its slot.
+	now = now.Add(2 * time.Second)
+	_, cut = admit("192.0.2.1")
+	assert.Same(t, first[1], cut)
+	g.release(first[1]) // its handshake ends, cut: the slot is not given twice
+	assert.Equal(t, MaxHandshakes, g.active)
+}
+
+// TestGateHoldsEachPlayerToItsConnections: a player's third connection
+// past the handshake closes its oldest one, but never the one that
+// carries its message stream.
+func TestGateHoldsEachPlayerToItsConnections(t *testing.T) {
+	g := newGate(nil, 8, time.Second)
+	carrier := ""
+	g.carrier = func(player string) string {
+		if player == "data-owner-0" {
+			return carrier
+		}
+		return ""
+	}
+	conn := func(port int) *gateConn {
+		c := &gateConn{Conn: fakeConn{remote: &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: port}}, g: g}
+		g.conns[c] = struct{}{}
+		return c
+	}
+	c1, c2, c3, c4 := conn(1), conn(2), conn(3), conn(4)
+	assert.Empty(t, g.enlist(c1, "data-owner-0"))
+	assert.Empty(t, g.enlist(c2, "data-owner-0"))
+	assert.Empty(t, g.enlist(conn(9), "data-owner-1"), "each player has its own")
+	assert.Equal(t, []*gateConn{c1}, g.enlist(c3, "data-owner-0"), "the oldest goes")
+	c1.Close()
+	assert.Equal(t, MaxConnsPerPlayer, g.connsOf("data-owner-0"))
+	carrier = c2.RemoteAddr().String()
+	assert.Equal(t, []*gateConn{c3}, g.enlist(c4, "data-owner-0"), "the oldest without the message stream goes")
+	c3.Close()
+	assert.Equal(t, MaxConnsPerPlayer, g.connsOf("data-owner-0"))
+	assert.Equal(t, 1, g.connsOf("data-owner-1"))
+}
+
+// fakeConn is a connection with a remote address, for the gate's tests.
+type fakeConn struct {
+	net.Conn
+	remote net.Addr
+}
+
+func (c fakeConn) RemoteAddr() net.Addr { return c.remote }
+func (c fakeConn) Close() error         { return nil }
+
+func TestGroupOf(t *testing.T) {
+	assert.Equal(t, "192.0.2.7", groupOf(&net.TCPAddr{IP: net.ParseIP("192.0.2.7"), Port: 1}))
+	assert.Equal(t, "192.0.2.7", groupOf(&net.TCPAddr{IP: net.ParseIP("::ffff:192.0.2.7"), Port: 1}))
+	assert.Equal(t, "2001:db8:1:2::/64", groupOf(&net.TCPAddr{IP: net.ParseIP("2001:db8:1:2:aaaa::1"), Port: 1}))
+	assert.Equal(t, groupOf(&net.TCPAddr{IP: net.ParseIP("2001:db8:1:2::ffff")}), groupOf(&net.TCPAddr{IP: net.ParseIP("2001:db8:1:2:1::")}), "one /64")
 }

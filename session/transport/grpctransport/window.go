@@ -37,8 +37,12 @@ import "github.com/shareflow/shareflow/players"
 // one message stream (and Hellos before it), and grpc-go returns
 // connection window as data arrives, not as it is read, so the stream
 // windows are what bound memory. They bound it per stream, so the server
-// also caps the streams of one connection at maxStreamsPerConn; a correct
-// peer never has more than two (a Hello and its message stream).
+// also caps the streams of one connection at maxStreamsPerConn, and the
+// connections of one player at MaxConnsPerPlayer; a correct peer never
+// has more than two streams (a Hello and its message stream), and of the
+// streams a peer may open besides, the Hellos are bounded by number and
+// deadline (Transport.tap) and second message streams are refused at
+// once.
 const (
 	// minWindow is grpc-go's initial window; it ignores smaller ones.
 	minWindow = 64 << 10
