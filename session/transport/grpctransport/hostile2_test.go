@@ -21,7 +21,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/shareflow/shareflow/players"
 	"github.com/shareflow/shareflow/session/transport"
@@ -151,15 +150,14 @@ func TestIssue8RefusalsAfterTLSAreRateLimited(t *testing.T) {
 	for i := range each {
 		s, err := openStream(ctx, second, "server1")
 		require.NoError(t, err)
-		err = s.RecvMsg(new(wrapperspb.BytesValue))
+		err = s.RecvMsg(new(inMsg))
 		require.Equal(t, codes.AlreadyExists, status.Code(err), "stream %d: %v", i, err)
 	}
 	impostor := dialAs(t, cfg, "data-owner-0", addr)
-	req, err := (&Hello{Player: "server1", Fingerprint: cfg.Fingerprint()}).MarshalBinary()
-	require.NoError(t, err)
+	req := &Hello{Player: "server1", Fingerprint: cfg.Fingerprint()}
 	for i := range each {
 		hctx := metadata.AppendToOutgoingContext(ctx, playerHeader, "server1")
-		err := impostor.Invoke(hctx, helloMethod, &wrapperspb.BytesValue{Value: req}, new(wrapperspb.BytesValue))
+		err := impostor.Invoke(hctx, helloMethod, req, new(inMsg))
 		require.Equal(t, codes.PermissionDenied, status.Code(err), "hello %d: %v", i, err)
 	}
 	got, err := victim.Recv(ctx, "server1", key)
@@ -350,7 +348,7 @@ func (h *h2Conn) halfMessage(method, claim string, announce, send int) error {
 	enc := hpack.NewEncoder(&hb)
 	for _, f := range [][2]string{
 		{":method", "POST"}, {":scheme", "https"}, {":path", method}, {":authority", "server0"},
-		{"content-type", "application/grpc"}, {"te", "trailers"}, {playerHeader, claim},
+		{"content-type", "application/grpc+" + codecName}, {"te", "trailers"}, {playerHeader, claim},
 	} {
 		if err := enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]}); err != nil {
 			return err
@@ -464,11 +462,10 @@ func TestHelloSlotsComeBack(t *testing.T) {
 	s0 := n.start(t, cfg, "server0", Options{Logger: slog.New(sink), HandshakeTimeout: time.Second})
 	ctx := testCtx(t)
 	conn := dialAs(t, cfg, "server1", s0.Addr().String())
-	req, err := (&Hello{Player: "server1", Fingerprint: cfg.Fingerprint()}).MarshalBinary()
-	require.NoError(t, err)
+	req := &Hello{Player: "server1", Fingerprint: cfg.Fingerprint()}
 	for i := range 5 * maxHellosPerPlayer {
 		hctx := metadata.AppendToOutgoingContext(ctx, playerHeader, "server1")
-		require.NoError(t, conn.Invoke(hctx, helloMethod, &wrapperspb.BytesValue{Value: req}, new(wrapperspb.BytesValue)), "hello %d", i)
+		require.NoError(t, conn.Invoke(hctx, helloMethod, req, new(inMsg)), "hello %d", i)
 		waitFor(t, ctx, "the Hello's slot to come back", func() bool { return s0.hellos.inProgress("server1") == 0 })
 	}
 	require.NoError(t, s0.Close())
