@@ -46,8 +46,9 @@ func Uint64s(dst []uint64, src []byte) {
 	}
 }
 
-// float64Words views a float64 slice as its IEEE 754 bit patterns.
-func float64Words(f []float64) []uint64 {
+// Float64Words views a float64 slice as its IEEE 754 bit patterns,
+// without copying, on any machine: the words share f's memory.
+func Float64Words(f []float64) []uint64 {
 	if len(f) == 0 {
 		return nil
 	}
@@ -57,7 +58,7 @@ func float64Words(f []float64) []uint64 {
 // PutFloat64s writes the IEEE 754 bits of src into dst (8·len(src) bytes).
 func PutFloat64s(dst []byte, src []float64) {
 	if native {
-		PutUint64s(dst, float64Words(src))
+		PutUint64s(dst, Float64Words(src))
 		return
 	}
 	_ = dst[:8*len(src)]
@@ -69,7 +70,7 @@ func PutFloat64s(dst []byte, src []float64) {
 // Float64s reads len(dst) float64s from src (8·len(dst) bytes).
 func Float64s(dst []float64, src []byte) {
 	if native {
-		Uint64s(float64Words(dst), src)
+		Uint64s(Float64Words(dst), src)
 		return
 	}
 	_ = src[:8*len(dst)]

@@ -175,6 +175,38 @@ func (p *Protocol) EncodeAndMaskAt(masked Share, x []float64, seed Seed, d Domai
 	return nil
 }
 
+// EncodeAndMaskInPlaceAt is EncodeAndMaskAt for a masked share that may
+// be x's own memory, its float64s viewed as words (le.Float64Words): an
+// input owner that gives its tensor up masks it where it lies and sends
+// it, without a buffer of its own. masked and x must be either that one
+// memory or disjoint. On a *RangeError both are left unspecified.
+func (p *Protocol) EncodeAndMaskInPlaceAt(masked Share, x []float64, seed Seed, d Domain, off int) error {
+	if len(masked) != len(x) {
+		panic(fmt.Sprintf("pond: EncodeAndMaskInPlaceAt: masked has %d elements, x has %d", len(masked), len(x)))
+	}
+	p.checkDomain("EncodeAndMaskInPlaceAt", d)
+	d.Purpose = PurposeInput
+	stream := newMaskStreamAt(seed, d, off)
+	scale, bound := p.scale, p.bound
+	for lo := 0; lo < len(x); lo += maskChunk {
+		m := masked[lo:min(lo+maskChunk, len(x))]
+		// Each element is read before its word is written, then the mask
+		// is added to the negated encoding and the sum negated: r − (−e)
+		// negated is e − r, computed while the chunk is in the L1 cache.
+		for i, v := range x[lo : lo+len(m)] {
+			if !(math.Abs(v) < bound) {
+				return &RangeError{Index: off + lo + i, Value: v, Bound: bound}
+			}
+			m[i] = -uint64(int64(math.RoundToEven(v * scale)))
+		}
+		stream.addTo(m)
+		for i := range m {
+			m[i] = -m[i]
+		}
+	}
+	return nil
+}
+
 // SeedShare is the step of the server that received an input's seed: it
 // sets dst to its share, the mask stream of seed in domain d.
 func SeedShare(dst Share, seed Seed, d Domain) {

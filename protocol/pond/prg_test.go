@@ -11,6 +11,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/shareflow/shareflow/internal/le"
 )
 
 // referenceStream is the mask stream as specified, computed the plain way
@@ -213,6 +215,40 @@ func TestEncodeAndShareAcrossChunks(t *testing.T) {
 	lo := (n - 10) &^ 1 // an even offset
 	require.ErrorAs(t, p.EncodeAndMaskAt(masked[lo:], x[lo:], seed, d, lo), &re)
 	assert.Equal(t, n-2, re.Index, "an index in the whole tensor, not in the range")
+}
+
+// EncodeAndMaskInPlaceAt computes EncodeAndMaskAt's share, both where x
+// lies and into a buffer of its own, over ranges with one seed, for both
+// mask PRGs; a bad element is named by its index in the whole tensor.
+func TestEncodeAndMaskInPlace(t *testing.T) {
+	for _, prg := range []MaskPRG{MaskAES256, MaskAES128} {
+		p := newProtocol(t, Config{MaskPRG: prg})
+		n := 5*maskChunk + 7
+		x := make([]float64, n)
+		for i := range x {
+			x[i] = float64(i%97) - 48.25
+		}
+		seed, err := NewSeed(newTestRand(6))
+		require.NoError(t, err)
+		d := p.Domain("s", 1, 2)
+		want := make(Share, n)
+		require.NoError(t, p.EncodeAndMaskAt(want, x, seed, d, 0))
+
+		apart := make(Share, n)
+		inPlace := append([]float64(nil), x...)
+		words := le.Float64Words(inPlace)
+		for _, r := range evenRanges(n) {
+			require.NoError(t, p.EncodeAndMaskInPlaceAt(apart[r[0]:r[1]], x[r[0]:r[1]], seed, d, r[0]))
+			require.NoError(t, p.EncodeAndMaskInPlaceAt(words[r[0]:r[1]], inPlace[r[0]:r[1]], seed, d, r[0]))
+		}
+		assert.Equal(t, want, apart, "%v: into a buffer of its own", prg)
+		assert.Equal(t, want, Share(words), "%v: where x lies", prg)
+
+		x[maskChunk+3] = math.NaN()
+		var re *RangeError
+		require.ErrorAs(t, p.EncodeAndMaskInPlaceAt(le.Float64Words(x[2:]), x[2:], seed, d, 2), &re)
+		assert.Equal(t, maskChunk+3, re.Index)
+	}
 }
 
 // A member's input is masked by a stream of its own: the member enters
