@@ -209,12 +209,16 @@ func (s *sendMembersStep) exec(ctx context.Context, r *runner) error {
 	if err != nil {
 		return err
 	}
-	t := &publicTensor{Shape: s.ref.Shape(), Data: v}
-	b, err := t.AppendBinary(r.pool.byteBuf(t.size()))
-	if err != nil {
-		return err
+	// Every member gets the transport's copy of the tensor's memory, where
+	// the byte order lets that memory be the encoding (wireView).
+	b, view := wireView(v)
+	if !view {
+		t := &publicTensor{Shape: s.ref.Shape(), Data: v}
+		if b, err = t.AppendBinary(r.pool.byteBuf(t.size())); err != nil {
+			return err
+		}
+		defer r.pool.putBytes(b)
 	}
-	defer r.pool.putBytes(b)
 	sendToMembers(ctx, r, r.round.cohort, s.edge, b)
 	return nil
 }

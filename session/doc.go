@@ -59,11 +59,17 @@
 // draws them during the iteration, while the data owners share their
 // inputs.
 //
-// Large tensors dominate the cost, so the runner avoids copying them: a
-// masked share is computed straight into its message and received as a
-// view of it, a server keeps an input's seed unexpanded and adds its mask
-// stream straight into a sum, the last send of a share or a public tensor
-// hands its buffer over, and the big steps are split across cores
+// Large tensors dominate the cost, so the runner avoids copying them:
+// the tensors a function returns are the engine's (graph.Func), so a
+// private input is masked where it lies and that memory is the message
+// (its words, little-endian, without a header), and a public tensor's
+// memory is its message (its float64s, little-endian: both ends know the
+// shape from the plan), which the transport copies for every receiver
+// but the last, who gets the memory itself when the sender has no use
+// left for it; a receiver uses a message where it lies; a server keeps an
+// input's seed unexpanded and adds its mask stream straight into a sum,
+// the last send of a share hands its buffer over, and the big steps are
+// split across cores
 // (internal/par): package pond computes ranges of a tensor (and, for
 // the triples and products, hands ranges of rows to a pond.Split), and
 // the session, which owns the goroutines, decides the split.

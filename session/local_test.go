@@ -473,3 +473,40 @@ func TestCallGetsItsOwnCopies(t *testing.T) {
 	// first = 10w + w = 11w, second = 11·first = 121w, x = second + w
 	assert.Equal(t, []float64{122, 244}, got)
 }
+
+// Outputs of one function that share memory are copied apart before
+// either is given up: a private input masked where it lies, or a public
+// tensor handed to its last receiver, leaves the other as it was.
+func TestOutputsSharingMemory(t *testing.T) {
+	g := graph.New()
+	twice := func(context.Context, []*tensor.Dense) ([]*tensor.Dense, error) {
+		v := tensor.New(tensor.WithShape(4), tensor.WithBacking([]float64{1, 2, 3, 4}))
+		return []*tensor.Dense{v, v}, nil
+	}
+	x := g.DefinePrivateInput("data-owner-0", twice, []graph.Shape{{4}, {4}})
+	w := g.DefinePublicInput("model-owner", twice, []graph.Shape{{4}, {4}})
+	y := g.DefinePrivateInput("data-owner-1", func(_ context.Context, in []*tensor.Dense) ([]*tensor.Dense, error) {
+		a, b := in[0].Float64s(), in[1].Float64s()
+		out := make([]float64, len(a))
+		for i := range a {
+			a[i] *= 10 // must not show in b
+			out[i] = a[i] + b[i]
+		}
+		return []*tensor.Dense{tensor.New(tensor.WithShape(len(out)), tensor.WithBacking(out))}, nil
+	}, []graph.Shape{{4}}, w...)
+	var got [][]float64
+	op := g.DefineOutput("model-owner", []*graph.Private{g.Sub(x[0], x[1]), g.AddN(x[0], x[1]), y[0]}, func(_ context.Context, v []*tensor.Dense) error {
+		got = nil
+		for _, d := range v {
+			got = append(got, d.Float64s())
+		}
+		return nil
+	})
+	s, err := NewLocal(g, Options{})
+	require.NoError(t, err)
+	defer s.Close()
+	for range 2 {
+		require.NoError(t, s.Run(context.Background(), op))
+		assert.Equal(t, [][]float64{{0, 0, 0, 0}, {2, 4, 6, 8}, {11, 22, 33, 44}}, got)
+	}
+}

@@ -387,9 +387,9 @@ func TestProductBytesPerLink(t *testing.T) {
 				want := map[Link]count{
 					// x's seed to server0 and masked to server1, y's the other way
 					{"data-owner-0", "server0"}: {1, 32},
-					{"data-owner-0", "server1"}: {1, 8 + 8*tc.x},
+					{"data-owner-0", "server1"}: {1, 8 * tc.x}, // the masked words, no header
 					{"data-owner-1", "server1"}: {1, 32},
-					{"data-owner-1", "server0"}: {1, 8 + 8*tc.y},
+					{"data-owner-1", "server0"}: {1, 8 * tc.y},
 					{"server2", "server0"}:      {1, 32},
 					{"server2", "server1"}:      {1, tc.triple1},
 					{"server0", "server1"}:      {1, tc.opening},

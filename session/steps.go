@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"unsafe"
 
 	"gorgonia.org/tensor"
 
@@ -129,7 +130,7 @@ type runner struct {
 	public  map[graph.Ref][]float64
 	shares  map[graph.Ref]pond.Share
 	seeds   map[graph.Ref]pond.SeededShare  // input shares not yet expanded (see share)
-	wire    map[graph.Ref][]byte            // encoded public tensors, sent to several players
+	wire    map[graph.Ref][]byte            // encoded public tensors (views of them, see wireView), sent to several players
 	triples map[graph.Ref]*pond.TripleShare // triples of private products, by product
 	backing map[*uint64][]byte              // messages that shares are views of
 	pool    *pool
@@ -149,10 +150,9 @@ func (r *runner) release() {
 		r.releaseShare(s)
 		delete(r.shares, ref)
 	}
-	for ref, b := range r.wire {
-		r.pool.putBytes(b)
-		delete(r.wire, ref)
-	}
+	// An encoding left behind by a failed iteration may be a view of its
+	// tensor (wireView), which is not the pool's to keep.
+	clear(r.wire)
 	for ref, t := range r.triples {
 		r.pool.putTriple(t)
 		delete(r.triples, ref)
@@ -383,15 +383,35 @@ func (s *callStep) exec(ctx context.Context, r *runner) error {
 	if len(outs) != len(n.Outputs()) {
 		return fmt.Errorf("%s: function returned %d tensors, declared %d", n, len(outs), len(n.Outputs()))
 	}
+	datas := make([][]float64, len(outs))
 	for i, out := range outs {
 		ref := graph.Ref{Node: n, Index: i}
 		data, err := denseData(out, n.Outputs()[i])
 		if err != nil {
 			return fmt.Errorf("%s: %w", ref, err)
 		}
+		// Each output is given up on its own (masked where it lies, or
+		// handed to a receiver), so outputs sharing memory are copied
+		// apart first.
+		for _, earlier := range datas[:i] {
+			if overlap(data, earlier) {
+				data = slices.Clone(data)
+				break
+			}
+		}
+		datas[i] = data
 		r.setPublic(ref, data)
 	}
 	return nil
+}
+
+// overlap reports whether a and b share any memory.
+func overlap(a, b []float64) bool {
+	if len(a) == 0 || len(b) == 0 {
+		return false
+	}
+	a0, b0 := uintptr(unsafe.Pointer(&a[0])), uintptr(unsafe.Pointer(&b[0]))
+	return a0 < b0+8*uintptr(len(b)) && b0 < a0+8*uintptr(len(a))
 }
 
 // shapeOf turns a graph shape into a tensor shape; a scalar is (1).
@@ -429,7 +449,11 @@ func sameShape(got tensor.Shape, want graph.Shape) bool {
 }
 
 // shareStep encodes one private input tensor on its owner and sends the
-// seed to one server and the masked tensor to the other.
+// seed to one server and the masked tensor to the other. The masked
+// tensor travels as its words, little-endian, without a header: the
+// server knows its length from the plan. At the tensor's last use, where
+// the byte order allows, it is masked where it lies and that memory is
+// the message, so the input is never copied on its owner.
 type shareStep struct {
 	lastUse
 	ref                  graph.Ref
@@ -459,25 +483,40 @@ func (s *shareStep) exec(ctx context.Context, r *runner) error {
 	if err != nil {
 		return fmt.Errorf("private input %s: %w", s.ref, err)
 	}
-	// The masked share is computed straight into the message when the
-	// machine's byte order allows, saving a copy of the whole tensor.
-	b, masked := r.shareMessage(len(x))
 	d := r.domain(s.ref)
-	err = parallelErr(len(x), func(lo, hi int) error {
-		return r.proto.EncodeAndMaskAt(masked[lo:hi], x[lo:hi], seed, d, lo)
-	})
+	var b []byte
+	var masked pond.Share
+	var inPlace bool
+	if s.isLast(0) {
+		b, inPlace = wireView(x)
+	}
+	if inPlace {
+		masked = le.Float64Words(x)
+		err = parallelErr(len(x), func(lo, hi int) error {
+			return r.proto.EncodeAndMaskInPlaceAt(masked[lo:hi], x[lo:hi], seed, d, lo)
+		})
+	} else {
+		// The masked share is computed straight into the message when the
+		// byte order allows, saving a copy of the whole tensor.
+		b, masked = r.wordsMessage(len(x))
+		err = parallelErr(len(x), func(lo, hi int) error {
+			return r.proto.EncodeAndMaskAt(masked[lo:hi], x[lo:hi], seed, d, lo)
+		})
+	}
 	if err != nil {
 		clear(masked)
-		if b != nil {
+		switch {
+		case inPlace:
+		case b != nil:
 			r.pool.putBytes(b)
-		} else {
+		default:
 			r.pool.putUint64s(masked)
 		}
 		return fmt.Errorf("private input %s: %w", s.ref, err)
 	}
 	if b == nil {
-		b = r.pool.byteBuf(8 + 8*len(masked))
-		b, _ = masked.AppendBinary(b)
+		b = r.pool.byteBuf(8 * len(masked))[:8*len(masked)]
+		le.PutUint64s(b, masked)
 		r.pool.putUint64s(masked)
 	}
 	if err := r.send(ctx, s.seedTo, s.seedEdge, pond.SeedSize, seed); err != nil {
@@ -502,6 +541,42 @@ func (r *runner) shareMessage(n int) (b []byte, words pond.Share) {
 	}
 	r.pool.putBytes(b)
 	return nil, r.shareBuf(n)
+}
+
+// wordsMessage returns a wire buffer of n words without a header, and
+// the words inside it, to be filled in place. Where the byte order does
+// not allow it, b is nil and the words are a pooled buffer to encode
+// afterwards.
+func (r *runner) wordsMessage(n int) (b []byte, words pond.Share) {
+	b = r.pool.byteBuf(8 * n)[:8*n]
+	if w, ok := le.Words(b); ok && n > 0 {
+		return b, w
+	}
+	r.pool.putBytes(b)
+	return nil, r.shareBuf(n)
+}
+
+// recvWords receives a share of want elements sent as its words without
+// a header (see shareStep). Where the byte order allows, the share is a
+// view of the message itself, which the runner owns: no copy.
+func (r *runner) recvWords(ctx context.Context, from string, edge uint64, want int) (pond.Share, error) {
+	b, err := r.t.Recv(ctx, from, r.key(edge))
+	if err != nil {
+		return nil, fmt.Errorf("receiving from %q: %w", from, err)
+	}
+	if len(b) != 8*want {
+		r.pool.putBytes(b)
+		return nil, fmt.Errorf("message from %q (edge %d): %w: share of %d elements needs %d bytes, got %d", from, edge, ErrWire, want, 8*want, len(b))
+	}
+	if w, ok := le.Words(b); ok && want > 0 {
+		// Not a view of a message with a share's header (r.backing): it is
+		// released as words, and sent as a copy.
+		return w, nil
+	}
+	share := r.shareBuf(want)
+	le.Uint64s(share, b)
+	r.pool.putBytes(b)
+	return share, nil
 }
 
 // messageShare returns a share of n elements with unspecified contents,
@@ -586,7 +661,7 @@ func (s *recvMaskedStep) reads() []value  { return nil }
 func (s *recvMaskedStep) writes() []value { return values(shareValue, s.ref) }
 
 func (s *recvMaskedStep) exec(ctx context.Context, r *runner) error {
-	share, err := r.recvShare(ctx, s.from, s.edge, s.ref.Shape().Size())
+	share, err := r.recvWords(ctx, s.from, s.edge, s.ref.Shape().Size())
 	if err != nil {
 		return fmt.Errorf("masked %s: %w", s.ref, err)
 	}
@@ -832,9 +907,13 @@ func (s *revealStep) exec(ctx context.Context, r *runner) error {
 	return nil
 }
 
-// sendPublicStep sends a public tensor to another player. The tensor is
-// encoded once for all its receivers; at the encoding's last use the
-// encoding goes with the message instead of being copied.
+// sendPublicStep sends a public tensor to another player. Where the byte
+// order allows, the tensor's memory is its encoding (wireView): every
+// receiver but the last gets the transport's copy of it, and the last
+// gets the memory itself when the tensor has no use left on the player,
+// so that the tensor is copied once per receiver at most, by the
+// transport. Elsewhere the tensor is encoded once for all its receivers,
+// and the encoding goes with the last message.
 type sendPublicStep struct {
 	lastUse
 	ref  graph.Ref
@@ -854,15 +933,18 @@ func (s *sendPublicStep) reads() []value {
 func (s *sendPublicStep) writes() []value { return values(wireValue, s.ref) }
 
 func (s *sendPublicStep) exec(ctx context.Context, r *runner) error {
+	v, err := r.publicTensor(s.ref)
+	if err != nil {
+		return err
+	}
 	b, ok := r.encoded(s.ref)
 	if !ok {
-		v, err := r.publicTensor(s.ref)
-		if err != nil {
-			return err
-		}
-		t := &publicTensor{Shape: s.ref.Shape(), Data: v}
-		if b, err = t.AppendBinary(r.pool.byteBuf(t.size())); err != nil {
-			return err
+		var view bool
+		if b, view = wireView(v); !view {
+			t := &publicTensor{Shape: s.ref.Shape(), Data: v}
+			if b, err = t.AppendBinary(r.pool.byteBuf(t.size())); err != nil {
+				return err
+			}
 		}
 		r.setEncoded(s.ref, b) // encoded once, however many players it goes to
 	}
@@ -870,6 +952,12 @@ func (s *sendPublicStep) exec(ctx context.Context, r *runner) error {
 		return r.sendBytes(ctx, s.to, s.edge, b)
 	}
 	delete(r.wire, s.ref)
+	if _, view := wireView(v); view && !s.isLast(0) {
+		return r.sendBytes(ctx, s.to, s.edge, b) // the tensor is used again here
+	}
+	if s.isLast(0) {
+		delete(r.public, s.ref) // its memory goes with the message
+	}
 	if err := r.t.SendOwned(ctx, s.to, r.key(s.edge), b); err != nil {
 		return fmt.Errorf("sending to %q: %w", s.to, err)
 	}
@@ -896,12 +984,9 @@ func (s *recvPublicStep) exec(ctx context.Context, r *runner) error {
 	if err != nil {
 		return fmt.Errorf("receiving from %q: %w", s.from, err)
 	}
-	var t publicTensor
+	t := publicTensor{Shape: s.ref.Shape()}
 	if err := t.decodeInPlace(b); err != nil { // b is ours to give up
-		return fmt.Errorf("message from %q (edge %d): %w", s.from, s.edge, err)
-	}
-	if !t.Shape.Equal(s.ref.Shape()) {
-		return fmt.Errorf("public %s from %q has shape %v, want %v", s.ref, s.from, t.Shape, s.ref.Shape())
+		return fmt.Errorf("public %s: message from %q (edge %d): %w", s.ref, s.from, s.edge, err)
 	}
 	r.setPublic(s.ref, t.Data)
 	return nil

@@ -1,10 +1,8 @@
 package session
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
 	"slices"
 
 	"github.com/shareflow/shareflow/graph"
@@ -14,13 +12,13 @@ import (
 // ErrWire is wrapped by every error decoding a message.
 var ErrWire = errors.New("session: malformed message")
 
-// maxRank bounds the rank of a tensor on the wire.
-const maxRank = 8
-
-// publicTensor is a plaintext tensor on the wire: rank (uint32), the
-// dimensions (uint32 each), zero bytes up to a multiple of 8, then the
-// float64 elements, all little-endian. The padding lets a receiver use the
-// elements where they lie.
+// publicTensor is a plaintext tensor on the wire: its float64 elements,
+// little-endian, and nothing else. Both ends know the tensor's shape from
+// the plan, so the receiver checks the message's length against it. The
+// message holds exactly the tensor's memory where the byte order allows:
+// the sender sends the tensor as it lies (wireView) and the receiver uses
+// the message where it lies (decodeInPlace), so that a public tensor is
+// copied only by the transport.
 type publicTensor struct {
 	Shape graph.Shape
 	Data  []float64
@@ -28,95 +26,63 @@ type publicTensor struct {
 
 // AppendBinary appends the encoding of t to b.
 func (t *publicTensor) AppendBinary(b []byte) ([]byte, error) {
-	if len(t.Shape) > maxRank || t.Shape.Size() != len(t.Data) {
+	if t.Shape.Size() != len(t.Data) {
 		return nil, fmt.Errorf("session: cannot encode tensor of shape %v with %d elements", t.Shape, len(t.Data))
 	}
-	start := len(b)
-	b = binary.LittleEndian.AppendUint32(b, uint32(len(t.Shape)))
-	for _, d := range t.Shape {
-		b = binary.LittleEndian.AppendUint32(b, uint32(d))
-	}
-	for (len(b)-start)%8 != 0 {
-		b = append(b, 0)
-	}
 	n := len(b)
-	b = slices.Grow(b, 8*len(t.Data))[:n+8*len(t.Data)]
+	b = slices.Grow(b, t.size())[:n+t.size()]
 	le.PutFloat64s(b[n:], t.Data)
 	return b, nil
 }
 
-// headerSize returns the length of the header of a tensor of the given
-// rank, padding included.
-func headerSize(rank int) int { return (4 + 4*rank + 7) / 8 * 8 }
-
 // size returns the length of t's encoding.
-func (t *publicTensor) size() int { return headerSize(len(t.Shape)) + 8*len(t.Data) }
+func (t *publicTensor) size() int { return 8 * len(t.Data) }
 
 // MarshalBinary encodes t.
 func (t *publicTensor) MarshalBinary() ([]byte, error) {
 	return t.AppendBinary(make([]byte, 0, t.size()))
 }
 
-// UnmarshalBinary decodes data into t. Every length is checked against
-// the data before anything is allocated.
+// UnmarshalBinary decodes data into t, whose Shape must be set to the
+// shape the plan expects: the length is checked against it before
+// anything is allocated.
 func (t *publicTensor) UnmarshalBinary(data []byte) error {
-	if err := t.checkHeader(data); err != nil {
+	if err := t.checkSize(data); err != nil {
 		return err
 	}
 	t.Data = make([]float64, t.Shape.Size())
-	le.Float64s(t.Data, data[headerSize(len(t.Shape)):])
+	le.Float64s(t.Data, data)
 	return nil
 }
 
-// checkHeader decodes and checks the shape, and checks that the data has
-// exactly the length it implies; it sets t.Shape only.
-func (t *publicTensor) checkHeader(data []byte) error {
-	if len(data) < 4 {
-		return fmt.Errorf("%w: tensor of %d bytes has no rank", ErrWire, len(data))
+// checkSize checks that data holds exactly a tensor of t.Shape.
+func (t *publicTensor) checkSize(data []byte) error {
+	if want := 8 * uint64(t.Shape.Size()); uint64(len(data)) != want {
+		return fmt.Errorf("%w: tensor of shape %v needs %d bytes, got %d", ErrWire, t.Shape, want, len(data))
 	}
-	rank := binary.LittleEndian.Uint32(data)
-	data = data[4:]
-	if rank > maxRank {
-		return fmt.Errorf("%w: tensor rank %d exceeds %d", ErrWire, rank, maxRank)
-	}
-	if len(data) < headerSize(int(rank))-4 {
-		return fmt.Errorf("%w: tensor of rank %d is truncated in its header", ErrWire, rank)
-	}
-	shape := make(graph.Shape, rank)
-	size := uint64(1)
-	for i := range shape {
-		d := binary.LittleEndian.Uint32(data[4*i:])
-		size *= uint64(d)
-		if d == 0 || d > math.MaxInt32 || size > math.MaxInt32 {
-			return fmt.Errorf("%w: tensor shape dimension %d is %d (size so far %d)", ErrWire, i, d, size)
-		}
-		shape[i] = int(d)
-	}
-	pad := data[4*rank : headerSize(int(rank))-4]
-	for _, p := range pad {
-		if p != 0 {
-			return fmt.Errorf("%w: tensor header padding is not zero", ErrWire)
-		}
-	}
-	data = data[len(pad)+4*int(rank):]
-	if uint64(len(data)) != 8*size {
-		return fmt.Errorf("%w: tensor of shape %v needs %d bytes of data, got %d", ErrWire, shape, 8*size, len(data))
-	}
-	t.Shape = shape
 	return nil
 }
 
-// decodeInPlace decodes a message the caller owns and gives up: where the
-// byte order and alignment allow, the elements are used where they lie,
-// without a copy.
+// decodeInPlace decodes, into a t whose Shape is set, a message the
+// caller owns and gives up: where the byte order and alignment allow, the
+// elements are used where they lie, without a copy.
 func (t *publicTensor) decodeInPlace(data []byte) error {
-	if err := t.checkHeader(data); err != nil {
+	if err := t.checkSize(data); err != nil {
 		return err
 	}
-	h := headerSize(len(t.Shape))
-	if w, ok := le.Words(data[h:]); ok {
+	if w, ok := le.Words(data); ok {
 		t.Data = le.AsFloat64s(w)
 		return nil
 	}
 	return t.UnmarshalBinary(data)
+}
+
+// wireView returns the encoding of the public tensor v as a view of v's
+// own memory, where the byte order allows (ok is false elsewhere, and
+// for an empty v).
+func wireView(v []float64) (b []byte, ok bool) {
+	if len(v) == 0 {
+		return nil, false
+	}
+	return le.Bytes(le.Float64Words(v))
 }
