@@ -16,8 +16,10 @@ import (
 // runs on its player once per iteration and must return one float64 tensor
 // of the declared shape per declared output. Its inputs are its own; it
 // may keep or modify them. The tensors it returns are handed over to the
-// engine, which reads them without copying: the function must not modify
-// them afterwards (return a fresh tensor or a copy each iteration).
+// engine, which uses them without copying and may overwrite them (a
+// private input is masked where it lies) or hand them to another player:
+// the function must not use them afterwards (return a fresh tensor or a
+// copy each iteration).
 type Func func(ctx context.Context, inputs []*tensor.Dense) ([]*tensor.Dense, error)
 
 // OutputFunc receives revealed values on the output player, once per
