@@ -172,8 +172,10 @@ func compile(g *graph.Graph, op *graph.Op, proto *pond.Protocol, opts Options) (
 }
 
 // fingerprintLabel names the fingerprint's encoding; change its version
-// whenever the encoding changes.
-const fingerprintLabel = "shareflow/plan-fingerprint/v3"
+// whenever the encoding changes, or the wire form of a step's messages
+// (v4: public tensors and masked inputs travel as bare words), so that
+// players of two versions refuse each other at the handshake.
+const fingerprintLabel = "shareflow/plan-fingerprint/v4"
 
 // fingerprint hashes, in one canonical encoding, everything that decides
 // what a plan computes: the protocol's configuration (every field of
