@@ -27,9 +27,9 @@ func TestSecureTrainingEndToEnd(t *testing.T) {
 	require.NoError(t, err)
 	prog := newProgress(&bytes.Buffer{}, true)
 
-	secure, err := trainOnce(context.Background(), o, "secure", train, test, prog)
+	secure, err := trainOnce(context.Background(), o, "secure", train, test, prog, nil)
 	require.NoError(t, err)
-	plain, err := trainOnce(context.Background(), o, "plaintext", train, test, prog)
+	plain, err := trainOnce(context.Background(), o, "plaintext", train, test, prog, nil)
 	require.NoError(t, err)
 
 	const floor = 0.55

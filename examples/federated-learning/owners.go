@@ -264,6 +264,7 @@ type DataOwner struct {
 	batchSize int
 
 	mu      sync.Mutex
+	src     *rand.PCG // rng's state, kept for checkpoints
 	rng     *rand.Rand
 	order   []int
 	pos     int
@@ -296,13 +297,14 @@ func NewDataOwner(name string, shard *mnist.Dataset, batchSize int, seed uint64)
 		Name:      name,
 		shard:     shard,
 		batchSize: batchSize,
-		rng:       rand.New(rand.NewPCG(seed, 0x64617461)),
+		src:       rand.NewPCG(seed, 0x64617461),
 		order:     make([]int, shard.N),
 		batch: model.Batch{
 			X:      make([]float32, batchSize*shard.Pixels()),
 			Labels: make([]uint8, batchSize),
 		},
 	}
+	d.rng = rand.New(d.src)
 	for i := range d.order {
 		d.order[i] = i
 	}
@@ -396,6 +398,27 @@ func (d *DataOwner) trainerFor(weights []*tensor.Dense) (*model.Trainer, error) 
 	return tr, nil
 }
 
+// Examples returns the number of local training examples: the data
+// owner's weight in a weighted mean. A stand-in for an owner on another
+// host has none.
+func (d *DataOwner) Examples() int {
+	if d.shard == nil {
+		return 0
+	}
+	return d.shard.N
+}
+
+// LastLoss returns the mean loss of the last batch processed, and false
+// when there was none.
+func (d *DataOwner) LastLoss() (float64, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.losses) == 0 {
+		return 0, false
+	}
+	return d.losses[len(d.losses)-1], true
+}
+
 // BatchSize returns the number of examples in each batch.
 func (d *DataOwner) BatchSize() int { return d.batchSize }
 
@@ -432,40 +455,7 @@ func (d *DataOwner) Close() error {
 // quick way to train without the engine. The data owners compute
 // concurrently, as they would on their own hosts.
 func plainIteration(ctx context.Context, mo *ModelOwner, owners []*DataOwner) error {
-	if len(owners) == 0 {
-		return errors.New("plain iteration: no data owners")
-	}
-	weights, err := mo.Weights(ctx, nil)
-	if err != nil {
-		return err
-	}
-	grads := make([][]*tensor.Dense, len(owners))
-	errs := make([]error, len(owners))
-	var wg sync.WaitGroup
-	for i, o := range owners {
-		wg.Go(func() { grads[i], errs[i] = o.ComputeGradient(ctx, weights) })
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
-	mean := mo.Architecture().Zeros()
-	for i := range mean {
-		m := mean[i].Data().([]float64)
-		for _, g := range grads {
-			gd, err := model.Float64s(g[i], mean[i].Shape())
-			if err != nil {
-				return fmt.Errorf("plain iteration: gradient %s: %w", model.ParamName(i), err)
-			}
-			for j, v := range gd {
-				m[j] += v
-			}
-		}
-		for j := range m {
-			m[j] /= float64(len(grads))
-		}
-	}
-	return mo.UpdateModel(ctx, mean)
+	return plainMean(ctx, mo, owners, nil)
 }
 
 // meanTrainingLoss returns, for each iteration that every owner has

@@ -248,6 +248,12 @@ func trainRemote(ctx context.Context, o options, stdout, stderr io.Writer) error
 	if o.dataOwners, err = dataOwnersIn(cfg); err != nil {
 		return err
 	}
+	if err := checkOwnerCount(o, o.dataOwners, o.config); err != nil {
+		return err
+	}
+	if cohortRounds(o) {
+		return usageError{"--sample and --weighted choose the data owners of each round, which a run across hosts does not do yet: every data owner of the hosts file answers every iteration"}
+	}
 	// Only the model owner (the test set) and the data owners (each its own
 	// shard of the training set) read data, and each reads only its part.
 	shards, testSet, source, err := loadPlayerData(o, o.player)
@@ -304,24 +310,52 @@ func trainRemote(ctx context.Context, o options, stdout, stderr io.Writer) error
 	agg := &remoteAggregation{Remote: s, timeout: timeout}
 	isModelOwner := o.player == modelOwner.Name
 	prog := newProgress(stderr, o.quiet || !isModelOwner)
-	prog.start("secure", o.iterations)
-	start := time.Now()
-	for i := range o.iterations {
-		if err := agg.Run(ctx, iteration); err != nil {
-			// Tell the others this player's own failure; what the others
-			// said, which err also carries, they tell themselves.
-			own := err
-			var ce *session.CascadeError
-			if errors.As(err, &ce) {
-				own = &session.CascadeError{Err: ce.Err, Lost: ce.Lost}
-			}
-			tellOutcome(ctx, t, cfg.Names(), o.player, fmt.Errorf("secure training, iteration %d: %w", i, own))
-			return fmt.Errorf("secure training, iteration %d: %w", i, err)
+	// fail tells the others this player's own failure in iteration i and
+	// returns it; what the others said, which err also carries, they tell
+	// themselves.
+	fail := func(i int, err error) error {
+		own := err
+		var ce *session.CascadeError
+		if errors.As(err, &ce) {
+			own = &session.CascadeError{Err: ce.Err, Lost: ce.Lost}
 		}
-		prog.update(i+1, modelOwner.History())
+		tellOutcome(ctx, t, cfg.Names(), o.player, fmt.Errorf("secure training, iteration %d: %w", i, own))
+		return fmt.Errorf("secure training, iteration %d: %w", i, err)
+	}
+	start := time.Now()
+	ran := o.iterations
+	var rounds roundStats
+	if isModelOwner {
+		// The model owner records the rounds and keeps the checkpoint.
+		d := &driver{o: o, mo: modelOwner, log: log, progress: prog, rounds: &fixedRounds{
+			names: ownerNames(fed.dataOwners), mo: modelOwner, stats: s.Stats,
+			step: func(ctx context.Context) error { return agg.Run(ctx, iteration) },
+		}}
+		if o.checkpointDir != "" {
+			d.run = runFields(o, o.dataOwners, modelOwner.Architecture())
+		}
+		if err := d.resume(); err != nil {
+			return fail(0, err)
+		}
+		defer d.Close()
+		if modelOwner.Iteration() > 0 {
+			return fail(0, &checkpointError{File: checkpointPath(o.checkpointDir), Err: errResumeAcrossHosts})
+		}
+		if err := d.train(ctx, "secure"); err != nil {
+			return fail(modelOwner.Iteration(), err)
+		}
+		if err := d.Close(); err != nil {
+			return fail(modelOwner.Iteration(), err)
+		}
+		ran, rounds = d.ran, d.stats
+	} else {
+		for i := range o.iterations {
+			if err := agg.Run(ctx, iteration); err != nil {
+				return fail(i, err)
+			}
+		}
 	}
 	elapsed := time.Since(start)
-	prog.done()
 
 	// This player's part is done, but the run succeeded only if every
 	// player's did: a player's last step may come before another's last
@@ -343,11 +377,11 @@ func trainRemote(ctx context.Context, o options, stdout, stderr io.Writer) error
 		return err
 	}
 
-	r := &result{mode: "secure (" + o.player + ")", perIter: (elapsed - modelOwner.EvaluationTime()) / time.Duration(o.iterations), stats: s.Stats(), iterations: o.iterations}
+	r := &result{mode: "secure (" + o.player + ")", perIter: (elapsed - modelOwner.EvaluationTime()) / time.Duration(max(ran, 1)), stats: s.Stats(), iterations: ran, rounds: rounds}
 	if isModelOwner {
 		r.loss, r.accuracy = modelOwner.Evaluate()
-		r.history = append(modelOwner.History(), Evaluation{Iteration: o.iterations, Loss: r.loss, Accuracy: r.accuracy})
-		printSummary(stdout, r, o.iterations)
+		r.history = append(modelOwner.History(), Evaluation{Iteration: modelOwner.Iteration(), Loss: r.loss, Accuracy: r.accuracy})
+		printSummary(stdout, r, ran)
 		if o.plot != "" {
 			if err := writePlot(o.plot, nil, r.history); err != nil {
 				return fmt.Errorf("writing the plot: %w", err)

@@ -33,7 +33,7 @@ import (
 
 var (
 	buildOnce sync.Once
-	binary    string
+	builtBin  string
 	buildErr  error
 )
 
@@ -49,10 +49,10 @@ func exampleBinary(t *testing.T) string {
 			buildErr = err
 			return
 		}
-		binary, buildErr = launch.Build(context.Background(), ".", dir)
+		builtBin, buildErr = launch.Build(context.Background(), ".", dir)
 	})
 	require.NoError(t, buildErr)
-	return binary
+	return builtBin
 }
 
 // freePorts returns n distinct loopback ports that were free a moment ago.
@@ -120,7 +120,7 @@ func TestSevenProcessesMatchLocalRun(t *testing.T) {
 	require.NoError(t, err)
 	o, err := parseFlags([]string{"--iterations", strconv.Itoa(iterations), "--seed", "3"}, io.Discard)
 	require.NoError(t, err)
-	local, err := trainOnce(context.Background(), o, "secure", train, test, newProgress(io.Discard, true))
+	local, err := trainOnce(context.Background(), o, "secure", train, test, newProgress(io.Discard, true), nil)
 	require.NoError(t, err)
 	assert.InDelta(t, local.accuracy, remote, 0.001, "seven processes and one agree within 0.1 percentage points")
 

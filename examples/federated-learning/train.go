@@ -4,11 +4,14 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"os"
 	"sort"
 	"strings"
 	"time"
+
+	"gorgonia.org/tensor"
 
 	"github.com/shareflow/shareflow/examples/federated-learning/mnist"
 	"github.com/shareflow/shareflow/graph"
@@ -129,8 +132,16 @@ func newPlayers(o options, self string, shards []*mnist.Dataset, test *mnist.Dat
 }
 
 // splitTrain cuts the training set into one shard per data owner, for a
-// run in one process.
+// run in one process: equal shards, or in the proportions of
+// --shard-sizes.
 func splitTrain(o options, train *mnist.Dataset) ([]*mnist.Dataset, error) {
+	if o.shardSizes != nil {
+		shards, err := train.SplitOf(o.shardSizes)
+		if err != nil {
+			return nil, fmt.Errorf("splitting the training set in the proportions of --shard-sizes: %w", err)
+		}
+		return shards, nil
+	}
 	shards, err := train.Split(o.dataOwners)
 	if err != nil {
 		return nil, fmt.Errorf("splitting the training set over %d data owners: %w", o.dataOwners, err)
@@ -179,9 +190,14 @@ func loadPlayerData(o options, player string) (shards []*mnist.Dataset, test *mn
 				continue
 			}
 			var shard *mnist.Dataset
-			if o.dataDir == "" {
+			switch {
+			case o.shardSizes != nil && o.dataDir == "":
+				shard, err = mnist.LoadShardOfFS(mnist.EmbeddedFS(), ".", i, o.shardSizes)
+			case o.shardSizes != nil:
+				shard, err = mnist.LoadShardOf(o.dataDir, i, o.shardSizes)
+			case o.dataDir == "":
 				shard, err = mnist.LoadShardFS(mnist.EmbeddedFS(), ".", i, o.dataOwners)
-			} else {
+			default:
 				shard, err = mnist.LoadShard(o.dataDir, i, o.dataOwners)
 			}
 			if err != nil {
@@ -206,11 +222,23 @@ type result struct {
 	history    []Evaluation
 	trainLoss  []float64
 	iterations int
+	rounds     roundStats
+	cohorts    bool            // the run sampled cohorts or simulated dropouts
+	model      []*tensor.Dense // the model owner's final parameters
 }
 
-// trainOnce trains from scratch with the given mode ("secure" or
-// "plaintext") and returns what it measured.
-func trainOnce(ctx context.Context, o options, mode string, train, test *mnist.Dataset, progress *progress) (*result, error) {
+// cohortRounds reports whether the rounds of o choose their data owners
+// (a sample, dropouts, weights) rather than run the classic program, in
+// which every data owner answers every iteration.
+func cohortRounds(o options) bool { return o.sample > 0 || o.dropout > 0 || o.weighted }
+
+// trainOnce trains with the given mode ("secure" or "plaintext"), from
+// scratch or from the checkpoint, and returns what it measured. log gets
+// the per-round lines (nil: none).
+func trainOnce(ctx context.Context, o options, mode string, train, test *mnist.Dataset, progress *progress, log *slog.Logger) (*result, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	shards, err := splitTrain(o, train)
 	if err != nil {
 		return nil, err
@@ -222,37 +250,68 @@ func trainOnce(ctx context.Context, o options, mode string, train, test *mnist.D
 	defer f.Close()
 	modelOwner, dataOwners := f.modelOwner, f.dataOwners
 
-	step := func(ctx context.Context) error { return plainIteration(ctx, modelOwner, dataOwners) }
-	var agg aggregation
-	if mode == "secure" {
-		if agg, err = newAggregation(o, f.graph); err != nil {
+	d := &driver{o: o, mo: modelOwner, owners: dataOwners, log: log, progress: progress, everyRound: cohortRounds(o)}
+	if o.checkpointDir != "" {
+		d.run = runFields(o, len(dataOwners), modelOwner.Architecture())
+	}
+	var stats func() []session.LinkStats
+	if cohortRounds(o) {
+		sim, err := newSimRounds(o, modelOwner, dataOwners, mode == "secure")
+		if err != nil {
 			return nil, err
 		}
-		defer agg.Close()
-		step = func(ctx context.Context) error { return agg.Run(ctx, f.iteration) }
-	}
-
-	progress.start(mode, o.iterations)
-	start := time.Now()
-	for i := range o.iterations {
-		if err := step(ctx); err != nil {
-			return nil, fmt.Errorf("%s training, iteration %d: %w", mode, i, err)
+		defer sim.Close()
+		d.rounds, d.sampler = sim, sim.rng
+		stats = sim.stats
+	} else {
+		fixed := &fixedRounds{names: ownerNames(dataOwners), mo: modelOwner, local: true,
+			step: func(ctx context.Context) error { return plainIteration(ctx, modelOwner, dataOwners) }}
+		if mode == "secure" {
+			agg, err := newAggregation(o, f.graph)
+			if err != nil {
+				return nil, err
+			}
+			defer agg.Close()
+			fixed.step = func(ctx context.Context) error { return agg.Run(ctx, f.iteration) }
+			fixed.stats = agg.Stats
 		}
-		progress.update(i+1, modelOwner.History())
+		d.rounds = fixed
+		stats = fixed.stats
+	}
+	if err := d.resume(); err != nil {
+		return nil, err
+	}
+	defer d.Close()
+
+	start := time.Now()
+	if err := d.train(ctx, mode); err != nil {
+		return nil, err
 	}
 	elapsed := time.Since(start)
-	progress.done()
+	if err := d.Close(); err != nil {
+		return nil, err
+	}
 
 	// Time per iteration is training time: the periodic evaluations on the
 	// test set are the same in every mode and are left out.
-	r := &result{mode: mode, perIter: (elapsed - modelOwner.EvaluationTime()) / time.Duration(o.iterations), iterations: o.iterations}
+	r := &result{mode: mode, perIter: d.perRound(elapsed), iterations: d.ran, rounds: d.stats, cohorts: cohortRounds(o)}
 	r.loss, r.accuracy = modelOwner.Evaluate()
-	r.history = append(modelOwner.History(), Evaluation{Iteration: o.iterations, Loss: r.loss, Accuracy: r.accuracy})
-	r.trainLoss = meanTrainingLoss(dataOwners)
-	if agg != nil {
-		r.stats = agg.Stats()
+	r.history = append(modelOwner.History(), Evaluation{Iteration: modelOwner.Iteration(), Loss: r.loss, Accuracy: r.accuracy})
+	r.trainLoss = d.trainLoss
+	r.model, _, _ = modelOwner.snapshot()
+	if stats != nil {
+		r.stats = stats()
 	}
 	return r, nil
+}
+
+// ownerNames returns the data owners' names.
+func ownerNames(owners []*DataOwner) []string {
+	names := make([]string, len(owners))
+	for i, d := range owners {
+		names[i] = d.Name
+	}
+	return names
 }
 
 // train runs the example as the options say and prints the summary.
@@ -267,25 +326,34 @@ func train(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	if o.printPlan || o.dot != "" {
 		return describe(o, trainSet, testSet, stdout)
 	}
-	fmt.Fprintf(stdout, "data: %s, split over %d data owners\n", source, o.dataOwners)
+	split := fmt.Sprintf("split over %d data owners", o.dataOwners)
+	if o.shardSizes != nil {
+		split = fmt.Sprintf("split over %d data owners in the proportions %v", o.dataOwners, o.shardSizes)
+	}
+	fmt.Fprintf(stdout, "data: %s, %s\n", source, split)
 	prog := newProgress(stderr, o.quiet)
+	level := slog.LevelInfo
+	if o.quiet {
+		level = slog.LevelWarn
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
 	mode := "secure"
 	if o.plaintext {
 		mode = "plaintext"
 	}
-	r, err := trainOnce(ctx, o, mode, trainSet, testSet, prog)
+	r, err := trainOnce(ctx, o, mode, trainSet, testSet, prog, log)
 	if err != nil {
 		return err
 	}
-	printSummary(stdout, r, o.iterations)
+	printSummary(stdout, r, r.iterations)
 	results := []*result{r}
 	if o.compare {
-		p, err := trainOnce(ctx, o, "plaintext", trainSet, testSet, prog)
+		p, err := trainOnce(ctx, o, "plaintext", trainSet, testSet, prog, log)
 		if err != nil {
 			return err
 		}
-		printSummary(stdout, p, o.iterations)
+		printSummary(stdout, p, p.iterations)
 		printComparison(stdout, r, p)
 		results = append(results, p)
 	}
@@ -298,10 +366,15 @@ func train(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// printSummary prints what r measured; iterations is the number of
+// rounds the link statistics cover.
 func printSummary(w io.Writer, r *result, iterations int) {
 	fmt.Fprintf(w, "\n%s training: %d iterations, %v per iteration (evaluation excluded)\n", r.mode, iterations, r.perIter.Round(time.Microsecond))
 	fmt.Fprintf(w, "  test accuracy %.4f, test loss %.4f\n", r.accuracy, r.loss)
-	if len(r.stats) == 0 {
+	if r.cohorts || r.rounds.Skipped > 0 || r.rounds.Dropouts > 0 {
+		fmt.Fprintf(w, "  rounds: %v\n", r.rounds)
+	}
+	if len(r.stats) == 0 || iterations == 0 {
 		return
 	}
 	fmt.Fprintf(w, "  bytes sent per iteration, by link:\n")
