@@ -377,7 +377,7 @@ func trainRemote(ctx context.Context, o options, stdout, stderr io.Writer) error
 		return err
 	}
 
-	r := &result{mode: "secure (" + o.player + ")", perIter: (elapsed - modelOwner.EvaluationTime()) / time.Duration(max(ran, 1)), stats: s.Stats(), iterations: ran, rounds: rounds}
+	r := &result{mode: "secure (" + o.player + ")", perIter: (elapsed - modelOwner.EvaluationTime()) / time.Duration(max(ran, 1)), stats: s.Stats(), iterations: ran, steps: modelOwner.Iteration(), rounds: rounds}
 	if isModelOwner {
 		r.loss, r.accuracy = modelOwner.Evaluate()
 		r.history = append(modelOwner.History(), Evaluation{Iteration: modelOwner.Iteration(), Loss: r.loss, Accuracy: r.accuracy})

@@ -221,7 +221,8 @@ type result struct {
 	stats      []session.LinkStats
 	history    []Evaluation
 	trainLoss  []float64
-	iterations int
+	iterations int // rounds this process ran, skipped ones included
+	steps      int // the model's updates, over the whole run
 	rounds     roundStats
 	cohorts    bool            // the run sampled cohorts or simulated dropouts
 	model      []*tensor.Dense // the model owner's final parameters
@@ -294,7 +295,7 @@ func trainOnce(ctx context.Context, o options, mode string, train, test *mnist.D
 
 	// Time per iteration is training time: the periodic evaluations on the
 	// test set are the same in every mode and are left out.
-	r := &result{mode: mode, perIter: d.perRound(elapsed), iterations: d.ran, rounds: d.stats, cohorts: cohortRounds(o)}
+	r := &result{mode: mode, perIter: d.perRound(elapsed), iterations: d.ran, steps: modelOwner.Iteration(), rounds: d.stats, cohorts: cohortRounds(o)}
 	r.loss, r.accuracy = modelOwner.Evaluate()
 	r.history = append(modelOwner.History(), Evaluation{Iteration: modelOwner.Iteration(), Loss: r.loss, Accuracy: r.accuracy})
 	r.trainLoss = d.trainLoss
@@ -369,7 +370,12 @@ func train(ctx context.Context, o options, stdout, stderr io.Writer) error {
 // printSummary prints what r measured; iterations is the number of
 // rounds the link statistics cover.
 func printSummary(w io.Writer, r *result, iterations int) {
-	fmt.Fprintf(w, "\n%s training: %d iterations, %v per iteration (evaluation excluded)\n", r.mode, iterations, r.perIter.Round(time.Microsecond))
+	if r.steps == iterations {
+		fmt.Fprintf(w, "\n%s training: %d iterations, %v per iteration (evaluation excluded)\n", r.mode, iterations, r.perIter.Round(time.Microsecond))
+	} else {
+		// Skipped rounds, or a resumed run: say both.
+		fmt.Fprintf(w, "\n%s training: %d iterations, %d rounds run here, %v per round (evaluation excluded)\n", r.mode, r.steps, iterations, r.perIter.Round(time.Microsecond))
+	}
 	fmt.Fprintf(w, "  test accuracy %.4f, test loss %.4f\n", r.accuracy, r.loss)
 	if r.cohorts || r.rounds.Skipped > 0 || r.rounds.Dropouts > 0 {
 		fmt.Fprintf(w, "  rounds: %v\n", r.rounds)
@@ -377,7 +383,11 @@ func printSummary(w io.Writer, r *result, iterations int) {
 	if len(r.stats) == 0 || iterations == 0 {
 		return
 	}
-	fmt.Fprintf(w, "  bytes sent per iteration, by link:\n")
+	unit := "iteration"
+	if r.steps != iterations {
+		unit = "round"
+	}
+	fmt.Fprintf(w, "  bytes sent per %s, by link:\n", unit)
 	stats := append([]session.LinkStats(nil), r.stats...)
 	sort.SliceStable(stats, func(i, j int) bool { return stats[i].Bytes > stats[j].Bytes })
 	var total uint64
