@@ -2,6 +2,7 @@ package graph
 
 import (
 	"bytes"
+	"fmt"
 	"math"
 	"testing"
 
@@ -216,4 +217,29 @@ func TestWriteDOTPublicOperand(t *testing.T) {
 	assert.Contains(t, dot, `n2 [label="matmul-public#2", shape=ellipse];`)
 	assert.Contains(t, dot, `n0 -> n2 [label="(1, 4)", style=dashed];`)
 	assert.Contains(t, dot, `n1 -> n2 [label="(4, 2)", style=solid];`, "a public operand travels in the clear")
+}
+
+// A private layer: a client's batch times a model owner's weights, plus a
+// bias, both private; Kind.PrivateProduct picks out the nodes a protocol
+// needs more than local steps for.
+func ExampleGraph_MatMul() {
+	g := New()
+	x := g.DefinePrivateInput("client", constFn, []Shape{{4, 784}})[0]
+	w := g.DefinePrivateInput("model-owner", constFn, []Shape{{784, 512}, {512}})
+	z := g.AddBias(g.MatMul(x, w[0]), w[1])
+	h := g.AddConstant(g.MulPublic(g.Mul(z, g.Square(z)), -0.01), 0.5)
+	g.DefineOutput("client", []*Private{g.ReduceSum(h, 1)}, sinkFn)
+	if err := g.Err(); err != nil {
+		fmt.Println(err)
+		return
+	}
+	for _, n := range g.Nodes() {
+		if n.Kind().PrivateProduct() {
+			fmt.Println(n, n.Inputs()[0].Shape(), "→", n.Outputs()[0])
+		}
+	}
+	// Output:
+	// matmul#2 (4, 784) → (4, 512)
+	// square#4 (4, 512) → (4, 512)
+	// mul#5 (4, 512) → (4, 512)
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 func TestKernels(t *testing.T) {
@@ -43,25 +44,49 @@ func TestKernelsAlias(t *testing.T) {
 	assert.Equal(t, []uint64{4, 8, 12}, a)
 }
 
-// AddN works a block at a time: check lengths around the block size, and
-// dst aliasing an operand other than the first.
+// AddN and AddNTo work a block at a time, four operands at once: check
+// lengths around the block size, every number of operands up to three
+// groups and a remainder, and dst being each of the operands in turn.
 func TestAddNBlocks(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
-	for _, n := range []int{1, 511, 512, 513, 1500} {
-		a, b, c := make([]uint64, n), make([]uint64, n), make([]uint64, n)
-		for i := range a {
-			a[i], b[i], c[i] = r.Uint64(), r.Uint64(), r.Uint64()
+	for _, n := range []int{0, 1, 511, SumBlock - 1, SumBlock, SumBlock + 1, 2*SumBlock + 3} {
+		for ops := range 11 {
+			xs := make([][]uint64, ops)
+			want := make([]uint64, n)
+			for k := range xs {
+				xs[k] = make([]uint64, n)
+				for i := range xs[k] {
+					xs[k][i] = r.Uint64()
+					want[i] += xs[k][i]
+				}
+			}
+			dst := make([]uint64, n)
+			for i := range dst {
+				dst[i] = r.Uint64()
+			}
+			base := append([]uint64(nil), dst...)
+			AddNTo(dst, xs...)
+			for i := range dst {
+				require.Equal(t, base[i]+want[i], dst[i], "AddNTo, %d operands of %d elements, element %d", ops, n, i)
+			}
+			AddN(dst, xs...)
+			assert.Equal(t, want, dst, "AddN, %d operands of %d elements", ops, n)
+			for j := range xs {
+				args := make([][]uint64, ops)
+				for k := range xs {
+					args[k] = make([]uint64, n)
+					copy(args[k], xs[k])
+				}
+				orig := append([][]uint64(nil), args...)
+				AddN(args[j], args...)
+				assert.Equal(t, want, args[j], "%d operands of %d elements, dst is operand %d", ops, n, j)
+				assert.Equal(t, orig, args, "the caller's operand list is left alone")
+			}
 		}
-		want := make([]uint64, n)
-		for i := range want {
-			want[i] = a[i] + b[i] + c[i]
-		}
-		dst := make([]uint64, n)
-		AddN(dst, a, b, c)
-		assert.Equal(t, want, dst, "%d elements", n)
-		AddN(c, a, b, c)
-		assert.Equal(t, want, c, "%d elements, dst is the last operand", n)
 	}
+	x := make([]uint64, 8)
+	assert.PanicsWithValue(t, "ops: AddNTo: dst overlaps an operand", func() { AddNTo(x[:4], x[2:6]) })
+	assert.PanicsWithValue(t, "ops: AddNTo: length mismatch: dst has 4 elements, operand has 5", func() { AddNTo(x[:4], x[:5]) })
 }
 
 func TestLengthMismatchPanics(t *testing.T) {

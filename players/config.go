@@ -32,6 +32,12 @@ const (
 	// MaxMessageBytesLimit is the largest max_message_bytes a config may
 	// set (64 GiB).
 	MaxMessageBytesLimit int64 = 64 << 30
+	// DefaultMaxMembers is how many data owners the config does not list
+	// may be connected to a player at once under open membership, when
+	// the config does not say.
+	DefaultMaxMembers = 1000
+	// MaxMembersLimit is the largest max_members a config may set.
+	MaxMembersLimit = 1 << 20
 	// MaxNameLength is the longest player name, the length limit of a DNS
 	// label (names are carried in certificates as DNS SANs).
 	MaxNameLength = 63
@@ -127,11 +133,23 @@ type Spec struct {
 	// Insecure runs without TLS: no encryption, no authentication. For
 	// trying things out only.
 	Insecure bool `json:"insecure,omitempty"`
+	// OpenMembership lets data owners the config does not list join: any
+	// peer whose certificate, signed by the CA, names a data owner
+	// (data-owner-N). Nil means on exactly when the config lists no data
+	// owner, so a hostmap that lists every data owner, as TF Encrypted's
+	// does, stays closed unless it says otherwise.
+	OpenMembership *bool `json:"open_membership,omitempty"`
+	// MaxMembers bounds the unlisted data owners connected to a player at
+	// once; zero means DefaultMaxMembers.
+	MaxMembers int `json:"max_members,omitempty"`
 }
 
 // PlayerSpec is one player of a Spec.
 type PlayerSpec struct {
-	// Address is the host:port the other players dial.
+	// Address is the host:port the other players dial. Empty means the
+	// player only dials out, as data owners behind NAT do: it does not
+	// listen, and the others reach it over the connections it opens. In
+	// a file such a player is an object without "address".
 	Address string `json:"address"`
 	// Listen is the host:port the player binds, when it differs from
 	// Address (for example "0.0.0.0:4440" behind NAT). The host may be
@@ -147,10 +165,11 @@ type PlayerSpec struct {
 type Player struct {
 	// Name is the player's name.
 	Name string
-	// Address is the host:port the other players dial.
+	// Address is the host:port the other players dial, or empty for a
+	// player that only dials out (see Config.Listens).
 	Address string
 	// Listen is the host:port the player binds; it equals Address unless
-	// the config says otherwise.
+	// the config says otherwise, and is empty when Address is.
 	Listen string
 	// Cert and Key are the resolved paths of the player's certificate and
 	// key, or empty when the config names none.
@@ -170,6 +189,11 @@ type Config struct {
 	messageTimeout  time.Duration
 	maxMessageBytes int64
 	insecure        bool
+	openMembership  bool
+	maxMembers      int
+	// certDir is the certificate directory (cert_dir or WithCertDir), in
+	// which data owners the config does not list find their files.
+	certDir string
 
 	// locate maps a field path to its line and column in the file, or
 	// is nil for a Config built with NewConfig.
@@ -319,15 +343,57 @@ func (c *Config) MaxMessageBytes() int64 { return c.maxMessageBytes }
 // Insecure reports whether players talk without TLS.
 func (c *Config) Insecure() bool { return c.insecure }
 
-// Fingerprint returns a SHA-256 digest of the sorted player names. Players
-// compare it at start-up to catch hosts that run with different player
-// lists. Addresses are left out on purpose: hosts may reach one another
-// under different names.
+// OpenMembership reports whether data owners the config does not list may
+// join (see Admits).
+func (c *Config) OpenMembership() bool { return c.openMembership }
+
+// MaxMembers returns how many unlisted data owners may be connected to a
+// player at once.
+func (c *Config) MaxMembers() int { return c.maxMembers }
+
+// Listens reports whether name is a player of the config with an address:
+// one the others dial. A player listed without an address, and a data
+// owner the config does not list, only dial out; the others reach them
+// over the connections they open.
+func (c *Config) Listens(name string) bool {
+	p, ok := c.players[name]
+	return ok && p.Address != ""
+}
+
+// Admits reports whether a peer named name may connect to the players of
+// this config: any player the config lists, and, with open membership,
+// any data owner (a valid name whose RoleOf is RoleDataOwner). The error,
+// which wraps ErrUnknownPlayer, says why not. Players apply it to the
+// name in a peer's verified certificate.
+func (c *Config) Admits(name string) error {
+	if c.Has(name) {
+		return nil
+	}
+	if err := CheckName(name); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnknownPlayer, err)
+	}
+	if RoleOf(name) != RoleDataOwner {
+		return fmt.Errorf("%w %q: not in the config, and only data owners (data-owner-N) join without being listed", ErrUnknownPlayer, name)
+	}
+	if !c.openMembership {
+		return fmt.Errorf("%w %q: not in the config, and the config does not admit unlisted data owners (open_membership is off)", ErrUnknownPlayer, name)
+	}
+	return nil
+}
+
+// Fingerprint returns a SHA-256 digest of the sorted player names, and of
+// which of them only dial out. Players compare it at start-up to catch
+// hosts that run with different player lists. Addresses are left out on
+// purpose: hosts may reach one another under different names. Data owners
+// the config does not list are no part of it.
 func (c *Config) Fingerprint() [32]byte {
 	h := sha256.New()
 	io.WriteString(h, "shareflow players v1\n")
 	for _, n := range c.names {
 		io.WriteString(h, n)
+		if !c.Listens(n) {
+			io.WriteString(h, " dials out")
+		}
 		io.WriteString(h, "\n")
 	}
 	var out [32]byte
@@ -357,12 +423,21 @@ func (c *Config) WithCertDir(dir string) (*Config, error) {
 	out := c.clone()
 	field := fmt.Sprintf("cert_dir %s", dir)
 	out.ca, out.caField = CAFile(abs), field
+	out.certDir = abs
 	for name, p := range out.players {
 		p.Cert, p.Key = CertFiles(abs, name)
 		p.certField, p.keyField = field, field
 		out.players[name] = p
 	}
 	return out, nil
+}
+
+// WithOpenMembership returns a copy of the config with open membership
+// switched on or off.
+func (c *Config) WithOpenMembership(on bool) *Config {
+	out := c.clone()
+	out.openMembership = on
+	return out
 }
 
 // WithInsecure returns a copy of the config with insecure (plaintext)
@@ -491,6 +566,7 @@ func build(spec Spec, file, dir string, locate func(field string) (int, int)) (*
 	case certDir != "":
 		c.ca, c.caField = CAFile(certDir), "cert_dir"
 	}
+	c.certDir = certDir
 
 	addrs := make(map[string]string) // normalised address -> player
 	for _, name := range c.names {
@@ -499,15 +575,21 @@ func build(spec Spec, file, dir string, locate func(field string) (int, int)) (*
 		if err := CheckName(name); err != nil {
 			return nil, fail(field, err)
 		}
-		norm, err := checkAddress(ps.Address, false)
-		if err != nil {
-			return nil, fail(field+".address", err)
-		}
-		if other, ok := addrs[norm]; ok {
-			return nil, fail(field+".address", fmt.Errorf("%q is also the address of player %q", ps.Address, other))
-		}
-		addrs[norm] = name
 		p := Player{Name: name, Address: ps.Address, Listen: ps.Address}
+		if ps.Address == "" {
+			if ps.Listen != "" {
+				return nil, fail(field+".listen", errors.New(`"listen" without "address": a player without an address only dials out, and listens nowhere`))
+			}
+		} else {
+			norm, err := checkAddress(ps.Address, false)
+			if err != nil {
+				return nil, fail(field+".address", err)
+			}
+			if other, ok := addrs[norm]; ok {
+				return nil, fail(field+".address", fmt.Errorf("%q is also the address of player %q", ps.Address, other))
+			}
+			addrs[norm] = name
+		}
 		if ps.Listen != "" {
 			if _, err := checkAddress(ps.Listen, true); err != nil {
 				return nil, fail(field+".listen", err)
@@ -534,6 +616,30 @@ func build(spec Spec, file, dir string, locate func(field string) (int, int)) (*
 		c.players[name] = p
 	}
 
+	if len(addrs) == 0 {
+		return nil, fail("players", errors.New(`no player has an address: at least the servers must listen ("host:port")`))
+	}
+	dataOwners := slices.ContainsFunc(c.names, func(n string) bool { return RoleOf(n) == RoleDataOwner })
+	c.openMembership = !dataOwners
+	if spec.OpenMembership != nil {
+		c.openMembership = *spec.OpenMembership
+	}
+	switch {
+	case spec.MaxMembers < 0:
+		return nil, fail("max_members", fmt.Errorf("negative count %d", spec.MaxMembers))
+	case spec.MaxMembers > MaxMembersLimit:
+		return nil, fail("max_members", fmt.Errorf("%d is above the limit of %d", spec.MaxMembers, MaxMembersLimit))
+	case spec.MaxMembers > 0 && !c.openMembership:
+		why := `"open_membership" is false`
+		if spec.OpenMembership == nil {
+			why = `the config lists data owners, so open membership is off unless "open_membership" is true`
+		}
+		return nil, fail("max_members", fmt.Errorf("max_members has no effect: %s", why))
+	case spec.MaxMembers == 0:
+		c.maxMembers = DefaultMaxMembers
+	default:
+		c.maxMembers = spec.MaxMembers
+	}
 	switch {
 	case c.connectTimeout < 0:
 		return nil, fail("connect_timeout", fmt.Errorf("negative duration %s", c.connectTimeout))
@@ -556,6 +662,9 @@ func build(spec Spec, file, dir string, locate func(field string) (int, int)) (*
 	}
 	return c, nil
 }
+
+// errNoAddress is the error of an empty address in a file.
+var errNoAddress = errors.New(`empty address; want "host:port" (a player that only dials out is an object without "address", such as {"cert": ..., "key": ...} or {})`)
 
 // checkAddress checks a host:port and returns a normalised form for
 // duplicate detection. A listen address may leave the host empty or
@@ -832,6 +941,9 @@ func (p *parser) flat(top []member) (Spec, error) {
 		if err := p.value(m, m.key, &ps.Address, false); err != nil {
 			return Spec{}, err
 		}
+		if ps.Address == "" {
+			return Spec{}, p.errAt(m.valOff, field+".address", errNoAddress)
+		}
 		spec.Players[m.key] = ps
 	}
 	return spec, nil
@@ -888,9 +1000,9 @@ func (p *parser) value(m member, field string, dst any, path bool) error {
 		want = "a string"
 	case *Duration:
 		want = `a duration string such as "30s"`
-	case *int64:
+	case *int64, *int:
 		want = "a whole number"
-	case *bool:
+	case *bool, **bool:
 		want = "true or false"
 	default:
 		want = fmt.Sprintf("a %v", reflect.TypeOf(dst).Elem())
@@ -929,9 +1041,19 @@ func (p *parser) players(m member, field string) (map[string]PlayerSpec, error) 
 			if err := p.value(pm, sub, &ps.Address, false); err != nil {
 				return nil, err
 			}
+			if ps.Address == "" {
+				return nil, p.errAt(pm.valOff, sub+".address", errNoAddress)
+			}
 		case '{':
 			if err := p.fields(pm.members, sub, &ps); err != nil {
 				return nil, err
+			}
+			// Leaving "address" out is how to say the player only
+			// dials out; an empty one is more likely a slip.
+			for _, f := range pm.members {
+				if f.key == "address" && ps.Address == "" {
+					return nil, p.errAt(f.valOff, sub+".address", errNoAddress)
+				}
 			}
 		default:
 			return nil, p.errAt(pm.valOff, sub, fmt.Errorf(`want a "host:port" string or an object, got %s`, describe(pm.raw)))

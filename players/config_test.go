@@ -121,7 +121,17 @@ func TestParseConfigErrors(t *testing.T) {
 		{"empty host", `{"server0": ":4440"}`, "players.server0.address", 1, "empty host"},
 		{"unspecified host", `{"server0": "0.0.0.0:4440"}`, "players.server0.address", 1, "listen"},
 		{"bad hostname", `{"server0": "a b:4440"}`, "players.server0.address", 1, "not a valid hostname"},
-		{"empty address", `{"players": {"server0": {"listen": ":1"}}}`, "players.server0.address", 1, "missing address"},
+		{"listen without address", `{"players": {"server0": {"listen": ":1"}, "server1": "127.0.0.1:1"}}`, "players.server0.listen", 1, `"listen" without "address"`},
+		{"empty address flat", `{"server0": ""}`, "players.server0.address", 1, "empty address"},
+		{"empty address string", `{"players": {"server0": ""}}`, "players.server0.address", 1, "only dials out is an object without"},
+		{"empty address object", `{"players": {"server0": {"address": ""}}}`, "players.server0.address", 1, "empty address"},
+		{"nobody listens", `{"players": {"data-owner-0": {}}}`, "players", 1, "no player has an address"},
+		{"negative max_members", `{"players": {"a": "127.0.0.1:1"}, "max_members": -1}`, "max_members", 1, "negative count"},
+		{"huge max_members", `{"players": {"a": "127.0.0.1:1"}, "max_members": 2000000}`, "max_members", 1, "above the limit"},
+		{"max_members closed", `{"players": {"a": "127.0.0.1:1"}, "open_membership": false, "max_members": 5}`, "max_members", 1, `"open_membership" is false`},
+		{"max_members closed by default", `{"players": {"a": "127.0.0.1:1", "data-owner-0": "127.0.0.1:2"}, "max_members": 5}`, "max_members", 1, "the config lists data owners"},
+		{"open_membership string", `{"players": {"a": "127.0.0.1:1"}, "open_membership": "yes"}`, "open_membership", 1, "true or false"},
+		{"max_members fraction", `{"players": {"a": "127.0.0.1:1"}, "max_members": 1.5}`, "max_members", 1, "whole number"},
 		{"same address", "{\n \"server0\": \"127.0.0.1:1\",\n \"server1\": \"127.0.0.1:1\"\n}", "players.server1.address", 3, `also the address of player "server0"`},
 		{"same address normalised", "{\"a\": \"Host.example:1\", \"b\": \"host.example:1\"}", "players.b.address", 1, "also the address"},
 		{"bad name", `{"Server0": "127.0.0.1:1"}`, "players.Server0", 1, "lowercase"},
@@ -227,6 +237,83 @@ func TestFingerprint(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, a.Fingerprint(), b.Fingerprint(), "addresses and order do not matter")
 	assert.NotEqual(t, a.Fingerprint(), c.Fingerprint())
+	// Which players only dial out is part of it: a host that thinks a
+	// player listens would wait for it in vain.
+	d, err := ParseConfig([]byte(`{"players": {"x": "127.0.0.1:1", "y": {}}}`), "d.json")
+	require.NoError(t, err)
+	assert.NotEqual(t, a.Fingerprint(), d.Fingerprint())
+	// Unlisted data owners and the membership settings are not.
+	e, err := ParseConfig([]byte(`{"players": {"x": "127.0.0.1:1", "y": "127.0.0.1:2"}, "open_membership": true, "max_members": 3}`), "e.json")
+	require.NoError(t, err)
+	assert.Equal(t, a.Fingerprint(), e.Fingerprint())
+}
+
+// TestOpenMembership: a config that lists no data owner admits any data
+// owner; one that lists data owners (TF Encrypted's hostmap) stays closed
+// unless it says otherwise; nothing but data owners joins unlisted.
+func TestOpenMembership(t *testing.T) {
+	parse := func(data string) *Config {
+		t.Helper()
+		c, err := ParseConfig([]byte(data), "hosts.json")
+		require.NoError(t, err)
+		return c
+	}
+	open := parse(`{"server0": "10.0.0.1:4440", "server1": "10.0.0.2:4440", "server2": "10.0.0.3:4440", "model-owner": "10.0.0.4:4440"}`)
+	assert.True(t, open.OpenMembership(), "no data owner listed")
+	assert.Equal(t, DefaultMaxMembers, open.MaxMembers())
+	for _, name := range []string{"data-owner-0", "data-owner-41", "server0", "model-owner"} {
+		assert.NoError(t, open.Admits(name), name)
+	}
+	for _, name := range []string{"server9", "model-owner-2", "data-owner-x", "data-owner-", "mallory", "Data-owner-1", ""} {
+		err := open.Admits(name)
+		assert.ErrorIs(t, err, ErrUnknownPlayer, name)
+	}
+	assert.ErrorContains(t, open.Admits("server9"), "only data owners (data-owner-N) join without being listed")
+	assert.False(t, open.Listens("data-owner-0"))
+	assert.True(t, open.Listens("server0"))
+
+	tfe := parse(`{"server0": "10.0.0.1:4440", "server1": "10.0.0.2:4440", "server2": "10.0.0.3:4440", "model-owner": "10.0.0.4:4440", "data-owner-0": "10.0.0.5:4440"}`)
+	assert.False(t, tfe.OpenMembership(), "TF Encrypted's hostmap lists every data owner")
+	assert.NoError(t, tfe.Admits("data-owner-0"))
+	assert.ErrorContains(t, tfe.Admits("data-owner-1"), "open_membership is off")
+	assert.True(t, tfe.WithOpenMembership(true).OpenMembership())
+	assert.NoError(t, tfe.WithOpenMembership(true).Admits("data-owner-1"))
+	assert.False(t, tfe.OpenMembership(), "With returns a copy")
+
+	both := parse(`{"players": {"server0": "10.0.0.1:4440", "data-owner-0": "10.0.0.5:4440"}, "open_membership": true, "max_members": 12}`)
+	assert.True(t, both.OpenMembership())
+	assert.Equal(t, 12, both.MaxMembers())
+	assert.NoError(t, both.Admits("data-owner-7"))
+	closed := parse(`{"players": {"server0": "10.0.0.1:4440"}, "open_membership": false}`)
+	assert.ErrorContains(t, closed.Admits("data-owner-7"), "open_membership is off")
+}
+
+// TestDialOnlyPlayers: a player listed without an address only dials out.
+func TestDialOnlyPlayers(t *testing.T) {
+	c, err := ParseConfig([]byte(`{"players": {
+		"server0": "10.0.0.1:4440",
+		"data-owner-0": {},
+		"data-owner-1": {"cert": "do1.pem", "key": "do1-key.pem"}}}`), "/etc/sf/hosts.json")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"data-owner-0", "data-owner-1", "server0"}, c.Names())
+	assert.False(t, c.Listens("data-owner-0"))
+	assert.False(t, c.Listens("data-owner-1"))
+	assert.True(t, c.Listens("server0"))
+	assert.False(t, c.OpenMembership(), "data owners are listed")
+	p, err := c.Player("data-owner-1")
+	require.NoError(t, err)
+	assert.Equal(t, "", p.Address)
+	assert.Equal(t, "", p.Listen)
+	assert.Equal(t, "/etc/sf/do1.pem", p.Cert)
+	specs := c.CertSpecs()
+	require.Len(t, specs, 3)
+	assert.Equal(t, CertSpec{Player: "data-owner-0"}, specs[0], "no hosts for a player that does not listen")
+
+	// NewConfig takes an empty address the same way.
+	nc, err := NewConfig(Spec{Players: map[string]PlayerSpec{"server0": {Address: "10.0.0.1:4440"}, "data-owner-0": {}}}, "")
+	require.NoError(t, err)
+	assert.False(t, nc.Listens("data-owner-0"))
+	assert.Equal(t, c.Names()[0], nc.Names()[0])
 }
 
 func TestCheckName(t *testing.T) {
@@ -351,7 +438,7 @@ func TestParseConfigUnknownFields(t *testing.T) {
 		{"player field", "{\"players\": {\"a\": {\n  \"adress\": \"127.0.0.1:1\"}}}",
 			`players: hosts.json:2:3: players.a.adress: unknown field "adress"; did you mean "address"?`},
 		{"nothing close", players + ` "tls": true}`,
-			`players: hosts.json:2:2: tls: unknown field "tls"; known fields are players, ca, cert_dir, connect_timeout, message_timeout, max_message_bytes, insecure`},
+			`players: hosts.json:2:2: tls: unknown field "tls"; known fields are players, ca, cert_dir, connect_timeout, message_timeout, max_message_bytes, insecure, open_membership, max_members`},
 		{"player field nothing close", `{"players": {"a": {"address": "127.0.0.1:1", "port": 3}}}`,
 			`players: hosts.json:1:46: players.a.port: unknown field "port"; known fields are address, listen, cert, key`},
 		{"flat with a misspelled players", `{"player": {"a": "127.0.0.1:1"}}`,
@@ -415,6 +502,8 @@ func TestParseConfigEveryField(t *testing.T) {
 		ConnectTimeout:  Duration(3 * time.Second),
 		MessageTimeout:  Duration(4 * time.Minute),
 		MaxMessageBytes: 12345,
+		OpenMembership:  new(true),
+		MaxMembers:      7,
 	}
 	data, err := json.Marshal(spec)
 	require.NoError(t, err)
@@ -425,6 +514,8 @@ func TestParseConfigEveryField(t *testing.T) {
 	assert.Equal(t, 3*time.Second, c.ConnectTimeout())
 	assert.Equal(t, 4*time.Minute, c.MessageTimeout())
 	assert.Equal(t, int64(12345), c.MaxMessageBytes())
+	assert.True(t, c.OpenMembership())
+	assert.Equal(t, 7, c.MaxMembers())
 	a, err := c.Player("a")
 	require.NoError(t, err)
 	assert.Equal(t, Player{Name: "a", Address: "10.0.0.1:1", Listen: ":1", Cert: "/etc/shareflow/a.pem", Key: "/k/a-key.pem",

@@ -106,32 +106,8 @@ func GenerateDevPKI(dir string, specs []CertSpec, opts DevPKIOptions) (*DevPKI, 
 	if dir == "" {
 		return nil, errors.New("players: dev PKI: empty directory")
 	}
-	if len(specs) == 0 {
-		return nil, errors.New("players: dev PKI: no players")
-	}
-	seen := make(map[string]bool)
-	for _, s := range specs {
-		if err := CheckName(s.Player); err != nil {
-			return nil, fmt.Errorf("players: dev PKI: %w", err)
-		}
-		if seen[s.Player] {
-			return nil, fmt.Errorf("players: dev PKI: player %q listed twice", s.Player)
-		}
-		seen[s.Player] = true
-		for _, h := range s.Hosts {
-			if _, err := netip.ParseAddr(h); err != nil {
-				if err := checkHostname(h); err != nil {
-					return nil, fmt.Errorf("players: dev PKI: player %q: %w", s.Player, err)
-				}
-			}
-		}
-	}
-	names := make([]string, len(specs))
-	for i, s := range specs {
-		names[i] = s.Player
-	}
-	if err := certDirClash(names); err != nil {
-		return nil, fmt.Errorf("players: dev PKI: %w", err)
+	if err := checkSpecs(specs); err != nil {
+		return nil, err
 	}
 	validity := opts.Validity
 	if validity == 0 {
@@ -156,12 +132,8 @@ func GenerateDevPKI(dir string, specs []CertSpec, opts DevPKIOptions) (*DevPKI, 
 		for _, c := range out.Certs {
 			files = append(files, c.Cert, c.Key)
 		}
-		for _, f := range files {
-			if _, err := os.Lstat(f); err == nil {
-				return nil, fmt.Errorf("players: dev PKI: refusing to overwrite %s: %w", f, fs.ErrExist)
-			} else if !errors.Is(err, fs.ErrNotExist) {
-				return nil, fmt.Errorf("players: dev PKI: %w", err)
-			}
+		if err := refuseExisting(files); err != nil {
+			return nil, err
 		}
 	}
 
@@ -206,47 +178,12 @@ func GenerateDevPKI(dir string, specs []CertSpec, opts DevPKIOptions) (*DevPKI, 
 		{out.CAKey, caKeyPEM, 0o600},
 	}
 	for i, s := range specs {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return nil, fmt.Errorf("players: dev PKI: key of %q: %w", s.Player, err)
-		}
-		sn, err := serial()
-		if err != nil {
-			return nil, err
-		}
-		tmpl := &x509.Certificate{
-			SerialNumber: sn,
-			Subject:      pkix.Name{CommonName: s.Player, Organization: []string{"shareflow (development only)"}},
-			NotBefore:    t0,
-			NotAfter:     t0.Add(validity),
-			KeyUsage:     x509.KeyUsageDigitalSignature,
-			ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-			DNSNames:     []string{s.Player},
-			URIs:         []*url.URL{PlayerURI(s.Player)},
-		}
-		for _, h := range s.Hosts {
-			if ip, err := netip.ParseAddr(h); err == nil {
-				nip := net.IP(ip.Unmap().AsSlice())
-				if !slices.ContainsFunc(tmpl.IPAddresses, nip.Equal) {
-					tmpl.IPAddresses = append(tmpl.IPAddresses, nip)
-				}
-				continue
-			}
-			h = strings.ToLower(strings.TrimSuffix(h, "."))
-			if !slices.Contains(tmpl.DNSNames, h) {
-				tmpl.DNSNames = append(tmpl.DNSNames, h)
-			}
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			return nil, fmt.Errorf("players: dev PKI: certificate of %q: %w", s.Player, err)
-		}
-		kp, err := keyPEM(key)
+		certPEM, kp, err := mintCert(ca, caKey, s, t0, validity)
 		if err != nil {
 			return nil, err
 		}
 		files = append(files,
-			file{out.Certs[i].Cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644},
+			file{out.Certs[i].Cert, certPEM, 0o644},
 			file{out.Certs[i].Key, kp, 0o600})
 	}
 
@@ -275,4 +212,202 @@ func keyPEM(key *ecdsa.PrivateKey) ([]byte, error) {
 		return nil, fmt.Errorf("players: dev PKI: encoding key: %w", err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+// mintCert makes a key and a certificate for s, signed by ca, valid from
+// t0 for validity, and returns both PEM encoded.
+func mintCert(ca *x509.Certificate, caKey *ecdsa.PrivateKey, s CertSpec, t0 time.Time, validity time.Duration) (certPEM, kp []byte, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("players: dev PKI: key of %q: %w", s.Player, err)
+	}
+	sn, err := serial()
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: sn,
+		Subject:      pkix.Name{CommonName: s.Player, Organization: []string{"shareflow (development only)"}},
+		NotBefore:    t0,
+		NotAfter:     t0.Add(validity),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		DNSNames:     []string{s.Player},
+		URIs:         []*url.URL{PlayerURI(s.Player)},
+	}
+	for _, h := range s.Hosts {
+		if ip, err := netip.ParseAddr(h); err == nil {
+			nip := net.IP(ip.Unmap().AsSlice())
+			if !slices.ContainsFunc(tmpl.IPAddresses, nip.Equal) {
+				tmpl.IPAddresses = append(tmpl.IPAddresses, nip)
+			}
+			continue
+		}
+		h = strings.ToLower(strings.TrimSuffix(h, "."))
+		if !slices.Contains(tmpl.DNSNames, h) {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("players: dev PKI: certificate of %q: %w", s.Player, err)
+	}
+	kp, err = keyPEM(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), kp, nil
+}
+
+// checkSpecs checks the names and hosts of specs, and that their files
+// cannot clash in one directory.
+func checkSpecs(specs []CertSpec) error {
+	if len(specs) == 0 {
+		return errors.New("players: dev PKI: no players")
+	}
+	seen := make(map[string]bool)
+	names := make([]string, len(specs))
+	for i, s := range specs {
+		if err := CheckName(s.Player); err != nil {
+			return fmt.Errorf("players: dev PKI: %w", err)
+		}
+		if seen[s.Player] {
+			return fmt.Errorf("players: dev PKI: player %q listed twice", s.Player)
+		}
+		seen[s.Player] = true
+		names[i] = s.Player
+		for _, h := range s.Hosts {
+			if _, err := netip.ParseAddr(h); err != nil {
+				if err := checkHostname(h); err != nil {
+					return fmt.Errorf("players: dev PKI: player %q: %w", s.Player, err)
+				}
+			}
+		}
+	}
+	if err := certDirClash(names); err != nil {
+		return fmt.Errorf("players: dev PKI: %w", err)
+	}
+	return nil
+}
+
+// refuseExisting returns an error wrapping fs.ErrExist for the first of
+// files that exists.
+func refuseExisting(files []string) error {
+	for _, f := range files {
+		if _, err := os.Lstat(f); err == nil {
+			return fmt.Errorf("players: dev PKI: refusing to overwrite %s: %w", f, fs.ErrExist)
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("players: dev PKI: %w", err)
+		}
+	}
+	return nil
+}
+
+// IssueCerts makes more player certificates with the CA that
+// GenerateDevPKI left in dir (ca.pem and ca-key.pem), in the same layout,
+// without touching the CA or any other player's files: this is how data
+// owners that join an open federation get their certificates once the
+// servers run. Unless opts.Force is set, it refuses, before writing
+// anything, if a certificate or key it would write exists; the error then
+// wraps fs.ErrExist. It refuses a validity that would outlast the CA. The
+// result lists the CA (not rewritten) and the files written.
+func IssueCerts(dir string, specs []CertSpec, opts DevPKIOptions) (*DevPKI, error) {
+	if dir == "" {
+		return nil, errors.New("players: dev PKI: empty directory")
+	}
+	if err := checkSpecs(specs); err != nil {
+		return nil, err
+	}
+	validity := opts.Validity
+	if validity == 0 {
+		validity = DefaultCertValidity
+	}
+	if validity < 0 {
+		return nil, fmt.Errorf("players: dev PKI: negative validity %s", validity)
+	}
+	now := time.Now
+	if opts.Now != nil {
+		now = opts.Now
+	}
+	t0 := now().Add(-time.Hour).UTC().Truncate(time.Second) // tolerate clock skew
+
+	out := &DevPKI{CACert: CAFile(dir), CAKey: CAKeyFile(dir)}
+	for _, s := range specs {
+		cert, key := CertFiles(dir, s.Player)
+		out.Certs = append(out.Certs, CertFilePair{Player: s.Player, Cert: cert, Key: key})
+	}
+	if !opts.Force {
+		var files []string
+		for _, c := range out.Certs {
+			files = append(files, c.Cert, c.Key)
+		}
+		if err := refuseExisting(files); err != nil {
+			return nil, err
+		}
+	}
+	ca, caKey, err := loadCA(out.CACert, out.CAKey)
+	if err != nil {
+		return nil, err
+	}
+	if end := t0.Add(validity); end.After(ca.NotAfter) {
+		return nil, fmt.Errorf("players: dev PKI: certificates valid for %s would outlast the CA %s, valid until %s; ask for a shorter validity", validity, out.CACert, ca.NotAfter.Format(time.DateOnly))
+	}
+	type file struct {
+		path string
+		data []byte
+		mode os.FileMode
+	}
+	var files []file
+	for i, s := range specs {
+		certPEM, kp, err := mintCert(ca, caKey, s, t0, validity)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files,
+			file{out.Certs[i].Cert, certPEM, 0o644},
+			file{out.Certs[i].Key, kp, 0o600})
+	}
+	for _, f := range files {
+		if err := atomicfile.WriteFile(f.path, f.data, f.mode); err != nil {
+			return nil, fmt.Errorf("players: dev PKI: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// loadCA reads the CA certificate and its ECDSA key, and checks that
+// they go together and that the certificate is a CA's.
+func loadCA(certFile, keyFile string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+	certPEM, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("players: dev PKI: reading the CA certificate (made by GenerateDevPKI, or shareflow certs): %w", err)
+	}
+	certs, err := parseCerts(certPEM, certFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("players: dev PKI: %w", err)
+	}
+	ca := certs[0]
+	if !ca.BasicConstraintsValid || !ca.IsCA {
+		return nil, nil, fmt.Errorf("players: dev PKI: %s: certificate %q is not a CA certificate", certFile, ca.Subject.CommonName)
+	}
+	keyData, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("players: dev PKI: reading the CA key: %w", err)
+	}
+	block, _ := pem.Decode(keyData)
+	if block == nil || block.Type != "PRIVATE KEY" {
+		return nil, nil, fmt.Errorf("players: dev PKI: %s: no PKCS#8 \"PRIVATE KEY\" PEM block", keyFile)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return nil, nil, fmt.Errorf("players: dev PKI: %s: %w", keyFile, err)
+	}
+	key, ok := k.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, nil, fmt.Errorf("players: dev PKI: %s: a %T, want an ECDSA key", keyFile, k)
+	}
+	if !key.PublicKey.Equal(ca.PublicKey) {
+		return nil, nil, fmt.Errorf("players: dev PKI: key %s does not go with CA certificate %s", keyFile, certFile)
+	}
+	return ca, key, nil
 }

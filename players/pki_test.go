@@ -217,3 +217,83 @@ func TestLoadIdentityErrors(t *testing.T) {
 	_, err = bare.LoadIdentity("server0")
 	assert.ErrorContains(t, err, "no CA certificate")
 }
+
+// TestIssueCerts: certificates minted later with the CA in the directory
+// verify like the first ones, leave the CA and the other players' files
+// untouched, and are refused over existing files unless forced.
+func TestIssueCerts(t *testing.T) {
+	c, dir := devPKI(t, threeHosts)
+	caBefore, err := os.ReadFile(CAFile(dir))
+	require.NoError(t, err)
+	s0Before, err := os.ReadFile(filepath.Join(dir, "server0.pem"))
+	require.NoError(t, err)
+
+	res, err := IssueCerts(dir, []CertSpec{{Player: "data-owner-0"}, {Player: "data-owner-1"}}, DevPKIOptions{})
+	require.NoError(t, err)
+	require.Len(t, res.Certs, 2)
+	assert.Equal(t, filepath.Join(dir, "data-owner-1.pem"), res.Certs[1].Cert)
+	caAfter, err := os.ReadFile(CAFile(dir))
+	require.NoError(t, err)
+	assert.Equal(t, caBefore, caAfter, "the CA is not rewritten")
+	s0After, err := os.ReadFile(filepath.Join(dir, "server0.pem"))
+	require.NoError(t, err)
+	assert.Equal(t, s0Before, s0After, "other players' files are not rewritten")
+
+	// The config lists no data owner, so it admits them, and each loads
+	// its identity from the certificate directory.
+	require.True(t, c.OpenMembership())
+	id, err := c.LoadIdentity("data-owner-1")
+	require.NoError(t, err)
+	assert.Equal(t, "data-owner-1", id.Player())
+	st, err := os.Stat(res.Certs[0].Key)
+	require.NoError(t, err)
+	assert.Equal(t, fs.FileMode(0o600), st.Mode().Perm())
+
+	// Existing files are kept unless forced.
+	before, err := os.ReadFile(res.Certs[0].Cert)
+	require.NoError(t, err)
+	_, err = IssueCerts(dir, []CertSpec{{Player: "data-owner-2"}, {Player: "data-owner-0"}}, DevPKIOptions{})
+	assert.ErrorIs(t, err, fs.ErrExist)
+	_, err = os.Stat(filepath.Join(dir, "data-owner-2.pem"))
+	assert.ErrorIs(t, err, fs.ErrNotExist, "nothing written when one file exists")
+	_, err = IssueCerts(dir, []CertSpec{{Player: "data-owner-0"}}, DevPKIOptions{Force: true})
+	require.NoError(t, err)
+	after, err := os.ReadFile(res.Certs[0].Cert)
+	require.NoError(t, err)
+	assert.NotEqual(t, before, after)
+
+	// No CA, a validity past the CA's, bad names.
+	_, err = IssueCerts(t.TempDir(), []CertSpec{{Player: "data-owner-0"}}, DevPKIOptions{})
+	assert.ErrorContains(t, err, "CA certificate")
+	_, err = IssueCerts(dir, []CertSpec{{Player: "data-owner-5"}}, DevPKIOptions{Validity: 10 * DevCAValidity})
+	assert.ErrorContains(t, err, "outlast the CA")
+	_, err = IssueCerts(dir, []CertSpec{{Player: "Data-Owner"}}, DevPKIOptions{})
+	assert.Error(t, err)
+	// A CA key that does not go with the certificate.
+	other := t.TempDir()
+	_, err = GenerateDevPKI(other, []CertSpec{{Player: "a"}}, DevPKIOptions{})
+	require.NoError(t, err)
+	require.NoError(t, os.Rename(CAKeyFile(other), CAKeyFile(dir)))
+	_, err = IssueCerts(dir, []CertSpec{{Player: "data-owner-6"}}, DevPKIOptions{})
+	assert.ErrorContains(t, err, "does not go with CA certificate")
+}
+
+// TestLoadIdentityOfMember: an unlisted data owner needs the certificate
+// directory, and a config that admits it.
+func TestLoadIdentityOfMember(t *testing.T) {
+	c, dir := devPKI(t, threeHosts)
+	_, err := IssueCerts(dir, []CertSpec{{Player: "data-owner-3"}, {Player: "server9"}}, DevPKIOptions{})
+	require.NoError(t, err)
+	_, err = c.LoadIdentity("server9")
+	assert.ErrorIs(t, err, ErrUnknownPlayer, "only data owners join unlisted")
+	_, err = c.WithOpenMembership(false).LoadIdentity("data-owner-3")
+	assert.ErrorIs(t, err, ErrUnknownPlayer)
+
+	bare, err := ParseConfig([]byte(threeHosts), "hosts.json")
+	require.NoError(t, err)
+	_, err = bare.LoadIdentity("data-owner-3")
+	var ce *ConfigError
+	require.ErrorAs(t, err, &ce)
+	assert.Equal(t, "cert_dir", ce.Field)
+	assert.Contains(t, err.Error(), `no certificate for data owner "data-owner-3"`)
+}

@@ -104,14 +104,25 @@ type Identity struct {
 // file must hold CA certificates; the certificate and key files must
 // match; the certificate must be signed by the CA, valid now, usable for
 // both server and client authentication, and name self. Errors name the
-// file and the config field it came from.
+// file and the config field it came from. A data owner the config does not
+// list but admits (see Admits) finds its certificate and key in the
+// certificate directory.
 func (c *Config) LoadIdentity(self string) (*Identity, error) {
 	if c.insecure {
 		return nil, &ConfigError{File: c.file, Field: "insecure", Err: ErrInsecure}
 	}
 	p, err := c.Player(self)
 	if err != nil {
-		return nil, &ConfigError{File: c.file, Field: "players", Err: err}
+		if c.Admits(self) != nil {
+			return nil, &ConfigError{File: c.file, Field: "players", Err: err}
+		}
+		// A data owner the config does not list, joining under open
+		// membership: its files are in the certificate directory.
+		if c.certDir == "" {
+			return nil, &ConfigError{File: c.file, Field: "cert_dir", Err: fmt.Errorf(`no certificate for data owner %q: it is not listed in the config, so its certificate and key are NAME.pem and NAME-key.pem in the certificate directory; set "cert_dir" in the config or give a certificate directory`, self)}
+		}
+		p = Player{Name: self, certField: "cert_dir", keyField: "cert_dir"}
+		p.Cert, p.Key = CertFiles(c.certDir, self)
 	}
 	if c.ca == "" {
 		return nil, &ConfigError{File: c.file, Field: "ca", Err: errors.New(`no CA certificate: set "ca" or "cert_dir" in the config, or give a certificate directory`)}
@@ -216,7 +227,8 @@ func (id *Identity) Certificate() *x509.Certificate { return id.cert.Leaf }
 
 // ServerTLS returns the TLS configuration for the player's server:
 // TLS 1.3 only, a client certificate signed by the CA required, and that
-// certificate must name a player of the config other than this one. The
+// certificate must name a peer the config admits (a player of the config,
+// or with open membership any data owner) other than this one. The
 // handler learns the caller's name from the verified certificate with
 // PlayerFromCert. The errors of the certificate checks match
 // ErrPeerCertificate.
@@ -232,7 +244,10 @@ func (id *Identity) ServerTLS() *tls.Config {
 			if err != nil {
 				return refuse("players: %s refuses client: %w", self, err)
 			}
-			if !cfg.Has(name) {
+			if err := cfg.Admits(name); err != nil {
+				if RoleOf(name) == RoleDataOwner && CheckName(name) == nil {
+					return refuse("players: %s refuses client: certificate names data owner %q, which is not in the config, and the config does not admit unlisted data owners (open_membership is off)", self, name)
+				}
 				return refuse("players: %s refuses client: certificate names player %q, which is not in the config", self, name)
 			}
 			if name == self {

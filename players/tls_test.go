@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"fmt"
 	"math/big"
 	"net"
 	"net/url"
@@ -267,4 +268,44 @@ func issue(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, cn strin
 	leaf, err := x509.ParseCertificate(der)
 	require.NoError(t, err)
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
+}
+
+// TestTLSOpenMembership: a server admits a data owner the config does not
+// list when its certificate comes from the CA and the config admits
+// unlisted data owners; any other unlisted name is refused.
+func TestTLSOpenMembership(t *testing.T) {
+	c, dir := devPKI(t, threeHosts)
+	_, err := IssueCerts(dir, []CertSpec{{Player: "data-owner-4"}, {Player: "server9"}, {Player: "model-owner-2"}}, DevPKIOptions{})
+	require.NoError(t, err)
+	srv, err := ServerTLS(c, "server1")
+	require.NoError(t, err)
+	dialAs := func(name string) *tls.Config {
+		t.Helper()
+		cert, key := CertFiles(dir, name)
+		pair, err := tls.LoadX509KeyPair(cert, key)
+		require.NoError(t, err)
+		cli, err := ClientTLS(c, "server0", "server1")
+		require.NoError(t, err)
+		cli.Certificates = []tls.Certificate{pair}
+		return cli
+	}
+	cerr, serr, seen := handshake(t, dialAs("data-owner-4"), srv)
+	require.NoError(t, cerr)
+	require.NoError(t, serr)
+	assert.Equal(t, "data-owner-4", seen)
+
+	for _, name := range []string{"server9", "model-owner-2"} {
+		cerr, serr, _ := handshake(t, dialAs(name), srv)
+		assert.Error(t, cerr, name)
+		require.Error(t, serr, name)
+		assert.ErrorIs(t, serr, ErrPeerCertificate)
+		assert.Contains(t, serr.Error(), fmt.Sprintf("certificate names player %q, which is not in the config", name))
+	}
+
+	closed, err := ServerTLS(c.WithOpenMembership(false), "server1")
+	require.NoError(t, err)
+	cerr, serr, _ = handshake(t, dialAs("data-owner-4"), closed)
+	assert.Error(t, cerr)
+	require.Error(t, serr)
+	assert.Contains(t, serr.Error(), `certificate names data owner "data-owner-4", which is not in the config, and the config does not admit unlisted data owners (open_membership is off)`)
 }

@@ -152,6 +152,7 @@ func TestStepsDeclareWhatTheyTouch(t *testing.T) {
 				g, op, _, _ := everyVerbGraph()
 				return g, op
 			},
+			"every product": everyProductGraph,
 		} {
 			g, op := build()
 			s, err := NewLocal(g, opts)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/shareflow/shareflow/graph"
 	"github.com/shareflow/shareflow/protocol/pond"
@@ -48,6 +49,9 @@ type base struct {
 	// trace, when set (by tests, before the first Run), is told of every
 	// access of every step to its player's values.
 	trace func(player string, s step, v value, write bool)
+	// timing, when set (by benchmarks, before the first Run), is told how
+	// long each step took. It is called from every player's goroutine.
+	timing func(player string, s step, d time.Duration)
 }
 
 func newBase(g *graph.Graph, opts Options, log *slog.Logger) (*base, error) {
@@ -78,6 +82,9 @@ func newBase(g *graph.Graph, opts Options, log *slog.Logger) (*base, error) {
 	}
 	if s := opts.servers(); s[0] == "" || s[1] == "" || s[0] == s[1] {
 		return nil, fmt.Errorf("session: servers %q and %q must be two distinct players", s[0], s[1])
+	}
+	if cp, s := opts.CryptoProducer, opts.servers(); cp != "" && (cp == s[0] || cp == s[1]) {
+		return nil, fmt.Errorf("session: crypto producer %q must not be a compute server (servers %q and %q)", cp, s[0], s[1])
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -121,15 +128,22 @@ func (b *base) runPlayer(ctx context.Context, plan *Plan, player string, t *coun
 		player: player, proto: b.proto, t: t, rng: b.rand.of(player),
 		session: b.opts.SessionID, iter: iter,
 		public: map[graph.Ref][]float64{}, shares: map[graph.Ref]pond.Share{}, seeds: map[graph.Ref]pond.SeededShare{},
-		wire: map[graph.Ref][]byte{}, backing: map[*uint64][]byte{}, pool: b.pool,
+		wire: map[graph.Ref][]byte{}, triples: map[graph.Ref]*pond.TripleShare{}, backing: map[*uint64][]byte{}, pool: b.pool,
 	}
 	defer r.release()
 	for _, s := range plan.steps[player] {
 		if b.trace != nil {
 			r.trace = func(v value, write bool) { b.trace(player, s, v, write) }
 		}
+		var start time.Time
+		if b.timing != nil {
+			start = time.Now()
+		}
 		if err := s.exec(ctx, r); err != nil {
 			return &PlayerError{Player: player, Iteration: iter, Err: err}
+		}
+		if b.timing != nil {
+			b.timing(player, s, time.Since(start))
 		}
 	}
 	return nil
@@ -152,7 +166,7 @@ func NewLocal(g *graph.Graph, opts Options) (*Local, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Local{base: b, net: transport.NewMemory(graphPlayers(g, b.opts.servers())...), endpoints: map[string]*transport.MemoryEndpoint{}}, nil
+	return &Local{base: b, net: transport.NewMemory(graphPlayers(g, b.opts)...), endpoints: map[string]*transport.MemoryEndpoint{}}, nil
 }
 
 // WithLogger makes the session log each iteration's start and end, and
@@ -204,12 +218,18 @@ func (s *Local) Run(ctx context.Context, op *graph.Op) error {
 	return nil
 }
 
-// graphPlayers returns every player a graph names, and the servers.
-func graphPlayers(g *graph.Graph, servers [2]string) []string {
+// graphPlayers returns every player a graph names, the servers, and the
+// crypto producer if the graph has a private product.
+func graphPlayers(g *graph.Graph, opts Options) []string {
+	servers := opts.servers()
 	seen := map[string]bool{servers[0]: true, servers[1]: true}
 	out := []string{servers[0], servers[1]}
 	for _, n := range g.Nodes() {
-		if p := n.Player(); p != "" && !seen[p] {
+		p := n.Player()
+		if n.Kind().PrivateProduct() {
+			p = opts.cryptoProducer()
+		}
+		if p != "" && !seen[p] {
 			seen[p] = true
 			out = append(out, p)
 		}

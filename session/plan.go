@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"sort"
 	"strings"
@@ -71,11 +72,13 @@ func (p *Plan) String() string {
 type compiler struct {
 	proto    *pond.Protocol
 	servers  [2]string
+	producer string // the crypto producer
 	steps    map[string][]step
 	edge     uint64
 	sent     map[sentKey]bool // public tensors already moved to a player
 	masked   [2]int           // elements of masked inputs each server receives
 	clearDiv bool
+	products bool // some product needs a triple from the crypto producer
 }
 
 type sentKey struct {
@@ -102,6 +105,7 @@ func compile(g *graph.Graph, op *graph.Op, proto *pond.Protocol, opts Options) (
 	c := &compiler{
 		proto:    proto,
 		servers:  opts.servers(),
+		producer: opts.cryptoProducer(),
 		steps:    map[string][]step{},
 		sent:     map[sentKey]bool{},
 		clearDiv: !opts.PrivateDivision,
@@ -109,13 +113,18 @@ func compile(g *graph.Graph, op *graph.Op, proto *pond.Protocol, opts Options) (
 	reveal := c.revealRefs(op.Node())
 	needed := neededNodes(op.Node(), reveal)
 
+	var nodes []*graph.Node
 	for _, n := range g.Nodes() {
 		if !needed[n.ID()] {
 			continue
 		}
+		nodes = append(nodes, n)
 		if err := c.lower(n, reveal); err != nil {
 			return nil, err
 		}
+	}
+	if err := c.checkProducerReceivesNothing(); err != nil {
+		return nil, err
 	}
 	if err := checkDataflow(c.steps); err != nil {
 		return nil, fmt.Errorf("session: %s: %w", op.Node(), err)
@@ -126,24 +135,26 @@ func compile(g *graph.Graph, op *graph.Op, proto *pond.Protocol, opts Options) (
 		plan.players = append(plan.players, p)
 	}
 	sort.Strings(plan.players)
-	plan.fingerprint = fingerprint(proto.Config(), opts, c.servers, plan.String())
+	plan.fingerprint = fingerprint(proto.Config(), opts, c.servers, c.producer, structure(nodes), plan.String())
 	return plan, nil
 }
 
 // fingerprintLabel names the fingerprint's encoding; change its version
 // whenever the encoding changes.
-const fingerprintLabel = "shareflow/plan-fingerprint/v2"
+const fingerprintLabel = "shareflow/plan-fingerprint/v3"
 
 // fingerprint hashes, in one canonical encoding, everything that decides
 // what a plan computes: the protocol's configuration (every field of
 // pond.Config, defaults filled in, see pond.Config.AppendBinary), the
-// session options that change the computation (the servers and
-// PrivateDivision), and the plan's text, which names every step, tensor,
-// shape and edge. Every part is length-prefixed, so no two inputs encode
-// alike. The session id is compared on its own in the handshake, and
-// Options.Rand and Options.Players change who draws or connects, not what
-// is computed.
-func fingerprint(cfg pond.Config, opts Options, servers [2]string, text string) string {
+// session options that change the computation (the servers, the crypto
+// producer and PrivateDivision), the structure of the nodes the plan
+// computes (see structure: which tensor feeds which operand, which the
+// plan's text does not say), and the plan's text, which names every step,
+// tensor, shape and edge. Every part is length-prefixed, so no two inputs
+// encode alike. The session id is compared on its own in the handshake,
+// and Options.Rand and Options.Players change who draws or connects, not
+// what is computed.
+func fingerprint(cfg pond.Config, opts Options, servers [2]string, producer string, nodes []byte, text string) string {
 	b := append([]byte(fingerprintLabel), 0)
 	part := func(p []byte) {
 		b = binary.LittleEndian.AppendUint64(b, uint64(len(p)))
@@ -156,14 +167,47 @@ func fingerprint(cfg pond.Config, opts Options, servers [2]string, text string) 
 	part(enc)
 	part([]byte(servers[0]))
 	part([]byte(servers[1]))
+	part([]byte(producer))
 	private := []byte{0}
 	if opts.PrivateDivision {
 		private[0] = 1
 	}
 	part(private)
+	part(nodes)
 	part([]byte(text))
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
+}
+
+// structure encodes the nodes a plan computes, in order: for each its ID,
+// kind, player, constant (or axis), the node and output of each input in
+// operand order, and its output shapes. Two graphs that differ only in
+// the order of operands (x − y against y − x, x·y against y·x) print the
+// same plan, as steps name their nodes but not their inputs; their
+// fingerprints differ by this part.
+func structure(nodes []*graph.Node) []byte {
+	var b []byte
+	u64 := func(v uint64) { b = binary.LittleEndian.AppendUint64(b, v) }
+	for _, n := range nodes {
+		u64(uint64(n.ID()))
+		u64(uint64(n.Kind()))
+		u64(uint64(len(n.Player())))
+		b = append(b, n.Player()...)
+		u64(math.Float64bits(n.Constant()))
+		u64(uint64(len(n.Inputs())))
+		for _, in := range n.Inputs() {
+			u64(uint64(in.Node.ID()))
+			u64(uint64(in.Index))
+		}
+		u64(uint64(len(n.Outputs())))
+		for _, s := range n.Outputs() {
+			u64(uint64(len(s)))
+			for _, d := range s {
+				u64(uint64(d))
+			}
+		}
+	}
+	return b
 }
 
 func containsNode(g *graph.Graph, n *graph.Node) bool {
@@ -241,9 +285,15 @@ func (c *compiler) lower(n *graph.Node, reveal []revealTarget) error {
 			c.emit(seedTo, &recvSeedStep{ref: ref, from: n.Player(), edge: st.seedEdge})
 			c.emit(maskedTo, &recvMaskedStep{ref: ref, from: n.Player(), edge: st.maskedEdge})
 		}
-	case graph.KindAddN, graph.KindSub, graph.KindNeg:
+	case graph.KindAddN, graph.KindSub, graph.KindNeg, graph.KindReduceSum, graph.KindAddBias:
 		c.emit(s0, &linearStep{node: n})
 		c.emit(s1, &linearStep{node: n})
+	case graph.KindAddConstant:
+		return c.lowerAddConstant(n)
+	case graph.KindMul, graph.KindSquare, graph.KindMatMul, graph.KindDot:
+		return c.lowerPrivateProduct(n)
+	case graph.KindMulPublicTensor, graph.KindMatMulPublic:
+		return c.lowerPublicProduct(n)
 	case graph.KindMulPublic, graph.KindDiv:
 		k := n.Constant()
 		if n.Kind() == graph.KindDiv {
@@ -256,15 +306,9 @@ func (c *compiler) lower(n *graph.Node, reveal []revealTarget) error {
 			}
 			return fmt.Errorf("session: %s: %w", n, err)
 		}
-		switch c.proto.Config().Truncation {
-		case pond.Interactive:
-			e := c.newEdge()
-			c.emit(s0, &mulPublicStep{node: n, c: enc, party: pond.Server0, peer: s1, edge: e})
-			c.emit(s1, &mulPublicStep{node: n, c: enc, party: pond.Server1, peer: s0, edge: e})
-		default:
-			c.emit(s0, &mulPublicStep{node: n, c: enc, party: pond.Server0, local: true})
-			c.emit(s1, &mulPublicStep{node: n, c: enc, party: pond.Server1, local: true})
-		}
+		tr := c.truncation()
+		c.emit(s0, &mulPublicStep{node: n, c: enc, trunc: tr[0]})
+		c.emit(s1, &mulPublicStep{node: n, c: enc, trunc: tr[1]})
 	case graph.KindOutput:
 		rs := &revealStep{node: n, targets: reveal, servers: c.servers}
 		for _, t := range reveal {
@@ -351,6 +395,12 @@ type Options struct {
 	// Servers names the two compute servers; empty means server0 and
 	// server1.
 	Servers [2]string
+	// CryptoProducer names the player that draws the Beaver triples of
+	// private products (Mul, Square, MatMul, Dot) and sends each server
+	// its share; empty means server2 (players.CryptoProducer). It must be
+	// neither server, and it receives nothing. Plans without private
+	// products do not involve it.
+	CryptoProducer string
 	// SessionID distinguishes this run's messages and mask streams from
 	// every other run's. Empty means a fresh random id (local sessions);
 	// players on separate hosts must agree on it.
@@ -373,6 +423,13 @@ type Options struct {
 	// protocol (multiply by 1/d and truncate) instead of revealing the
 	// dividend and dividing on the output player.
 	PrivateDivision bool
+}
+
+func (o Options) cryptoProducer() string {
+	if o.CryptoProducer == "" {
+		return players.CryptoProducer
+	}
+	return o.CryptoProducer
 }
 
 func (o Options) servers() [2]string {

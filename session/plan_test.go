@@ -93,6 +93,7 @@ var configChanges = map[string]func(*pond.Config){
 	"IntBits":    func(c *pond.Config) { c.IntBits = 8 },
 	"StatGap":    func(c *pond.Config) { c.StatGap = 16 },
 	"Truncation": func(c *pond.Config) { c.Truncation = pond.Local },
+	"MaskPRG":    func(c *pond.Config) { c.MaskPRG = pond.MaskAES256 },
 }
 
 // optionChanges says, for every field of Options, how to change it and
@@ -106,6 +107,7 @@ var optionChanges = map[string]struct {
 }{
 	"Protocol":        {nil, true, "every field, below"},
 	"Servers":         {func(o *Options) { o.Servers = [2]string{"server1", "server0"} }, true, ""},
+	"CryptoProducer":  {func(o *Options) { o.CryptoProducer = "dealer" }, true, ""},
 	"PrivateDivision": {func(o *Options) { o.PrivateDivision = true }, true, ""},
 	"SessionID":       {func(o *Options) { o.SessionID = "other" }, false, "the handshake compares session ids on their own"},
 	"Rand":            {func(o *Options) { o.Rand = newSeededRand(9) }, false, "randomness changes the masks, not what is computed"},
@@ -221,6 +223,15 @@ func messageOrder(p *Plan) (sent, received map[[2]string][]uint64) {
 	add := func(m map[[2]string][]uint64, from, to string, e uint64) {
 		m[[2]string{from, to}] = append(m[[2]string{from, to}], e)
 	}
+	truncate := func(t truncation, player string) {
+		switch {
+		case t.local:
+		case t.party == pond.Server0:
+			add(sent, player, t.peer, t.edge)
+		default:
+			add(received, t.peer, player, t.edge)
+		}
+	}
 	for player, steps := range p.steps {
 		for _, s := range steps {
 			switch s := s.(type) {
@@ -236,13 +247,18 @@ func messageOrder(p *Plan) (sent, received map[[2]string][]uint64) {
 			case *recvMaskedStep:
 				add(received, s.from, player, s.edge)
 			case *mulPublicStep:
-				switch {
-				case s.local:
-				case s.party == 0:
-					add(sent, player, s.peer, s.edge)
-				default:
-					add(received, s.peer, player, s.edge)
-				}
+				truncate(s.trunc, player)
+			case *tripleStep:
+				add(sent, player, s.servers[0], s.edges[0])
+				add(sent, player, s.servers[1], s.edges[1])
+			case *recvTripleStep:
+				add(received, s.from, player, s.edge)
+			case *productStep:
+				add(sent, player, s.peer, s.sendEdge)
+				add(received, s.peer, player, s.recvEdge)
+				truncate(s.trunc, player)
+			case *publicProductStep:
+				truncate(s.trunc, player)
 			case *sendShareStep:
 				add(sent, player, s.to, s.edge)
 			case *revealStep:

@@ -227,6 +227,14 @@ func (s *Remote) handshake(ctx context.Context, t transport.Transport, plan *Pla
 	if !slices.Contains(peers, s.self) {
 		return fmt.Errorf("session: player %q is not among the players %v", s.self, peers)
 	}
+	// Every player computes this from the same plan and list, so all stop
+	// here alike instead of waiting for a player nobody connects to (the
+	// crypto producer of a plan with products, say).
+	for _, p := range plan.players {
+		if !slices.Contains(peers, p) {
+			return fmt.Errorf("session: the plan needs player %q, which is not among the players %v (Options.Players)", p, peers)
+		}
+	}
 	for _, p := range peers {
 		if p == s.self {
 			continue

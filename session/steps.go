@@ -65,6 +65,9 @@ const (
 	// wireValue is the encoding of a public tensor for the wire, made once
 	// for all the players it goes to (runner.wire).
 	wireValue
+	// tripleValue is a server's share of the Beaver triple of a private
+	// product, named by the product's ref (runner.triples).
+	tripleValue
 )
 
 func (k valueKind) String() string {
@@ -75,6 +78,8 @@ func (k valueKind) String() string {
 		return "share"
 	case wireValue:
 		return "encoding"
+	case tripleValue:
+		return "triple"
 	}
 	return fmt.Sprintf("valueKind(%d)", uint8(k))
 }
@@ -118,9 +123,10 @@ type runner struct {
 	iter    uint64
 	public  map[graph.Ref][]float64
 	shares  map[graph.Ref]pond.Share
-	seeds   map[graph.Ref]pond.SeededShare // input shares not yet expanded (see share)
-	wire    map[graph.Ref][]byte           // encoded public tensors, sent to several players
-	backing map[*uint64][]byte             // messages that shares are views of
+	seeds   map[graph.Ref]pond.SeededShare  // input shares not yet expanded (see share)
+	wire    map[graph.Ref][]byte            // encoded public tensors, sent to several players
+	triples map[graph.Ref]*pond.TripleShare // triples of private products, by product
+	backing map[*uint64][]byte              // messages that shares are views of
 	pool    *pool
 	trace   func(v value, write bool)
 }
@@ -140,6 +146,10 @@ func (r *runner) release() {
 	for ref, b := range r.wire {
 		r.pool.putBytes(b)
 		delete(r.wire, ref)
+	}
+	for ref, t := range r.triples {
+		r.pool.putTriple(t)
+		delete(r.triples, ref)
 	}
 	clear(r.public)
 	clear(r.seeds)
@@ -197,6 +207,23 @@ func (r *runner) setShare(ref graph.Ref, s pond.Share) {
 	r.shares[ref] = s
 }
 
+func (r *runner) setTriple(ref graph.Ref, t *pond.TripleShare) {
+	r.touch(tripleValue, ref, true)
+	r.triples[ref] = t
+}
+
+// takeTriple returns the server's triple for the product ref and forgets
+// it: a triple serves one product. The caller gives it back to the pool.
+func (r *runner) takeTriple(ref graph.Ref) (*pond.TripleShare, error) {
+	r.touch(tripleValue, ref, false)
+	t, ok := r.triples[ref]
+	if !ok {
+		return nil, fmt.Errorf("no triple for %s on %q (plan bug)", ref, r.player)
+	}
+	delete(r.triples, ref)
+	return t, nil
+}
+
 // appender is a wire type that encodes itself onto a buffer.
 type appender interface {
 	AppendBinary([]byte) ([]byte, error)
@@ -209,7 +236,7 @@ func (r *runner) key(edge uint64) transport.Key {
 func (r *runner) domain(ref graph.Ref) pond.Domain {
 	// Tensor ids: node ID in the high 32 bits, output index in the low 32,
 	// so that every tensor of a graph has its own.
-	return pond.Domain{Session: r.session, Iteration: r.iter, Tensor: uint64(ref.Node.ID())<<32 | uint64(uint32(ref.Index))}
+	return r.proto.Domain(r.session, r.iter, uint64(ref.Node.ID())<<32|uint64(uint32(ref.Index)))
 }
 
 // send encodes m into a pooled buffer of about size bytes and hands the
@@ -558,13 +585,25 @@ func (s *recvMaskedStep) exec(ctx context.Context, r *runner) error {
 	return nil
 }
 
-// linearStep computes add-n, sub or neg on a server's shares: no messages.
+// linearStep computes add-n, sub, neg, reduce-sum, add-bias or
+// add-constant on a server's shares: no messages. Of a constant, only
+// server0 adds the encoding (c); server1 keeps its share as it is.
 type linearStep struct {
 	lastUse
-	node *graph.Node
+	node  *graph.Node
+	c     uint64      // add-constant: the constant's encoding
+	party pond.Server // add-constant: the server this step runs on
 }
 
-func (s *linearStep) String() string { return fmt.Sprintf("local %s", s.node) }
+func (s *linearStep) String() string {
+	switch s.node.Kind() {
+	case graph.KindReduceSum:
+		return fmt.Sprintf("local %s (axis %d)", s.node, s.node.Axis())
+	case graph.KindAddConstant:
+		return fmt.Sprintf("local %s (constant %g, added by %s)", s.node, s.node.Constant(), pond.Server0)
+	}
+	return fmt.Sprintf("local %s", s.node)
+}
 
 func (s *linearStep) reads() []value  { return values(shareValue, s.node.Inputs()...) }
 func (s *linearStep) writes() []value { return values(shareValue, graph.Ref{Node: s.node}) }
@@ -589,6 +628,27 @@ func (s *linearStep) exec(ctx context.Context, r *runner) error {
 		ops.Sub(dst, ins[0], ins[1])
 	case graph.KindNeg:
 		ops.Neg(dst, ins[0])
+	case graph.KindReduceSum:
+		// A vector sums as one row; the ring adds exactly, so nothing is
+		// truncated.
+		shape := s.node.Inputs()[0].Shape()
+		if len(shape) == 1 {
+			ops.ReduceSum(dst, ins[0], 1, shape[0], 1)
+		} else {
+			ops.ReduceSum(dst, ins[0], shape[0], shape[1], s.node.Axis())
+		}
+	case graph.KindAddBias:
+		x, b := ins[0], ins[1]
+		n := len(b)
+		for lo := 0; lo < len(x); lo += n {
+			ops.Add(dst[lo:lo+n], x[lo:lo+n], b)
+		}
+	case graph.KindAddConstant:
+		if s.party == pond.Server0 {
+			ops.AddConst(dst, ins[0], s.c)
+		} else {
+			copy(dst, ins[0])
+		}
 	}
 	r.setShare(graph.Ref{Node: s.node}, dst)
 	return nil
@@ -598,7 +658,7 @@ func (s *linearStep) exec(ctx context.Context, r *runner) error {
 // mask streams of those held as seeds, added in cache-sized chunks so that
 // no seeded share is ever written out whole.
 func (s *linearStep) addN(r *runner) error {
-	var xs [][]uint64
+	var xs []pond.Share
 	var streams []pond.SeededShare
 	for _, in := range s.node.Inputs() {
 		if seeded, ok := r.seeded(in); ok {
@@ -613,17 +673,15 @@ func (s *linearStep) addN(r *runner) error {
 	}
 	// The result is computed inside a message buffer, so that sending it
 	// to the output player later needs no copy. Each core sums its range
-	// of every operand, then adds the streams' words of that range.
+	// of every operand and of the seeds' streams in one pass over
+	// cache-sized blocks (pond.SumSharesAt).
 	dst := r.messageShare(s.node.Outputs()[0].Size())
 	parallel(len(dst), func(lo, hi int) {
-		part := make([][]uint64, len(xs))
+		part := make([]pond.Share, len(xs))
 		for i, x := range xs {
 			part[i] = x[lo:hi]
 		}
-		ops.AddN(dst[lo:hi], part...)
-		for _, st := range streams {
-			st.AddToAt(dst[lo:hi], lo)
-		}
+		pond.SumSharesAt(dst[lo:hi], part, streams, lo)
 	})
 	r.setShare(graph.Ref{Node: s.node}, dst)
 	return nil
@@ -635,21 +693,14 @@ type mulPublicStep struct {
 	lastUse
 	node  *graph.Node
 	c     uint64
-	party pond.Server
-	local bool
-	peer  string
-	edge  uint64
+	trunc truncation
 }
 
 func (s *mulPublicStep) String() string {
-	switch {
-	case s.local:
+	if s.trunc.local {
 		return fmt.Sprintf("local %s (constant %g, local truncation)", s.node, s.node.Constant())
-	case s.party == pond.Server0:
-		return fmt.Sprintf("local %s (constant %g), truncation: send masked share -> %s (edge %d)", s.node, s.node.Constant(), s.peer, s.edge)
-	default:
-		return fmt.Sprintf("local %s (constant %g), truncation: recv masked share from %s (edge %d)", s.node, s.node.Constant(), s.peer, s.edge)
 	}
+	return fmt.Sprintf("local %s (constant %g), %s", s.node, s.node.Constant(), s.trunc)
 }
 
 func (s *mulPublicStep) reads() []value  { return values(shareValue, s.node.Inputs()[0]) }
@@ -669,46 +720,9 @@ func (s *mulPublicStep) exec(ctx context.Context, r *runner) error {
 	out := r.shareBuf(n)
 	ref := graph.Ref{Node: s.node}
 	r.setShare(ref, out) // released with the iteration, even on error
-	d := r.domain(ref)
-	switch {
-	case s.local:
-		parallel(n, func(lo, hi int) {
-			pond.MulPublic(prod[lo:hi], x[lo:hi], s.c)
-			r.proto.TruncateLocal(s.party, out[lo:hi], prod[lo:hi])
-		})
-	case s.party == pond.Server0:
-		mask, err := pond.NewSeed(r.rng)
-		if err != nil {
-			return err
-		}
-		fresh, err := pond.NewSeed(r.rng)
-		if err != nil {
-			return err
-		}
-		msg := pond.TruncationMessage{Seed: fresh, Masked: pond.Masked(r.shareBuf(n))}
-		defer r.pool.putUint64s(msg.Masked)
-		parallel(n, func(lo, hi int) {
-			pond.MulPublic(prod[lo:hi], x[lo:hi], s.c)
-			r.proto.TruncateSendAt(out[lo:hi], msg.Masked[lo:hi], prod[lo:hi], mask, fresh, d, lo)
-		})
-		if err := r.send(ctx, s.peer, s.edge, pond.SeedSize+8+8*n, &msg); err != nil {
-			return err
-		}
-	default:
-		msg := pond.TruncationMessage{Masked: pond.Masked(r.shareBuf(n))[:0]}
-		defer func() { r.pool.putUint64s(msg.Masked) }() // the buffer the message was decoded into
-		if err := r.recv(ctx, s.peer, s.edge, &msg); err != nil {
-			return err
-		}
-		if len(msg.Masked) != n {
-			return fmt.Errorf("%s: truncation message from %q has %d elements, want %d", s.node, s.peer, len(msg.Masked), n)
-		}
-		parallel(n, func(lo, hi int) {
-			pond.MulPublic(prod[lo:hi], x[lo:hi], s.c)
-			r.proto.TruncateReceiveAt(out[lo:hi], prod[lo:hi], msg.Masked[lo:hi], msg.Seed, d, lo)
-		})
-	}
-	return nil
+	return s.trunc.run(ctx, r, s.node, out, prod, func(lo, hi int) {
+		pond.MulPublic(prod[lo:hi], x[lo:hi], s.c)
+	})
 }
 
 // sendShareStep sends a server's share to the output player. At the

@@ -199,49 +199,7 @@ type Producer struct {
 // matrix product for ProductMatMul, a² for ProductSquare) and c1 = c − c0,
 // c0 being server0's stream.
 func (p *Producer) Triple(rng io.Reader, d Domain, s TripleShape, to0 *TripleMessage0, to1 *TripleMessage1) error {
-	if err := s.Validate(); err != nil {
-		return err
-	}
-	seed0, err := NewSeed(rng)
-	if err != nil {
-		return err
-	}
-	seed1, err := NewSeed(rng)
-	if err != nil {
-		return err
-	}
-	p.a = resize(p.a, s.XLen())
-	expandSum(p.a, seed0, seed1, d, purposeTriple0A, purposeTriple1A)
-	if s.YLen() > 0 {
-		p.b = resize(p.b, s.YLen())
-		expandSum(p.b, seed0, seed1, d, purposeTriple0B, purposeTriple1B)
-	}
-	c1 := resize(to1.C, s.ZLen())
-	switch s.Kind {
-	case ProductMul:
-		ops.Mul(c1, p.a, p.b)
-	case ProductSquare:
-		ops.Mul(c1, p.a, p.a)
-	case ProductMatMul:
-		ops.MatMul(c1, p.a, p.b, s.M, s.K, s.N)
-	}
-	p.c0 = resize(p.c0, s.ZLen())
-	d.Purpose = purposeTriple0C
-	Expand(p.c0, seed0, d)
-	ops.Sub(c1, c1, p.c0)
-
-	to0.Seed = seed0
-	to1.Seed, to1.C = seed1, c1
-	return nil
-}
-
-// expandSum sets dst to the sum of the streams of seed0 and seed1 in
-// domain d with the purposes p0 and p1.
-func expandSum(dst []uint64, seed0, seed1 Seed, d Domain, p0, p1 Purpose) {
-	d.Purpose = p0
-	Expand(dst, seed0, d)
-	d.Purpose = p1
-	AddExpand(dst, seed1, d)
+	return p.TripleSplit(rng, d, s, to0, to1, Serial)
 }
 
 // resize returns s with n elements, reusing its storage when it has the
@@ -376,6 +334,13 @@ func (t *TripleShare) Open(msg *Opening, x, y Share) error {
 // fit the shape, and returns ErrTripleUsed unless the triple was opened
 // and not yet finished. dst must not overlap the openings.
 func (t *TripleShare) Finish(dst Product, mine, theirs *Opening) error {
+	return t.FinishSplit(dst, mine, theirs, Serial)
+}
+
+// checkFinish checks what Finish needs: a triple opened and not finished,
+// an opening from the peer that fits the shape (ErrWire), and an own
+// opening and dst that fit it (a bug of the caller: panic).
+func (t *TripleShare) checkFinish(dst Product, mine, theirs *Opening) error {
 	if t.state != tripleOpened {
 		return t.stateError("finish")
 	}
@@ -389,47 +354,6 @@ func (t *TripleShare) Finish(dst Product, mine, theirs *Opening) error {
 	}
 	if len(dst) != s.ZLen() {
 		panic(fmt.Sprintf("pond: Finish: dst has %d elements, %v makes %d", len(dst), s, s.ZLen()))
-	}
-	t.state = tripleUsed
-	a, b, c := t.a, t.b, t.c
-	switch s.Kind {
-	case ProductMul:
-		e, f, me, mf := theirs.E, theirs.F, mine.E[:len(dst)], mine.F[:len(dst)]
-		e, f, a, b, c = e[:len(dst)], f[:len(dst)], a[:len(dst)], b[:len(dst)], c[:len(dst)]
-		if t.party == 0 {
-			for i := range dst {
-				ei, fi := e[i]+me[i], f[i]+mf[i]
-				dst[i] = c[i] + ei*(b[i]+fi) + a[i]*fi
-			}
-		} else {
-			for i := range dst {
-				ei, fi := e[i]+me[i], f[i]+mf[i]
-				dst[i] = c[i] + ei*b[i] + a[i]*fi
-			}
-		}
-	case ProductSquare:
-		e, me := theirs.E[:len(dst)], mine.E[:len(dst)]
-		a, c = a[:len(dst)], c[:len(dst)]
-		if t.party == 0 {
-			for i := range dst {
-				ei := e[i] + me[i]
-				dst[i] = c[i] + ei*(2*a[i]+ei)
-			}
-		} else {
-			for i := range dst {
-				dst[i] = c[i] + 2*(e[i]+me[i])*a[i]
-			}
-		}
-	case ProductMatMul:
-		e, f := theirs.E, theirs.F
-		ops.AddTo(e, mine.E)
-		ops.AddTo(f, mine.F)
-		if t.party == 0 {
-			ops.AddTo(b, f) // e·b0 + e·f = e·(b0 + f): one product fewer
-		}
-		copy(dst, c)
-		ops.MatMulAdd(dst, e, b, s.M, s.K, s.N)
-		ops.MatMulAdd(dst, a, f, s.M, s.K, s.N)
 	}
 	return nil
 }

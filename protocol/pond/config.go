@@ -61,6 +61,10 @@ type Config struct {
 	StatGap int
 	// Truncation is the truncation protocol.
 	Truncation Truncation
+	// MaskPRG is the derivation of mask streams from seeds (zero means
+	// DefaultMaskPRG, AES-128-CTR). Every player of a run must use the
+	// same; Protocol.Domain puts it in the domains of a run.
+	MaskPRG MaskPRG
 }
 
 func (c Config) withDefaults() Config {
@@ -73,6 +77,7 @@ func (c Config) withDefaults() Config {
 	if c.IntBits == 0 {
 		c.IntBits = 62 - 2*c.FracBits - c.StatGap
 	}
+	c.MaskPRG = c.MaskPRG.resolve()
 	return c
 }
 
@@ -87,6 +92,9 @@ func (c Config) validate() error {
 			ErrConfig, c.IntBits, c.FracBits, c.StatGap)
 	case c.Truncation != Interactive && c.Truncation != Local:
 		return fmt.Errorf("%w: unknown Truncation %d", ErrConfig, int(c.Truncation))
+	case c.MaskPRG != MaskAES256 && c.MaskPRG != MaskAES128:
+		return fmt.Errorf("%w: unknown MaskPRG %d, want %d (%v) or %d (%v)",
+			ErrConfig, c.MaskPRG, MaskAES256, MaskAES256, MaskAES128, MaskAES128)
 	}
 	if need := c.IntBits + 2*c.FracBits + c.StatGap; need > 62 {
 		return fmt.Errorf("%w: IntBits %d + 2·FracBits %d + StatGap %d = %d bits, but the ring Z_2^64 leaves 62 for a truncated product",
@@ -103,23 +111,24 @@ func (c Config) Resolution() float64 { return math.Ldexp(1, -c.FracBits) }
 
 // configVersion is the first byte of a Config's encoding. Change it, and
 // the encoding, whenever a field is added.
-const configVersion = 1
+// Version 1 had no MaskPRG (its streams were MaskAES256's).
+const configVersion = 2
 
-// configSize is the length of a Config's encoding: the version, then four
+// configSize is the length of a Config's encoding: the version, then five
 // uint32 fields.
-const configSize = 1 + 4*4
+const configSize = 1 + 5*4
 
 // AppendBinary appends the canonical encoding of c to b: a version byte,
-// then FracBits, IntBits, StatGap and Truncation as little-endian uint32s,
-// with the defaults filled in, so that two configurations encode alike
-// exactly when they compute alike (Config{} and the defaults spelt out,
-// say). Package session hashes it into a plan's fingerprint, so that hosts
+// then FracBits, IntBits, StatGap, Truncation and MaskPRG as little-endian
+// uint32s, with the defaults filled in, so that two configurations encode
+// alike exactly when they compute alike (Config{} and the defaults spelt
+// out, say). Package session hashes it into a plan's fingerprint, so that hosts
 // configured differently refuse to run together instead of computing
 // garbage.
 func (c Config) AppendBinary(b []byte) ([]byte, error) {
 	c = c.withDefaults()
 	b = append(b, configVersion)
-	for _, v := range [...]int{c.FracBits, c.IntBits, c.StatGap, int(c.Truncation)} {
+	for _, v := range [...]int{c.FracBits, c.IntBits, c.StatGap, int(c.Truncation), int(c.MaskPRG)} {
 		b = binary.LittleEndian.AppendUint32(b, uint32(v))
 	}
 	return b, nil
@@ -139,7 +148,7 @@ func (c *Config) UnmarshalBinary(data []byte) error {
 	if data[0] != configVersion {
 		return fmt.Errorf("%w: config encoding version %d, want %d", ErrWire, data[0], configVersion)
 	}
-	var f [4]int
+	var f [5]int
 	for i := range f {
 		v := binary.LittleEndian.Uint32(data[1+4*i:])
 		if v > math.MaxInt32 {
@@ -147,7 +156,10 @@ func (c *Config) UnmarshalBinary(data []byte) error {
 		}
 		f[i] = int(v)
 	}
-	got := Config{FracBits: f[0], IntBits: f[1], StatGap: f[2], Truncation: Truncation(f[3])}
+	if f[4] > math.MaxUint8 {
+		return fmt.Errorf("%w: config MaskPRG is %d", ErrWire, f[4])
+	}
+	got := Config{FracBits: f[0], IntBits: f[1], StatGap: f[2], Truncation: Truncation(f[3]), MaskPRG: MaskPRG(f[4])}
 	if err := got.validate(); err != nil {
 		return fmt.Errorf("%w: %w", ErrWire, err)
 	}

@@ -10,6 +10,14 @@
 // EncodeAndMaskAt, TruncateSendAt, ...) that computes one range of a
 // tensor, and calls on disjoint ranges together compute the whole.
 //
+// A server sums private inputs with SumShares (SumSharesAt by ranges),
+// which adds the masked shares it received and the streams of the seeds it
+// holds in one pass over cache-sized blocks. Mask streams are AES in
+// counter mode under keys derived from fresh seeds and a Domain;
+// Config.MaskPRG selects the derivation (AES-128-CTR by default, drawn by
+// a vector AES kernel on processors with AVX-512 VAES), and
+// Protocol.Domain carries it into every domain of a run.
+//
 // The values a server holds have distinct types where mixing them is a
 // bug: a Share is at the fixed-point scale; a Product (what MulPublic
 // leaves) awaits truncation; a Masked tensor is no share at all; a

@@ -30,6 +30,24 @@ func New(cfg Config) (*Protocol, error) {
 // Config returns the configuration in force, defaults filled in.
 func (p *Protocol) Config() Config { return p.cfg }
 
+// Domain returns the domain of a tensor in a run, with the configuration's
+// mask derivation (Config.MaskPRG); the steps set the purpose. Every
+// player of a run must build its domains this way, so that they all derive
+// the same streams.
+func (p *Protocol) Domain(session string, iteration, tensor uint64) Domain {
+	return Domain{Session: session, Iteration: iteration, Tensor: tensor, PRG: p.cfg.MaskPRG}
+}
+
+// checkDomain panics when d derives its streams otherwise than the
+// configuration says: a bug of the caller, who built d without Domain, and
+// whose peers would derive other streams.
+func (p *Protocol) checkDomain(step string, d Domain) {
+	if d.PRG.resolve() != p.cfg.MaskPRG {
+		panic(fmt.Sprintf("pond: %s: domain with mask PRG %v, but the configuration's is %v (build domains with Protocol.Domain)",
+			step, d.PRG.resolve(), p.cfg.MaskPRG))
+	}
+}
+
 // Server is a compute server's role in Pond. The two roles differ only in
 // the asymmetric steps (truncation); package session maps each role to a
 // player.
@@ -95,6 +113,7 @@ func (p *Protocol) ShareInput(rng io.Reader, d Domain, masked Share, x []uint64)
 	if len(masked) != len(x) {
 		panic(fmt.Sprintf("pond: ShareInput: masked has %d elements, x has %d", len(masked), len(x)))
 	}
+	p.checkDomain("ShareInput", d)
 	seed, err := NewSeed(rng)
 	if err != nil {
 		return seed, err
@@ -136,6 +155,7 @@ func (p *Protocol) EncodeAndMaskAt(masked Share, x []float64, seed Seed, d Domai
 	if len(masked) != len(x) {
 		panic(fmt.Sprintf("pond: EncodeAndMaskAt: masked has %d elements, x has %d", len(masked), len(x)))
 	}
+	p.checkDomain("EncodeAndMaskAt", d)
 	d.Purpose = PurposeInput
 	// The mask is drawn a cache-sized chunk at a time and used at once,
 	// so each word goes to memory once, as part of the result.
@@ -215,6 +235,7 @@ func (p *Protocol) TruncateSendAt(dst Share, c0 Masked, x0 Product, mask, fresh 
 	if len(dst) != len(x0) || len(c0) != len(x0) {
 		panic(fmt.Sprintf("pond: TruncateSendAt: dst, c0 and x0 have %d, %d and %d elements", len(dst), len(c0), len(x0)))
 	}
+	p.checkDomain("TruncateSendAt", d)
 	k, f := p.truncBits(), uint(p.cfg.FracBits)
 	maskBits := k + 1 + uint(p.cfg.StatGap)
 
@@ -257,6 +278,7 @@ func (p *Protocol) TruncateReceiveAt(dst Share, x1 Product, c0 Masked, fresh See
 	if len(dst) != len(x1) || len(c0) != len(x1) {
 		panic(fmt.Sprintf("pond: TruncateReceiveAt: dst, x1 and c0 have %d, %d and %d elements", len(dst), len(x1), len(c0)))
 	}
+	p.checkDomain("TruncateReceiveAt", d)
 	k, f := p.truncBits(), uint(p.cfg.FracBits)
 	d.Purpose = PurposeRerandom
 	ExpandAt(dst, fresh, d, off)

@@ -25,7 +25,7 @@ func newProtocol(t testing.TB, cfg Config) *Protocol {
 
 func TestConfigDefaultsAndValidation(t *testing.T) {
 	p := newProtocol(t, Config{})
-	assert.Equal(t, Config{FracBits: 16, IntBits: 10, StatGap: 20, Truncation: Interactive}, p.Config())
+	assert.Equal(t, Config{FracBits: 16, IntBits: 10, StatGap: 20, Truncation: Interactive, MaskPRG: MaskAES128}, p.Config())
 	assert.Equal(t, 1024.0, p.Config().Bound())
 	assert.Equal(t, 1.0/65536, p.Config().Resolution())
 
@@ -38,10 +38,38 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 		"sum over 62 bits":          {FracBits: 16, IntBits: 12},
 		"gap too small":             {StatGap: 4},
 		"unknown truncation":        {Truncation: 7},
+		"unknown mask PRG":          {MaskPRG: 3},
 	} {
 		_, err := New(cfg)
 		assert.ErrorIs(t, err, ErrConfig, name)
 	}
+}
+
+// Protocol.Domain carries the configuration's mask derivation, which
+// every step that draws streams checks: a domain built otherwise would
+// derive other streams than the peers'.
+func TestDomainCarriesTheMaskPRG(t *testing.T) {
+	for _, prg := range []MaskPRG{MaskAES256, MaskAES128} {
+		p := newProtocol(t, Config{MaskPRG: prg})
+		d := p.Domain("s", 3, 9)
+		assert.Equal(t, Domain{Session: "s", Iteration: 3, Tensor: 9, PRG: prg}, d)
+
+		x := []float64{1.5, -2, 1000, 0}
+		masked := make(Share, len(x))
+		seed, err := p.EncodeAndShare(newTestRand(1), d, masked, x)
+		require.NoError(t, err)
+		AddSeedShare(masked, seed, d)
+		got := make([]float64, len(x))
+		p.Decode(got, masked)
+		assert.Equal(t, x, got, "%v: the seed's stream cancels the mask", prg)
+	}
+	p := newProtocol(t, Config{MaskPRG: MaskAES256})
+	assert.PanicsWithValue(t, "pond: EncodeAndMaskAt: domain with mask PRG aes128-ctr/v2, but the configuration's is aes256-ctr/v1 (build domains with Protocol.Domain)", func() {
+		_ = p.EncodeAndMaskAt(make(Share, 2), make([]float64, 2), Seed{}, Domain{}, 0)
+	}, "the zero domain is the default derivation, not this configuration's")
+	assert.NotPanics(t, func() {
+		_ = newProtocol(t, Config{}).EncodeAndMaskAt(make(Share, 2), make([]float64, 2), Seed{}, Domain{}, 0)
+	})
 }
 
 func TestEncodeRoundsToNearestAndRefusesBadValues(t *testing.T) {
@@ -274,12 +302,28 @@ func FuzzTruncationMessageUnmarshal(f *testing.F) {
 	})
 }
 
+// BenchmarkExpand draws a mask stream the size of the example's
+// gradients with each derivation: v1, v2 from crypto/aes, and v2 from the
+// vector AES kernel where the processor has one.
 func BenchmarkExpand(b *testing.B) {
-	dst := make([]uint64, 407050)
-	b.SetBytes(8 * int64(len(dst)))
-	b.ReportAllocs()
-	for b.Loop() {
-		Expand(dst, Seed{}, Domain{})
+	for _, tc := range []struct {
+		name string
+		prg  MaskPRG
+		vaes bool
+	}{{"aes256", MaskAES256, false}, {"aes128-std", MaskAES128, false}, {"aes128", MaskAES128, true}} {
+		b.Run(tc.name, func(b *testing.B) {
+			if tc.vaes && !hasVAES {
+				b.Skip("no AVX-512 vector AES on this processor")
+			}
+			defer func(old bool) { useVAES = old }(useVAES)
+			useVAES = tc.vaes
+			dst := make([]uint64, 407050)
+			b.SetBytes(8 * int64(len(dst)))
+			b.ReportAllocs()
+			for b.Loop() {
+				Expand(dst, Seed{}, Domain{PRG: tc.prg})
+			}
+		})
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"math/bits"
 
 	"github.com/shareflow/shareflow/internal/le"
 	"github.com/shareflow/shareflow/ops"
@@ -31,12 +32,54 @@ const (
 
 // Domain binds a mask stream to its place in a run, so that no stream is
 // reused even when a seed were: session, iteration, tensor and purpose all
-// enter the stream's key.
+// enter the stream's key. PRG selects how the stream is derived; the zero
+// value means DefaultMaskPRG. A session builds its domains with
+// Protocol.Domain, which sets PRG to the configuration's.
 type Domain struct {
 	Session   string
 	Iteration uint64
 	Tensor    uint64
 	Purpose   Purpose
+	PRG       MaskPRG
+}
+
+// MaskPRG is a version of the mask derivation: how a seed and a domain
+// become a mask stream. Both servers and every input owner must use the
+// same one, so it is part of Config and so of a plan's fingerprint.
+type MaskPRG uint8
+
+// The mask derivations. README.md says why each is safe.
+const (
+	// MaskAES256 (v1) is AES-256 in counter mode from a zero counter,
+	// keyed by SHA-256("shareflow/pond/mask/v1\x00" ‖ seed ‖ domain).
+	MaskAES256 MaskPRG = 1
+	// MaskAES128 (v2) is AES-128 in counter mode. SHA-256 over
+	// "shareflow/pond/mask/v2\x00" ‖ seed ‖ domain gives 32 bytes: the
+	// first 16 are the key, the last 16 the initial counter block
+	// (big-endian, incremented by one per block mod 2^128). Its keystream
+	// costs 10 AES rounds a block instead of 14.
+	MaskAES128 MaskPRG = 2
+	// DefaultMaskPRG is the derivation a zero Config or Domain means.
+	DefaultMaskPRG = MaskAES128
+)
+
+// String names the derivation.
+func (m MaskPRG) String() string {
+	switch m {
+	case MaskAES256:
+		return "aes256-ctr/v1"
+	case MaskAES128:
+		return "aes128-ctr/v2"
+	}
+	return fmt.Sprintf("MaskPRG(%d)", uint8(m))
+}
+
+// resolve returns the derivation m stands for: the default for zero.
+func (m MaskPRG) resolve() MaskPRG {
+	if m == 0 {
+		return DefaultMaskPRG
+	}
+	return m
 }
 
 // NewSeed reads a fresh seed from rng, which must be cryptographic
@@ -49,11 +92,11 @@ func NewSeed(rng io.Reader) (Seed, error) {
 	return s, nil
 }
 
-// streamKey derives the AES-256 key of a mask stream: SHA-256 over a
-// version label, the seed and the length-prefixed domain.
-func streamKey(seed Seed, d Domain) [32]byte {
+// streamKey hashes a version label, the seed and the length-prefixed
+// domain with SHA-256: the key material of a mask stream.
+func streamKey(label string, seed Seed, d Domain) [sha256.Size]byte {
 	h := sha256.New()
-	h.Write([]byte("shareflow/pond/mask/v1\x00"))
+	h.Write([]byte(label))
 	h.Write(seed[:])
 	var b [8 + 8 + 8 + 1]byte
 	binary.LittleEndian.PutUint64(b[0:], uint64(len(d.Session)))
@@ -62,10 +105,56 @@ func streamKey(seed Seed, d Domain) [32]byte {
 	b[24] = byte(d.Purpose)
 	h.Write(b[:])
 	h.Write([]byte(d.Session))
-	var k [32]byte
+	var k [sha256.Size]byte
 	h.Sum(k[:0])
 	return k
 }
+
+// newMaskStreamAt returns the mask stream of seed in domain d from word
+// off on, which must be even: two words per AES block. The domain's PRG
+// derives the key and the first counter block; the counter, a big-endian
+// 128-bit integer, starts off/2 blocks further, with the carry, as counter
+// mode increments it. An unknown PRG is a bug: Config refuses it.
+func newMaskStreamAt(seed Seed, d Domain, off int) maskStream {
+	if off%2 != 0 || off < 0 {
+		panic(fmt.Sprintf("pond: mask stream at word %d, want an even offset", off))
+	}
+	var key []byte
+	var ctr [aes.BlockSize]byte
+	switch d.PRG.resolve() {
+	case MaskAES256:
+		k := streamKey("shareflow/pond/mask/v1\x00", seed, d)
+		key = k[:]
+	case MaskAES128:
+		k := streamKey("shareflow/pond/mask/v2\x00", seed, d)
+		key = k[:16]
+		copy(ctr[:], k[16:])
+	default:
+		panic(fmt.Sprintf("pond: mask stream with unknown %v", d.PRG))
+	}
+	lo, carry := bits.Add64(binary.BigEndian.Uint64(ctr[8:]), uint64(off/2), 0)
+	binary.BigEndian.PutUint64(ctr[8:], lo)
+	binary.BigEndian.PutUint64(ctr[:8], binary.BigEndian.Uint64(ctr[:8])+carry)
+	if len(key) == 16 && useVAES {
+		return maskStream{fast: newVAESStream((*[16]byte)(key), ctr)}
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		panic("pond: aes.NewCipher with a derived key: " + err.Error())
+	}
+	return maskStream{s: cipher.NewCTR(block, ctr[:])}
+}
+
+// maskStream is the keystream of one seed and domain, read in order:
+// crypto/aes in counter mode, or for v2 where the processor has vector
+// AES the vaesCTR kernel, which gives the same words. Copies share their
+// position.
+type maskStream struct {
+	s    cipher.Stream
+	fast *vaesStream
+}
+
+func newMaskStream(seed Seed, d Domain) maskStream { return newMaskStreamAt(seed, d, 0) }
 
 // maskChunk is how many words of a mask stream are produced at a time:
 // 16 KiB, small enough to stay in the L1 cache while the words are used.
@@ -75,29 +164,12 @@ const maskChunk = 2048
 // keystream is the encryption of zeros.
 var zeros [8 * maskChunk]byte
 
-// maskStream is the keystream of one seed and domain, read in order.
-type maskStream struct{ s cipher.Stream }
-
-func newMaskStream(seed Seed, d Domain) maskStream { return newMaskStreamAt(seed, d, 0) }
-
-// newMaskStreamAt returns the stream from word off on, which must be even:
-// two words per AES block, and the counter starts at zero.
-func newMaskStreamAt(seed Seed, d Domain, off int) maskStream {
-	if off%2 != 0 || off < 0 {
-		panic(fmt.Sprintf("pond: mask stream at word %d, want an even offset", off))
-	}
-	key := streamKey(seed, d)
-	block, err := aes.NewCipher(key[:])
-	if err != nil {
-		panic("pond: aes.NewCipher with a 32-byte key: " + err.Error())
-	}
-	var iv [aes.BlockSize]byte
-	binary.BigEndian.PutUint64(iv[8:], uint64(off/2))
-	return maskStream{cipher.NewCTR(block, iv[:])}
-}
-
 // read sets dst to the next len(dst) words of the stream, little-endian.
 func (m maskStream) read(dst []uint64) {
+	if m.fast != nil {
+		m.fast.words(dst, false)
+		return
+	}
 	if b, ok := le.Bytes(dst); ok {
 		for len(b) > 0 {
 			n := min(len(b), len(zeros))
@@ -118,9 +190,10 @@ func (m maskStream) read(dst []uint64) {
 	}
 }
 
-// Expand fills dst with the mask stream of seed in domain d: AES-256 in
-// counter mode under a key derived from both, read as little-endian
-// uint64s. The same seed and domain always give the same stream.
+// Expand fills dst with the mask stream of seed in domain d: AES in
+// counter mode under a key derived from both by the domain's PRG (see
+// MaskPRG), read as little-endian uint64s. The same seed and domain always
+// give the same stream.
 func Expand(dst []uint64, seed Seed, d Domain) { ExpandAt(dst, seed, d, 0) }
 
 // ExpandAt fills dst with words [off, off+len(dst)) of the mask stream of
@@ -139,7 +212,17 @@ func AddExpand(dst []uint64, seed Seed, d Domain) { AddExpandAt(dst, seed, d, 0)
 // AddExpandAt adds words [off, off+len(dst)) of the mask stream of seed in
 // domain d to dst, as AddExpand does for a whole tensor. off must be even.
 func AddExpandAt(dst []uint64, seed Seed, d Domain, off int) {
-	m := newMaskStreamAt(seed, d, off)
+	newMaskStreamAt(seed, d, off).addTo(dst)
+}
+
+// addTo adds the next len(dst) words of the stream to dst: straight from
+// the registers with the vector kernel, else a cache-sized chunk at a
+// time.
+func (m maskStream) addTo(dst []uint64) {
+	if m.fast != nil {
+		m.fast.words(dst, true)
+		return
+	}
 	chunk := make([]uint64, min(len(dst), maskChunk)) // used while in the L1 cache
 	for len(dst) > 0 {
 		c := chunk[:min(len(dst), len(chunk))]

@@ -3,23 +3,26 @@ package pond
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/sha256"
 	"encoding/binary"
 	"math"
+	"math/big"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
-// referenceStream is the mask stream as specified, computed the plain way:
-// AES-256-CTR with a zero IV under streamKey, over zeros, as little-endian
-// words.
-func referenceStream(t *testing.T, n int, seed Seed, d Domain) []uint64 {
-	key := streamKey(seed, d)
-	block, err := aes.NewCipher(key[:])
-	require.NoError(t, err)
+// referenceStream is the mask stream as specified, computed the plain way
+// with crypto/sha256 and crypto/aes, not with the package's derivation:
+// SHA-256 over the version's label, the seed and the domain; AES-256-CTR
+// from a zero counter under the whole hash (v1), or AES-128-CTR under its
+// first half from the counter block in its second half (v2); over zeros,
+// as little-endian words.
+func referenceStream(t testing.TB, n int, seed Seed, d Domain) []uint64 {
+	block, iv := referenceCipher(t, seed, d)
 	b := make([]byte, 8*n)
-	cipher.NewCTR(block, make([]byte, aes.BlockSize)).XORKeyStream(b, b)
+	cipher.NewCTR(block, iv).XORKeyStream(b, b)
 	w := make([]uint64, n)
 	for i := range w {
 		w[i] = binary.LittleEndian.Uint64(b[8*i:])
@@ -27,11 +30,91 @@ func referenceStream(t *testing.T, n int, seed Seed, d Domain) []uint64 {
 	return w
 }
 
+func referenceCipher(t testing.TB, seed Seed, d Domain) (cipher.Block, []byte) {
+	label := map[MaskPRG]string{MaskAES256: "shareflow/pond/mask/v1\x00", MaskAES128: "shareflow/pond/mask/v2\x00"}[d.PRG.resolve()]
+	require.NotEmpty(t, label, "a known PRG")
+	msg := append([]byte(label), seed[:]...)
+	msg = binary.LittleEndian.AppendUint64(msg, uint64(len(d.Session)))
+	msg = binary.LittleEndian.AppendUint64(msg, d.Iteration)
+	msg = binary.LittleEndian.AppendUint64(msg, d.Tensor)
+	msg = append(msg, byte(d.Purpose))
+	msg = append(msg, d.Session...)
+	h := sha256.Sum256(msg)
+	key, iv := h[:], make([]byte, aes.BlockSize)
+	if d.PRG.resolve() == MaskAES128 {
+		key, iv = h[:16], h[16:]
+	}
+	block, err := aes.NewCipher(key)
+	require.NoError(t, err)
+	return block, iv
+}
+
+// Known answers, computed outside Go with Python's hashlib and OpenSSL
+// (openssl enc -aes-256-ctr / -aes-128-ctr over 32 zero bytes): the first
+// four words of each version's stream for one seed and domain. v1 is the
+// derivation every earlier release used, unchanged.
+func TestMaskStreamKnownAnswers(t *testing.T) {
+	var seed Seed
+	for i := range seed {
+		seed[i] = byte(i)
+	}
+	d := Domain{Session: "kat", Iteration: 7, Tensor: 1<<32 | 3, Purpose: PurposeInput}
+	for prg, want := range map[MaskPRG][]uint64{
+		MaskAES256: {0x18f94400820c4253, 0x560a2d6ae7319f38, 0x639616b3bc10c7ab, 0x17469abe09fa87da},
+		MaskAES128: {0x2b3f27f4122044c0, 0xa00a29eac105e69e, 0x542e8ddf5b298ac3, 0xef21b930575e1d84},
+	} {
+		d.PRG = prg
+		got := make([]uint64, 4)
+		Expand(got, seed, d)
+		assert.Equal(t, want, got, "%v", prg)
+		assert.Equal(t, want, referenceStream(t, 4, seed, d), "%v, the test's reference", prg)
+	}
+	d.PRG = 0
+	got := make([]uint64, 4)
+	Expand(got, seed, d)
+	assert.Equal(t, []uint64{0x2b3f27f4122044c0, 0xa00a29eac105e69e, 0x542e8ddf5b298ac3, 0xef21b930575e1d84}, got, "the zero PRG is v2")
+	d.PRG = 3
+	assert.PanicsWithValue(t, "pond: mask stream with unknown MaskPRG(3)", func() { Expand(got, seed, d) })
+}
+
+// v2's counter starts anywhere in the 128-bit space: ExpandAt far into a
+// stream carries from the counter's low 64 bits into its high ones, as
+// counter mode does.
+func TestMaskStreamCounterCarries(t *testing.T) {
+	const off = 1 << 62 // words: 2^61 blocks in
+	d := Domain{Session: "carry", PRG: MaskAES128}
+	var seed Seed
+	for ; ; seed[0]++ {
+		_, iv := referenceCipher(t, seed, d)
+		if binary.BigEndian.Uint64(iv[8:]) >= math.MaxUint64-off/2+1 {
+			break // the low half overflows within off/2 blocks
+		}
+	}
+	block, iv := referenceCipher(t, seed, d)
+	ctr := new(big.Int).SetBytes(iv)
+	ctr.Add(ctr, big.NewInt(off/2))
+	ctr.Mod(ctr, new(big.Int).Lsh(big.NewInt(1), 128))
+	var in, out [aes.BlockSize]byte
+	ctr.FillBytes(in[:])
+	block.Encrypt(out[:], in[:])
+	require.NotEqual(t, binary.BigEndian.Uint64(iv[:8]), binary.BigEndian.Uint64(in[:8]), "the high half changed")
+
+	got := make([]uint64, 2)
+	ExpandAt(got, seed, d, off)
+	assert.Equal(t, []uint64{binary.LittleEndian.Uint64(out[:]), binary.LittleEndian.Uint64(out[8:])}, got)
+}
+
 // The mask stream is produced a chunk at a time; whatever the length and
 // however it is read or split into ranges, it is the one AES-CTR stream.
 func TestMaskStreamChunking(t *testing.T) {
+	for _, prg := range []MaskPRG{MaskAES256, MaskAES128} {
+		t.Run(prg.String(), func(t *testing.T) { testMaskStreamChunking(t, prg) })
+	}
+}
+
+func testMaskStreamChunking(t *testing.T, prg MaskPRG) {
 	seed := Seed{1, 2, 3}
-	d := Domain{Session: "chunks", Iteration: 2, Tensor: 5, Purpose: PurposeInput}
+	d := Domain{Session: "chunks", Iteration: 2, Tensor: 5, Purpose: PurposeInput, PRG: prg}
 	for _, n := range []int{0, 1, 3, maskChunk - 1, maskChunk, maskChunk + 1, 3*maskChunk + 5} {
 		want := referenceStream(t, n, seed, d)
 

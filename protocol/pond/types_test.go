@@ -1,6 +1,7 @@
 package pond
 
 import (
+	"encoding/binary"
 	"reflect"
 	"testing"
 
@@ -17,12 +18,13 @@ var configAlternatives = map[string]func(*Config){
 	"IntBits":    func(c *Config) { c.IntBits = 8 },
 	"StatGap":    func(c *Config) { c.StatGap = 16 },
 	"Truncation": func(c *Config) { c.Truncation = Local },
+	"MaskPRG":    func(c *Config) { c.MaskPRG = MaskAES256 },
 }
 
 func TestConfigEncodingCoversEveryField(t *testing.T) {
 	base, err := Config{}.MarshalBinary()
 	require.NoError(t, err)
-	spelt, err := Config{FracBits: DefaultFracBits, IntBits: 10, StatGap: DefaultStatGap, Truncation: Interactive}.MarshalBinary()
+	spelt, err := Config{FracBits: DefaultFracBits, IntBits: 10, StatGap: DefaultStatGap, Truncation: Interactive, MaskPRG: MaskAES128}.MarshalBinary()
 	require.NoError(t, err)
 	assert.Equal(t, base, spelt, "the zero config and the defaults spelt out compute alike, so encode alike")
 
@@ -54,13 +56,22 @@ func TestConfigUnmarshalRefusesBadData(t *testing.T) {
 	b, err := Config{}.MarshalBinary()
 	require.NoError(t, err)
 	var c Config
+	field := func(i int, v uint32) []byte { // b with field i set to v
+		out := append([]byte(nil), b...)
+		binary.LittleEndian.PutUint32(out[1+4*i:], v)
+		return out
+	}
 	for name, data := range map[string][]byte{
-		"empty":         nil,
-		"short":         b[:len(b)-1],
-		"long":          append(append([]byte(nil), b...), 0),
-		"other version": append([]byte{2}, b[1:]...),
-		"invalid":       append([]byte{1}, make([]byte, len(b)-1)...),
-		"huge field":    append([]byte{1}, 255, 255, 255, 255, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+		"empty":           nil,
+		"short":           b[:len(b)-1],
+		"long":            append(append([]byte(nil), b...), 0),
+		"other version":   append([]byte{configVersion + 1}, b[1:]...),
+		"version 1":       append([]byte{1}, b[1:1+4*4]...), // before MaskPRG
+		"invalid":         append([]byte{configVersion}, make([]byte, len(b)-1)...),
+		"huge field":      field(0, 0xffffffff),
+		"MaskPRG zero":    field(4, 0),
+		"MaskPRG unknown": field(4, 3),
+		"MaskPRG 257":     field(4, 257), // would be MaskAES256 as a byte
 	} {
 		assert.ErrorIs(t, c.UnmarshalBinary(data), ErrWire, name)
 	}

@@ -17,6 +17,12 @@ import (
 // SetPendingLimit (bytes) and SetPendingCount (messages); Expect confines
 // deliveries to the sessions this player runs, and Forget drops finished
 // iterations.
+//
+// A sender's messages come in epochs, one per connection: FailFrom ends
+// the current epoch when the connection breaks (its pending and later
+// receives fail), and Rejoin starts the next when the sender connects
+// again (receives wait for its messages again). Messages that arrived
+// are handed out whatever their epoch.
 type Mailbox struct {
 	mu     sync.Mutex
 	slots  map[slotKey]slot
@@ -40,8 +46,7 @@ type Mailbox struct {
 
 // sender is the state of one sending player.
 type sender struct {
-	err    error         // set once, before failed is closed
-	failed chan struct{} // closed by FailFrom
+	cur *epoch // the sender's current connection
 	// bytes and count are what the sender has waiting unread or reserved:
 	// charged bytes (see MessageOverhead) and messages.
 	bytes int64
@@ -50,6 +55,14 @@ type sender struct {
 	// bytes are received, forgotten or released; deliveries waiting for
 	// room wait on it.
 	room chan struct{}
+}
+
+// epoch is one connection of a sender: from its Rejoin (or the first
+// use of the sender) to its failure.
+type epoch struct {
+	n      uint64
+	err    error         // set once, before failed is closed
+	failed chan struct{} // closed by FailFrom or FailEpoch
 }
 
 type slotKey struct {
@@ -62,6 +75,7 @@ type slot struct {
 	payload []byte
 	cost    int64         // what the message counts against its sender while unread
 	ready   chan struct{} // made by a waiting Recv; closed when the message arrives
+	epoch   uint64        // the sender's epoch the message arrived in
 	arrived bool
 	taken   bool
 }
@@ -160,7 +174,7 @@ func (m *Mailbox) Unread(from string) (messages int, bytes int64) {
 func (m *Mailbox) sender(from string) *sender {
 	s, ok := m.senders[from]
 	if !ok {
-		s = &sender{failed: make(chan struct{})}
+		s = &sender{cur: &epoch{failed: make(chan struct{})}}
 		m.senders[from] = s
 	}
 	return s
@@ -172,7 +186,9 @@ func (m *Mailbox) sender(from string) *sender {
 // slice's capacity is charged). A second delivery under the same sender
 // and key is refused with ErrDuplicate; a message under a session the
 // mailbox does not expect (see Expect) with ErrUnexpected. A message of an
-// iteration already forgotten is dropped.
+// iteration already forgotten is dropped. A message that arrived in an
+// earlier epoch of the sender (see Rejoin) under the same key, received
+// or not, gives way to the new one.
 //
 // When the sender already has as many unread bytes or messages as the
 // pending limits allow, Deliver waits for room: this is how a sender that
@@ -205,13 +221,13 @@ func (m *Mailbox) admit(ctx context.Context, from string, key Key, c int64, size
 			return m.err
 		}
 		snd := m.sender(from)
-		if snd.err != nil {
-			return snd.err
+		if err := snd.cur.err; err != nil {
+			return err
 		}
 		if m.expect != nil && !m.expect[key.Session] {
 			return fmt.Errorf("%w: %s from %q: session %q is not one this player runs", ErrUnexpected, key, from, key.Session)
 		}
-		if s, ok := m.slots[slotKey{from, key}]; ok && s.arrived {
+		if s, ok := m.slots[slotKey{from, key}]; ok && s.arrived && s.epoch == snd.cur.n {
 			return fmt.Errorf("%w: %s from %q", ErrDuplicate, key, from)
 		}
 		if snd.count == 0 ||
@@ -223,14 +239,14 @@ func (m *Mailbox) admit(ctx context.Context, from string, key Key, c int64, size
 		if snd.room == nil {
 			snd.room = make(chan struct{})
 		}
-		room := snd.room
+		room, failed := snd.room, snd.cur.failed
 		count, bytes := snd.count, snd.bytes
 		m.waiting++
 		m.mu.Unlock()
 		var err error
 		select {
 		case <-room:
-		case <-snd.failed:
+		case <-failed:
 		case <-m.closed:
 		case <-ctx.Done():
 			err = fmt.Errorf("%w: player %q has %d messages (%d bytes) waiting that nobody asked for; %s (%d bytes) did not fit under the limits of %d messages and %d bytes in time: %w",
@@ -250,12 +266,16 @@ func (m *Mailbox) forgotten(key Key) bool {
 	return ok && key.Iteration <= last
 }
 
-// store puts a message, already charged c to its sender, in its slot.
-// m.mu is held.
+// store puts a message, already charged c to its sender, in its slot,
+// in place of one of an earlier epoch. m.mu is held.
 func (m *Mailbox) store(from string, key Key, payload []byte, c int64) {
 	k := slotKey{from, key}
 	s := m.slots[k]
-	s.payload, s.cost, s.arrived = payload, c, true
+	if s.arrived && !s.taken {
+		m.release(from, s.cost) // an earlier connection's, unread
+	}
+	s.payload, s.cost, s.arrived, s.taken = payload, c, true, false
+	s.epoch = m.senders[from].cur.n
 	if s.ready != nil {
 		close(s.ready)
 		s.ready = nil
@@ -305,6 +325,7 @@ type Reservation struct {
 	key   Key
 	size  int
 	cost  int64
+	epoch *epoch // the sender's connection the message comes on
 	ended bool
 }
 
@@ -321,7 +342,7 @@ func (m *Mailbox) Reserve(ctx context.Context, from string, key Key, size int) (
 	if err := m.admit(ctx, from, key, c, size); err != nil {
 		return nil, err
 	}
-	return &Reservation{m: m, from: from, key: key, size: size, cost: c}, nil
+	return &Reservation{m: m, from: from, key: key, size: size, cost: c, epoch: m.senders[from].cur}, nil
 }
 
 // Deliver stores payload, of at most the size reserved, as the reserved
@@ -329,7 +350,8 @@ func (m *Mailbox) Reserve(ctx context.Context, from string, key Key, size int) (
 // charged for the size reserved, or the payload's capacity if larger: a
 // transport that hands over a window into a larger buffer reserves that
 // buffer's size. It refuses and drops what Mailbox.Deliver would, but for
-// the bounds.
+// the bounds, and a message whose sender's epoch ended meanwhile: half of
+// it came on a connection that is gone.
 func (r *Reservation) Deliver(payload []byte) error {
 	m := r.m
 	m.mu.Lock()
@@ -342,22 +364,24 @@ func (r *Reservation) Deliver(payload []byte) error {
 	if len(payload) > r.size {
 		return fmt.Errorf("transport: %s from %q is %d bytes, above the %d reserved", r.key, r.from, len(payload), r.size)
 	}
-	switch snd := m.senders[r.from]; {
+	snd := m.senders[r.from]
+	switch {
 	case m.err != nil:
 		return m.err
-	case snd.err != nil:
-		return snd.err
+	case r.epoch.err != nil:
+		return r.epoch.err
+	case snd.cur != r.epoch:
+		return fmt.Errorf("transport: %s from %q: the connection it came on has ended", r.key, r.from)
 	case m.expect != nil && !m.expect[r.key.Session]:
 		return fmt.Errorf("%w: %s from %q: session %q is not one this player runs", ErrUnexpected, r.key, r.from, r.key.Session)
 	}
-	if s, ok := m.slots[slotKey{r.from, r.key}]; ok && s.arrived {
+	if s, ok := m.slots[slotKey{r.from, r.key}]; ok && s.arrived && s.epoch == snd.cur.n {
 		return fmt.Errorf("%w: %s from %q", ErrDuplicate, r.key, r.from)
 	}
 	if m.forgotten(r.key) {
 		return nil
 	}
 	c := charge(r.key, max(r.size, cap(payload)))
-	snd := m.senders[r.from]
 	snd.bytes += c
 	snd.count++
 	m.store(r.from, r.key, payload, c)
@@ -377,7 +401,10 @@ func (r *Reservation) Cancel() {
 	m.release(r.from, r.cost)
 }
 
-// Recv waits for the message from player from under key.
+// Recv waits for the message from player from under key. A message that
+// arrived is handed out, whatever became of its sender since. Otherwise
+// Recv fails when the sender's current epoch fails (see FailFrom): at
+// once if it has failed already and the sender has not rejoined.
 func (m *Mailbox) Recv(ctx context.Context, from string, key Key) ([]byte, error) {
 	k := slotKey{from, key}
 	m.mu.Lock()
@@ -386,7 +413,7 @@ func (m *Mailbox) Recv(ctx context.Context, from string, key Key) ([]byte, error
 		return nil, m.err
 	}
 	s := m.slots[k]
-	snd := m.sender(from)
+	ep := m.sender(from).cur
 	if !s.arrived {
 		if s.ready == nil {
 			s.ready = make(chan struct{})
@@ -399,7 +426,7 @@ func (m *Mailbox) Recv(ctx context.Context, from string, key Key) ([]byte, error
 		var err error
 		select {
 		case <-ready:
-		case <-snd.failed:
+		case <-ep.failed:
 		case <-ctx.Done():
 			err = context.Cause(ctx)
 		case <-m.closed:
@@ -413,8 +440,8 @@ func (m *Mailbox) Recv(ctx context.Context, from string, key Key) ([]byte, error
 			case err != nil:
 			case m.err != nil:
 				err = m.err
-			case snd.err != nil:
-				err = snd.err
+			case ep.err != nil:
+				err = ep.err
 			default:
 				// It arrived, but Forget or Expect dropped it before it
 				// was taken.
@@ -430,7 +457,7 @@ func (m *Mailbox) Recv(ctx context.Context, from string, key Key) ([]byte, error
 	}
 	p := s.payload
 	m.release(from, s.cost)
-	m.slots[k] = slot{arrived: true, taken: true}
+	m.slots[k] = slot{arrived: true, taken: true, epoch: s.epoch}
 	return p, nil
 }
 
@@ -476,19 +503,74 @@ func (m *Mailbox) Fail(err error) {
 	close(m.closed)
 }
 
-// FailFrom makes every pending and later Recv of a message from player
-// from return err (wrapped), unless that message arrived before; later
-// deliveries from that player are refused with err. Transports call it
-// when the link to one player breaks, so that only the receives that can
-// no longer complete fail, and promptly. The first error for a player
-// wins; messages from other players are unaffected.
+// FailFrom ends the current epoch of player from with err: every pending
+// and later Recv of a message from that player returns err (wrapped),
+// unless that message arrived before, and later deliveries from it are
+// refused with err, until it rejoins (see Rejoin). Transports call it when
+// the link to one player breaks, so that only the receives that can no
+// longer complete fail, and promptly. The first error of an epoch wins;
+// messages from other players are unaffected.
 func (m *Mailbox) FailFrom(from string, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	snd := m.sender(from)
-	if snd.err != nil {
+	m.sender(from).cur.fail(err)
+}
+
+// FailEpoch is FailFrom for a connection that may be over already: it
+// ends epoch n of player from with err if that is still its current
+// epoch, and does nothing if the player has rejoined since. A transport
+// that learns late that an old connection broke calls it with the epoch
+// that connection began (Rejoin's result), so as not to fail the new one.
+func (m *Mailbox) FailEpoch(from string, n uint64, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if ep := m.sender(from).cur; ep.n == n {
+		ep.fail(err)
+	}
+}
+
+// fail ends the epoch with err, unless it has ended. The mailbox's lock
+// is held.
+func (e *epoch) fail(err error) {
+	if e.err != nil {
 		return
 	}
-	snd.err = err
-	close(snd.failed)
+	e.err = err
+	close(e.failed)
+}
+
+// Rejoin records that player from connected: if its current epoch has
+// failed, a new one starts, in which its messages are delivered and
+// received again; receives that were waiting when the old one failed
+// have failed, and the old epoch's messages that arrived stay until they
+// are received, forgotten or replaced under the same key. If the current
+// epoch has not failed (the player's first connection), it carries on.
+// Rejoin returns the epoch's number, for FailEpoch: 0 until the player
+// first rejoins after a failure, then 1, 2, ...
+func (m *Mailbox) Rejoin(from string) uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	snd := m.sender(from)
+	if snd.cur.err != nil {
+		snd.cur = &epoch{n: snd.cur.n + 1, failed: make(chan struct{})}
+	}
+	return snd.cur.n
+}
+
+// Epoch returns the number of player from's current epoch and whether it
+// has failed. The number changes only when the player rejoins after a
+// failure, so a caller that compares it before and after an exchange
+// knows whether the player's connection was the same throughout.
+func (m *Mailbox) Epoch(from string) (n uint64, failed bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ep := m.sender(from).cur
+	return ep.n, ep.err != nil
+}
+
+// closedErr returns the error the mailbox was failed with, if any.
+func (m *Mailbox) closedErr() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.err
 }

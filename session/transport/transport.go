@@ -13,9 +13,36 @@
 // failing it; it can refuse messages under sessions the player does not
 // run (Expect); and it drops the iterations the player forgot (Forget).
 //
+// A sender's messages come in epochs, one per connection: when its
+// connection breaks the transport fails the epoch (Mailbox.FailFrom), so
+// that receives waiting for it fail promptly with an error matching
+// ErrPeerGone, and when the sender connects again a new epoch starts
+// (Mailbox.Rejoin) in which its messages are received again.
+//
+// Transports whose peers come and go while they run implement Membership:
+// data owners that dial in and join the next round after they connect
+// (open membership), and peers that reconnect after a loss. Members lists
+// the dial-in peers connected now, Connected says whether messages can
+// travel to and from a peer now, and MembershipChanged wakes a caller at
+// the next change:
+//
+//	for {
+//		changed := t.MembershipChanged() // before reading, so no change is missed
+//		if len(t.Members()) >= want {
+//			break
+//		}
+//		select {
+//		case <-changed:
+//		case <-ctx.Done():
+//			return ctx.Err()
+//		}
+//	}
+//
 // Memory is the in-process implementation: it copies every payload, so
-// players share no memory, exactly as if they ran on separate hosts. The gRPC
-// implementation for players on separate hosts lives in a subpackage.
+// players share no memory, exactly as if they ran on separate hosts, and
+// Memory.Connect and Memory.Disconnect simulate joins, dropouts and
+// reconnections. The gRPC implementation for players on separate hosts
+// lives in a subpackage.
 package transport
 
 import (
@@ -62,7 +89,29 @@ type Mover interface {
 	SendOwned(ctx context.Context, to string, key Key, payload []byte) error
 }
 
+// Membership is implemented by transports whose peers may join, leave and
+// come back while they run. Implementations are safe for concurrent use.
+type Membership interface {
+	// Members returns, sorted, the dial-in peers connected to this
+	// player now: players that reach it over connections they open
+	// themselves, such as data owners the config does not list. A
+	// player that only dials out has none.
+	Members() []string
+	// Connected reports whether messages can travel between this player
+	// and peer now, both ways.
+	Connected(peer string) bool
+	// MembershipChanged returns a channel that is closed at the next
+	// change of Members or Connected. Take it before reading them, then
+	// wait on it, so that no change goes unseen.
+	MembershipChanged() <-chan struct{}
+}
+
 var (
+	// ErrPeerGone is matched (errors.Is) by the errors of receives and
+	// sends that failed because the peer left: it closed, its
+	// connection broke, or it was disconnected. A session may drop such
+	// a peer from a round rather than stop.
+	ErrPeerGone = errors.New("transport: peer gone")
 	// ErrClosed is returned by operations on a closed transport.
 	ErrClosed = errors.New("transport: closed")
 	// ErrUnknownPlayer is returned when a message names a player the

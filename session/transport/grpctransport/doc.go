@@ -1,6 +1,6 @@
 // Package grpctransport carries the messages of players on separate hosts
-// over gRPC with mutual TLS 1.3. It implements transport.Transport for one
-// player.
+// over gRPC with mutual TLS 1.3. It implements transport.Transport and
+// transport.Membership for one player.
 //
 // Every player runs a Transport:
 //
@@ -23,15 +23,31 @@
 // connect_timeout, and greets it (Hello) to check its identity and that
 // both run with the same player list.
 //
+// A data owner the config does not list runs a Transport too, under its
+// own name; it needs only its certificate from the federation's CA (see
+// Membership):
+//
+//	t, err := grpctransport.New(cfg, "data-owner-7", grpctransport.Options{Logger: log})
+//	...
+//	err = t.Connect(ctx) // dials every player with an address; listens nowhere
+//
 // # Identity
 //
 // A server learns who calls from the caller's verified client certificate
 // (players.PlayerFromCert), never from anything the caller says; the name
 // the client also states in the "shareflow-player" metadata header must
-// agree, or the call is refused with an error naming both. A client
-// refuses a server whose certificate does not name the player it meant to
-// reach, and Connect fails at once, without dialling again, with the
-// player it meant, the address, and the player the certificate names:
+// agree, or the call is refused with an error naming both. It takes the
+// names the config admits (players.Config.Admits): its players, and, with
+// open membership, any data owner (data-owner-N). A certificate from the
+// CA that names anyone else, "server9" or "model-owner-2" say, is refused
+// at the TLS handshake and logged like any other refusal:
+//
+//	refused a connection ... reason="players: server0 refuses client: certificate names player \"server9\", which is not in the config"
+//
+// A client refuses a server whose certificate does not name the player
+// it meant to reach, and Connect fails at once, without dialling again,
+// with the player it meant, the address, and the player the certificate
+// names:
 //
 //	grpctransport: waiting for player "server1" at 10.0.0.2:4440: players: server0 refuses server: certificate names player "server2", want "server1"
 //
@@ -58,6 +74,31 @@
 // is all there is, and New logs InsecureWarning, which Warnings also
 // returns for commands to print.
 //
+// # Membership
+//
+// The hostmap needs to list only the servers, the crypto producer and the
+// model owner. A player listed without an address, and a data owner the
+// config does not list (open membership: the config's "open_membership",
+// on by default when it lists no data owner), only dials out: New opens
+// no listening socket, Addr is nil, and Connect dials every player that
+// has an address. Its messages to them travel on the streams it opens, as
+// between any two players; theirs to it travel back on the same streams,
+// so it works from behind NAT and firewalls. Two players without an
+// address have no connection between them.
+//
+// A player with an address counts the peers that dialled in and are
+// connected now as its Members; Connected tells, for any peer, whether
+// messages can travel both ways now; MembershipChanged wakes a caller at
+// the next change (see transport.Membership). A data owner joins when its
+// stream is accepted, and from then on receives work; a session lets it
+// take part from the next round. A server takes at most the config's
+// max_members (1000 by default) unlisted data owners at once; one more is
+// refused with codes.ResourceExhausted, and logged, and its Connect keeps
+// trying until connect_timeout. Connect of a player with an address also
+// waits for the players the config lists without one to dial in; it does
+// not wait for unlisted data owners. A Send to a data owner that has not
+// dialled in waits for it, within its context.
+//
 // # Wire
 //
 // There is no .proto file: the service is described by hand and every gRPC
@@ -74,8 +115,15 @@
 // A peer has one message stream open to a player at a time. A second one,
 // say from another process holding the same certificate, is refused with
 // codes.AlreadyExists naming the remote addresses of both, and logged; the
-// first carries on untouched. A peer whose stream has ended is refused
-// with codes.FailedPrecondition: it does not rejoin the run.
+// first carries on untouched. A peer whose stream has ended may open a
+// new one: it starts a new epoch of the peer's messages (see Failure).
+// The peers that dial in without being listed are bounded by max_members,
+// and each costs what any peer may cost, below: in all, a player holds at
+// most (listed peers + max_members) times the per-peer bound, so a
+// federation open to many data owners sets max_message_bytes and
+// max_members with its memory in mind. A member's connection costs
+// nothing more while it is idle, and one that comes and goes leaves
+// nothing behind but its entry in the mailbox's table of senders.
 //
 // What a peer has waiting at a player, messages delivered but not yet
 // received and the one being reassembled, is bounded per peer:
@@ -110,13 +158,34 @@
 //
 // When a peer closes its transport or its connection breaks, receives of
 // its messages that have not arrived fail promptly with ErrPeerClosed or
-// ErrPeerLost naming the peer (transport.Mailbox.FailFrom); messages that
-// did arrive are still handed out. Sends to it fail the same way. A peer
-// that refuses what it was sent (say, a message over its limit) fails the
-// link with ErrRejected carrying its reason. While connecting, a peer that
-// is not there yet is waited for until connect_timeout; a refusal, by the
-// peer or of its certificate, fails at once and for good (see Identity).
-// Close lets peers take the messages already sent, then stops the server
-// and every connection, closing incoming ones still in their handshake,
-// and waits for the transport's goroutines to end.
+// ErrPeerLost naming the peer (both match transport.ErrPeerGone); messages
+// that did arrive are still handed out. Sends to it fail the same way, at
+// once, while it is gone. A peer that refuses what it was sent (say, a
+// message over its limit) fails the link with ErrRejected carrying its
+// reason, and a peer that sends what this player refuses is refused; such
+// a link stays failed. While connecting, a peer that is not there yet is
+// waited for until connect_timeout; a refusal, by the peer or of its
+// certificate, fails at once and for good (see Identity).
+//
+// A link that was lost, or whose peer closed, is dialled again in the
+// background: a restarted server, or a data owner behind a flaky network,
+// comes back. The waits between attempts start at Options.ReconnectMin
+// (250 ms) and double up to Options.ReconnectMax (30 s), each drawn from
+// the upper half of its bound by Options.Rand. Each stream a peer opens
+// starts a new epoch of its messages (transport.Mailbox.Rejoin): receives
+// pending when its last stream ended have failed, those started since
+// work again, and a message it had half sent is dropped; whole ones that
+// arrived stay, within the bounds above, until received, forgotten or
+// replaced by a message of the new epoch under the same key. A data owner
+// that comes back joins Members again; the listed peers' links come back
+// as Connected. A player that stops reading what a data owner sends it
+// holds that data owner back by flow control; a Send to a data owner that
+// does not read gives up when its context ends by cutting the data
+// owner's connection, which the data owner then dials again.
+//
+// Close lets peers take the messages already sent, says goodbye on the
+// streams of the peers that dialled in (they close their side in turn,
+// and learn of it as ErrPeerClosed), then stops the server and every
+// connection, closing incoming ones still in their handshake, and waits
+// for the transport's goroutines to end.
 package grpctransport

@@ -90,6 +90,22 @@ func (g *gate) shut() {
 	}
 }
 
+// cut closes the accepted connections whose remote address is addr: the
+// connection of one peer, whose streams then end.
+func (g *gate) cut(addr string) {
+	g.mu.Lock()
+	var found []*gateConn
+	for c := range g.conns {
+		if c.RemoteAddr().String() == addr {
+			found = append(found, c)
+		}
+	}
+	g.mu.Unlock()
+	for _, c := range found {
+		c.Close()
+	}
+}
+
 // open returns how many accepted connections are not closed yet.
 func (g *gate) open() int {
 	g.mu.Lock()
@@ -275,7 +291,7 @@ func (c *linkCreds) ClientHandshake(ctx context.Context, authority string, raw n
 		}
 		return nil, nil, err
 	}
-	return &alertConn{Conn: conn, l: c.l}, info, nil
+	return &alertConn{Conn: conn, l: c.l, seq: c.l.conns.Add(1)}, info, nil
 }
 
 func (c *linkCreds) Clone() credentials.TransportCredentials {
@@ -285,15 +301,19 @@ func (c *linkCreds) Clone() credentials.TransportCredentials {
 // alertConn is a client connection that records a TLS alert from the
 // peer on its link. In TLS 1.3 the client's handshake is over before the
 // server checks the client's certificate, so a server that refuses it
-// says so with an alert on the client's first read.
+// says so with an alert on the client's first read. It also tells its
+// link when it breaks (connDown), since a stream's monitor that waits for
+// room in the mailbox does not read, and would not learn it otherwise.
 type alertConn struct {
 	net.Conn
-	l *link
+	l   *link
+	seq uint64 // the link's count of connections when this one was made
 }
 
 func (c *alertConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if err != nil {
+		c.l.connDown(c.seq)
 		var op *net.OpError
 		if errors.As(err, &op) && op.Op == "remote error" {
 			c.l.refuse(fmt.Errorf("the peer refused the TLS connection (%v); its log says why", op.Err))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -29,6 +30,10 @@ const (
 	// playerHeader is the metadata key under which a client states the
 	// player it claims to be.
 	playerHeader = "shareflow-player"
+	// acceptedHeader is the header a server sends, naming itself, when
+	// it accepts a message stream; a stream it refuses ends with a
+	// status instead.
+	acceptedHeader = "shareflow-accepted"
 )
 
 // handler is what the service needs of its implementation.
@@ -43,10 +48,14 @@ type handler interface {
 //	rpc Messages(stream BytesValue) returns (stream BytesValue);
 //
 // Messages carries Frames from client to server for as long as the client
-// lives; the server never sends on it and ends it with a status only when
-// it refuses the stream (the client has one open already) or a frame, or
-// shuts down, so the client learns of a broken link by its pending
-// receive.
+// lives. The server answers with the header acceptedHeader once it takes
+// the stream. From a client with an address in the config it sends
+// nothing more, and ends the stream with a status only when it refuses
+// the stream (the client has one open already) or a frame, or shuts down,
+// so the client learns of a broken link by its pending receive. To a
+// client that only dials out it sends its own Frames on the stream, and
+// an empty message as goodbye when it closes, after which the client
+// half-closes the stream in turn.
 var serviceDesc = grpc.ServiceDesc{
 	ServiceName: serviceName,
 	HandlerType: (*handler)(nil),
@@ -86,7 +95,7 @@ func (t *Transport) caller(ctx context.Context) (string, error) {
 		switch {
 		case claimed == "":
 			return "", status.Errorf(codes.Unauthenticated, "player %q refuses the call: no %q header", t.self, playerHeader)
-		case !t.cfg.Has(claimed):
+		case t.cfg.Admits(claimed) != nil:
 			return "", status.Errorf(codes.PermissionDenied, "player %q refuses the call: %q is not a player of the config", t.self, claimed)
 		case claimed == t.self:
 			return "", status.Errorf(codes.PermissionDenied, "player %q refuses a call from itself", t.self)
@@ -106,7 +115,7 @@ func (t *Transport) caller(ctx context.Context) (string, error) {
 		return "", status.Errorf(codes.PermissionDenied, "player %q refuses the call from %s: %v", t.self, p.Addr, err)
 	}
 	switch {
-	case !t.cfg.Has(name):
+	case t.cfg.Admits(name) != nil:
 		return "", status.Errorf(codes.PermissionDenied, "player %q refuses the call: certificate names %q, not a player of the config", t.self, name)
 	case name == t.self:
 		return "", status.Errorf(codes.PermissionDenied, "player %q refuses a call from itself", t.self)
@@ -145,49 +154,144 @@ func (t *Transport) hello(ctx context.Context, in *wrapperspb.BytesValue) (*wrap
 }
 
 // inbound tracks the message streams peers open to this player: each
-// peer may have one open at a time, and none after its first has ended.
-// The zero value is ready to use; it is safe for concurrent use.
+// peer may have one open at a time, and at most maxMembers peers the
+// config does not list may have one. The zero value, with maxMembers set,
+// is ready to use; it is safe for concurrent use.
 type inbound struct {
-	mu     sync.Mutex
-	open   map[string]string         // peer → remote address of its open stream
-	ended  map[string]bool           // peers whose stream has ended
-	frames map[string]*atomic.Uint64 // per peer, the frames its stream delivered
+	maxMembers int
+
+	mu      sync.Mutex
+	open    map[string]*peerStream    // peer → its open stream
+	members int                       // open streams of peers the config does not list
+	frames  map[string]*atomic.Uint64 // per peer, the frames its last stream delivered
+	gone    map[string]error          // peers that dialled in and left, and why
+	lost    map[string]bool           // those of them whose stream broke
 	// refused counts the streams refused because their peer had one open
-	// or had ended. Tests wait on it and on frames.
+	// or there were maxMembers members. Tests wait on it and on frames.
 	refused atomic.Uint64
+}
+
+// peerStream is a peer's open message stream.
+type peerStream struct {
+	addr     string
+	unlisted bool
+	dial     *dialIn // for a peer that dialled in; nil for one with an address
 }
 
 // begin registers a stream from peer from at addr and returns the
 // counter of its frames, or refuses it with the status to return.
-func (in *inbound) begin(self, from, addr string) (*atomic.Uint64, error) {
+func (in *inbound) begin(self, from, addr string, unlisted bool, d *dialIn) (*atomic.Uint64, error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if open, ok := in.open[from]; ok {
 		in.refused.Add(1)
 		return nil, status.Errorf(codes.AlreadyExists,
 			"player %q refuses a second message stream from player %q (from %s): its stream from %s is open, and a player has one at a time (is another process using %q's certificate?)",
-			self, from, addr, open, from)
+			self, from, addr, open.addr, from)
 	}
-	if in.ended[from] {
+	if unlisted && in.members >= in.maxMembers {
 		in.refused.Add(1)
-		return nil, status.Errorf(codes.FailedPrecondition,
-			"player %q refuses a message stream from player %q (from %s): its earlier stream has ended, and a player that left does not rejoin a run",
-			self, from, addr)
+		return nil, status.Errorf(codes.ResourceExhausted,
+			"player %q refuses data owner %q (from %s): %d data owners the config does not list are connected, the most it allows (max_members)",
+			self, from, addr, in.members)
 	}
 	if in.open == nil {
-		in.open, in.ended, in.frames = make(map[string]string), make(map[string]bool), make(map[string]*atomic.Uint64)
+		in.open, in.frames = make(map[string]*peerStream), make(map[string]*atomic.Uint64)
+		in.gone, in.lost = make(map[string]error), make(map[string]bool)
 	}
-	in.open[from] = addr
+	in.open[from] = &peerStream{addr: addr, unlisted: unlisted, dial: d}
+	if unlisted {
+		in.members++
+	}
+	delete(in.gone, from)
+	delete(in.lost, from)
 	in.frames[from] = new(atomic.Uint64)
 	return in.frames[from], nil
 }
 
-// end records that the stream of peer from has ended.
-func (in *inbound) end(from string) {
+// end records that the stream of peer from has ended with err; lost says
+// it broke rather than closed.
+func (in *inbound) end(from string, err error, lost bool) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
+	ps := in.open[from]
 	delete(in.open, from)
-	in.ended[from] = true
+	if ps.unlisted {
+		in.members--
+	}
+	if ps.dial != nil {
+		in.gone[from] = err
+		if lost {
+			in.lost[from] = true
+		}
+	}
+}
+
+// isOpen reports whether peer has a stream open.
+func (in *inbound) isOpen(peer string) bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	_, ok := in.open[peer]
+	return ok
+}
+
+// dialIn returns the connection of peer, if it dialled in and its stream
+// is open.
+func (in *inbound) dialIn(peer string) *dialIn {
+	d, _ := in.current(peer)
+	return d
+}
+
+// current returns the connection of peer if it dialled in and its stream
+// is open, or else why its last one ended, if it had one.
+func (in *inbound) current(peer string) (*dialIn, error) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if ps, ok := in.open[peer]; ok && ps.dial != nil {
+		return ps.dial, nil
+	}
+	return nil, in.gone[peer]
+}
+
+// dialIns returns, sorted, the peers that dialled in and have a stream
+// open.
+func (in *inbound) dialIns() []string {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	var out []string
+	for name, ps := range in.open {
+		if ps.dial != nil {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// dialInConns returns the connections of the peers that dialled in and
+// have a stream open.
+func (in *inbound) dialInConns() []*dialIn {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	var out []*dialIn
+	for _, ps := range in.open {
+		if ps.dial != nil {
+			out = append(out, ps.dial)
+		}
+	}
+	return out
+}
+
+// lostDialIns returns the peers that dialled in and whose stream broke,
+// and have not come back.
+func (in *inbound) lostDialIns() []string {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	var out []string
+	for name := range in.lost {
+		out = append(out, name)
+	}
+	return out
 }
 
 // remoteAddr returns the address of the other end of ctx's call.
@@ -200,11 +304,15 @@ func remoteAddr(ctx context.Context) string {
 
 // messages receives the frames of one peer's stream, reassembles messages
 // and delivers them to the mailbox. A peer has one stream open at a time:
-// a second one is refused without touching the first. Before it takes a
-// message, or allocates room to assemble one, messages waits until the
-// peer has room under the mailbox's bounds, which holds a peer that runs
-// ahead back by flow control. When the stream ends, receives from that
-// peer that can no longer complete fail.
+// a second one is refused without touching the first; so is a data owner
+// the config does not list once max_members of them have one. Each
+// stream a peer opens starts a new epoch of its messages
+// (transport.Mailbox.Rejoin). Before it takes a message, or allocates
+// room to assemble one, messages waits until the peer has room under the
+// mailbox's bounds, which holds a peer that runs ahead back by flow
+// control. When the stream ends, receives from that peer that can no
+// longer complete fail. A peer without an address also gets this
+// player's messages on its stream (see sendToDialIn).
 func (t *Transport) messages(stream grpc.ServerStream) error {
 	ctx := stream.Context()
 	from, err := t.caller(ctx)
@@ -213,40 +321,75 @@ func (t *Transport) messages(stream grpc.ServerStream) error {
 		return err
 	}
 	addr := remoteAddr(ctx)
-	frames, err := t.in.begin(t.self, from, addr)
+	unlisted := !t.cfg.Has(from)
+	var d *dialIn
+	if !t.cfg.Listens(from) {
+		d = &dialIn{name: from, addr: addr, stream: stream, sem: make(chan struct{}, 1), done: make(chan struct{})}
+		d.sem <- struct{}{} // no Send until the stream is accepted
+	}
+	frames, err := t.in.begin(t.self, from, addr, unlisted, d)
 	if err != nil {
 		t.log.Warn("refused a message stream", "peer", from, "address", addr, "error", err)
 		return err
 	}
-	defer t.in.end(from)
-	t.log.Debug("peer stream open", "peer", from, "address", addr)
+	epoch := t.box.Rejoin(from)
+	// Whatever ends the stream ends the epoch; end says why.
+	var end error
+	lost := false
+	defer func() {
+		if end == nil {
+			end = fmt.Errorf("%w: the stream of player %q to %q ended", ErrPeerClosed, from, t.self)
+		}
+		t.box.FailEpoch(from, epoch, end)
+		if d != nil {
+			t.finish(d)
+		}
+		t.in.end(from, end, lost)
+		t.changed.signal()
+	}()
+	if err := stream.SendHeader(metadata.Pairs(acceptedHeader, t.self)); err != nil {
+		end, lost = fmt.Errorf("%w: connection from player %q to %q: %v", ErrPeerLost, from, t.self, err), true
+		if d != nil {
+			<-d.sem // finish takes it back
+		}
+		return err
+	}
+	if l := t.links[from]; l != nil {
+		// The peer is back, if it had gone.
+		l.goodbye.Store(false)
+		l.lost.Store(false)
+	}
+	if d != nil {
+		d.epoch = epoch
+		<-d.sem // Sends may use the stream now
+	}
+	t.changed.signal()
+	t.log.Debug("peer stream open", "peer", from, "address", addr, "epoch", epoch, "dials_in", d != nil, "member", unlisted)
 	a := assembler{from: from, self: t.self, max: uint64(t.cfg.MaxMessageBytes()), box: t.box}
 	defer a.cancel()
-	stats := t.stats[from]
+	stats := t.stats.of(from)
 	for {
 		in := new(wrapperspb.BytesValue)
 		err := stream.RecvMsg(in)
 		if errors.Is(err, io.EOF) {
 			if a.res != nil {
-				err := fmt.Errorf("%w: player %q closed its stream in the middle of message %s", ErrProtocol, from, a.key)
-				t.box.FailFrom(from, err)
-				return status.Error(codes.InvalidArgument, err.Error())
+				end = fmt.Errorf("%w: player %q closed its stream in the middle of message %s", ErrProtocol, from, a.key)
+				return status.Error(codes.InvalidArgument, end.Error())
 			}
 			t.log.Debug("peer stream closed", "peer", from)
 			if l := t.links[from]; l != nil {
 				l.goodbye.Store(true)
 			}
-			t.box.FailFrom(from, fmt.Errorf("%w: player %q closed its connection to %q", ErrPeerClosed, from, t.self))
+			end = fmt.Errorf("%w: player %q closed its connection to %q", ErrPeerClosed, from, t.self)
 			return nil
 		}
 		if err != nil {
 			if !t.isClosing() {
-				lost := fmt.Errorf("%w: connection from player %q to %q: %v", ErrPeerLost, from, t.self, err)
+				end, lost = fmt.Errorf("%w: connection from player %q to %q: %v", ErrPeerLost, from, t.self, err), true
 				t.log.Warn("peer stream broken", "peer", from, "address", addr, "error", err)
 				if l := t.links[from]; l != nil {
 					l.lost.Store(true)
 				}
-				t.box.FailFrom(from, lost)
 			}
 			return err
 		}
@@ -259,7 +402,7 @@ func (t *Transport) messages(stream grpc.ServerStream) error {
 				err = fmt.Errorf("%w: player %q sent a message twice: %w", ErrProtocol, from, err)
 			}
 			t.log.Warn("refused a message", "peer", from, "address", addr, "error", err)
-			t.box.FailFrom(from, err)
+			end = err
 			code := codes.InvalidArgument
 			if errors.Is(err, ErrTooLarge) {
 				code = codes.ResourceExhausted
@@ -271,7 +414,7 @@ func (t *Transport) messages(stream grpc.ServerStream) error {
 				// or this sender failed: either way nothing more comes
 				// from this peer.
 				t.log.Warn("peer stream ended while a message waited for room", "peer", from, "address", addr, "error", err)
-				t.box.FailFrom(from, fmt.Errorf("%w: connection from player %q to %q ended while a message waited for room: %v", ErrPeerLost, from, t.self, err))
+				end, lost = fmt.Errorf("%w: connection from player %q to %q ended while a message waited for room: %v", ErrPeerLost, from, t.self, err), true
 			}
 			return status.Errorf(codes.Unavailable, "player %q no longer takes messages from %q: %v", t.self, from, err)
 		}

@@ -2,26 +2,23 @@ package grpctransport
 
 import (
 	"context"
+	cryptorand "crypto/rand"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"maps"
+	"math/rand/v2"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/shareflow/shareflow/players"
 	"github.com/shareflow/shareflow/session/transport"
@@ -33,17 +30,25 @@ var (
 	// before allocating.
 	ErrTooLarge = errors.New("grpctransport: message too large")
 	// ErrPeerClosed is the failure of receives from a player that closed
-	// its transport.
-	ErrPeerClosed = errors.New("grpctransport: peer closed")
+	// its transport. It matches transport.ErrPeerGone.
+	ErrPeerClosed error = &goneError{"grpctransport: peer closed"}
 	// ErrPeerLost is the failure of receives from, and sends to, a player
-	// whose connection broke.
-	ErrPeerLost = errors.New("grpctransport: connection to peer lost")
+	// whose connection broke. It matches transport.ErrPeerGone.
+	ErrPeerLost error = &goneError{"grpctransport: connection to peer lost"}
 	// ErrRejected is the failure of a link whose peer refused what was
 	// sent to it.
 	ErrRejected = errors.New("grpctransport: peer rejected the stream")
 	// ErrProtocol is returned for a peer that breaks the wire protocol.
 	ErrProtocol = errors.New("grpctransport: protocol violation")
 )
+
+// goneError is a sentinel error that also matches transport.ErrPeerGone.
+type goneError struct{ msg string }
+
+func (e *goneError) Error() string { return e.msg }
+
+// Is reports whether target is transport.ErrPeerGone.
+func (e *goneError) Is(target error) bool { return target == transport.ErrPeerGone }
 
 // InsecureWarning is what a Transport in insecure mode logs and returns
 // from Warnings. Commands should print it where the user sees it.
@@ -75,8 +80,12 @@ type ConnectError struct {
 }
 
 // Error formats the error as `grpctransport: waiting for player "P" at
-// ADDR: cause`.
+// ADDR: cause`, or, for a player that only dials out (no Address),
+// `grpctransport: waiting for player "P" to dial in: cause`.
 func (e *ConnectError) Error() string {
+	if e.Address == "" {
+		return fmt.Sprintf("grpctransport: waiting for player %q to dial in: %v", e.Player, e.Err)
+	}
 	return fmt.Sprintf("grpctransport: waiting for player %q at %s: %v", e.Player, e.Address, e.Err)
 }
 
@@ -87,7 +96,8 @@ func (e *ConnectError) Unwrap() error { return e.Err }
 type Options struct {
 	// Listener is where the player's server accepts peers. Nil means
 	// listen on the player's listen address from the config. Tests pass a
-	// listener on 127.0.0.1:0. The Transport closes it.
+	// listener on 127.0.0.1:0. The Transport closes it. A player that
+	// only dials out takes none.
 	Listener net.Listener
 	// Logger receives connection events with a "player" attribute. Nil
 	// means silent.
@@ -108,73 +118,78 @@ type Options struct {
 	// counts as lost; zero means 10 s each. gRPC raises a KeepaliveTime
 	// below 10 s to 10 s.
 	KeepaliveTime, KeepaliveTimeout time.Duration
+	// ReconnectMin and ReconnectMax bound the wait before each attempt to
+	// reconnect a link that was lost: it starts at ReconnectMin and
+	// doubles up to ReconnectMax, and each wait is drawn uniformly from
+	// the upper half of its bound, so that the players that lost a peer
+	// at the same moment do not all call it at once when it comes back.
+	// Zero means 250 ms and 30 s.
+	ReconnectMin, ReconnectMax time.Duration
+	// Rand draws those waits; nil means a ChaCha8 generator seeded from
+	// crypto/rand. The Transport uses it under a lock of its own, so give
+	// each Transport its own.
+	Rand *rand.Rand
 }
 
 // Transport is one player's endpoint of a gRPC network of players. It
-// serves its peers on one address and dials each peer once; every peer
-// link carries one long-lived stream of frames. It implements
-// transport.Transport and is safe for concurrent use.
+// implements transport.Transport and transport.Membership, and is safe
+// for concurrent use.
+//
+// A player with an address in the config serves its peers there and
+// dials each peer with an address once; every such link carries one
+// long-lived stream of frames, one way. A player without one (a data
+// owner the config does not list, or one listed without an address)
+// listens nowhere: it dials every player with an address, and each of
+// those links carries frames both ways, so that the player's own
+// connections bring it its messages.
 //
 // Its life: New starts the server (so peers may connect in any order),
-// Connect waits until every peer answers, Send and Recv move messages,
-// Close drains and stops everything. A Transport that lost a peer stays
-// failed for that peer; start a new one to retry.
+// Connect waits until every listed peer answers, Send and Recv move
+// messages, Close drains and stops everything. A link that is lost, or
+// whose peer closed, is dialled again in the background with backoff
+// (Options.ReconnectMin); a peer that dials in may leave and come back.
+// Each comeback starts a new epoch of the peer's messages (see
+// transport.Mailbox.Rejoin).
 type Transport struct {
 	cfg         *players.Config
 	self        string
+	dialOnly    bool // self listens nowhere
 	insecure    bool
 	fingerprint [32]byte
 	log         *slog.Logger
 	chunk       int
 	closeWait   time.Duration
 
+	reconnectMin, reconnectMax time.Duration
+	randMu                     sync.Mutex
+	rand                       *rand.Rand
+
 	box      *transport.Mailbox
-	gate     *gate // the server's listener
+	gate     *gate // the server's listener; nil for a player that only dials out
 	refusals *refusalLog
-	server   *grpc.Server
+	server   *grpc.Server // nil for a player that only dials out
 	links    map[string]*link
-	stats    map[string]*linkStats
+	stats    statsTable
 	in       inbound // the peers' streams to this player
+	changed  changes // Members or Connected changed
 
 	life   context.Context // canceled at the end of Close; parent of all streams
 	cancel context.CancelFunc
-	// stopping is canceled as soon as Close starts, to cut short Connect
-	// and Sends waiting to start.
+	// stopping is canceled as soon as Close starts, to cut short Connect,
+	// reconnections and Sends waiting to start.
 	stopping context.Context
 	stop     context.CancelFunc
 
 	mu      sync.Mutex // guards closing and wg.Add
 	closing bool
-	wg      sync.WaitGroup // serve goroutine and stream monitors
+	wg      sync.WaitGroup // serve goroutine, stream monitors, reconnections
 	once    sync.Once
 }
 
-var _ transport.Transport = (*Transport)(nil)
-
-// link is the outgoing side of the connection to one peer.
-type link struct {
-	name, addr string
-	conn       *grpc.ClientConn
-
-	// sem is held by whoever uses the stream: one Send, Connect or Close
-	// at a time. It guards stream and buf.
-	sem    chan struct{}
-	stream grpc.ClientStream
-	buf    []byte
-
-	// goodbye is set when the peer closed its own stream to us, so that
-	// the end of ours is expected.
-	goodbye atomic.Bool
-	// lost is set when a stream to or from the peer broke without an
-	// orderly close.
-	lost atomic.Bool
-
-	mu          sync.Mutex
-	err         error              // the link's failure, set once
-	refusal     error              // a TLS-level refusal retrying cannot mend
-	cancel      context.CancelFunc // cancels the stream
-	monitorDone chan struct{}      // closed when the stream's monitor exits
-}
+var (
+	_ transport.Transport  = (*Transport)(nil)
+	_ transport.Membership = (*Transport)(nil)
+)
 
 // linkStats counts payload bytes and messages on one link.
 type linkStats struct {
@@ -189,9 +204,63 @@ type LinkStats struct {
 	RecvMessages, RecvBytes uint64
 }
 
-// New makes player self's endpoint and starts serving its peers. With TLS
-// (the default) it loads and checks self's certificate, key and CA from
-// cfg first, so configuration errors surface here, naming the files.
+// statsTable holds the counts of every peer that exchanged messages. The
+// zero value is ready to use; it is safe for concurrent use. Its entries
+// are bounded by the names the config admits: listed players, and data
+// owners with certificates from the CA.
+type statsTable struct {
+	mu sync.Mutex
+	m  map[string]*linkStats
+}
+
+// of returns the counts of peer, made on first use.
+func (s *statsTable) of(peer string) *linkStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = make(map[string]*linkStats)
+	}
+	st, ok := s.m[peer]
+	if !ok {
+		st = new(linkStats)
+		s.m[peer] = st
+	}
+	return st
+}
+
+// changes wakes those waiting for the next change. The zero value is
+// ready to use; it is safe for concurrent use.
+type changes struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+// wait returns a channel closed at the next signal.
+func (c *changes) wait() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ch == nil {
+		c.ch = make(chan struct{})
+	}
+	return c.ch
+}
+
+// signal closes the channel of those waiting.
+func (c *changes) signal() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ch != nil {
+		close(c.ch)
+		c.ch = nil
+	}
+}
+
+// New makes player self's endpoint and, for a player with an address,
+// starts serving its peers. self is a player of cfg, or a data owner cfg
+// admits without listing it (open membership, see players.Config.Admits).
+// With TLS (the default) it loads and checks self's certificate, key and
+// CA from cfg first, so configuration errors surface here, naming the
+// files.
 func New(cfg *players.Config, self string, opts Options) (_ *Transport, err error) {
 	if opts.Listener != nil {
 		defer func() {
@@ -203,8 +272,15 @@ func New(cfg *players.Config, self string, opts Options) (_ *Transport, err erro
 	if cfg == nil {
 		return nil, errors.New("grpctransport: nil config")
 	}
-	if _, err := cfg.Player(self); err != nil {
+	if err := cfg.Admits(self); err != nil {
+		if _, perr := cfg.Player(self); players.RoleOf(self) != players.RoleDataOwner {
+			err = perr // names the players of the config
+		}
 		return nil, fmt.Errorf("grpctransport: %w", err)
+	}
+	dialOnly := !cfg.Listens(self)
+	if dialOnly && opts.Listener != nil {
+		return nil, fmt.Errorf("grpctransport: player %q has no address in the config, so it only dials out and takes no Options.Listener", self)
 	}
 	chunk := opts.ChunkBytes
 	switch {
@@ -213,8 +289,8 @@ func New(cfg *players.Config, self string, opts Options) (_ *Transport, err erro
 	case chunk < 0 || chunk > MaxChunkBytes:
 		return nil, fmt.Errorf("grpctransport: Options.ChunkBytes %d out of range 1..%d", chunk, MaxChunkBytes)
 	}
-	durations := []*time.Duration{&opts.CloseTimeout, &opts.KeepaliveTime, &opts.KeepaliveTimeout, &opts.HandshakeTimeout}
-	defaults := []time.Duration{5 * time.Second, 10 * time.Second, 10 * time.Second, 5 * time.Second}
+	durations := []*time.Duration{&opts.CloseTimeout, &opts.KeepaliveTime, &opts.KeepaliveTimeout, &opts.HandshakeTimeout, &opts.ReconnectMin, &opts.ReconnectMax}
+	defaults := []time.Duration{5 * time.Second, 10 * time.Second, 10 * time.Second, 5 * time.Second, 250 * time.Millisecond, 30 * time.Second}
 	for i, d := range durations {
 		if *d < 0 {
 			return nil, fmt.Errorf("grpctransport: negative duration %s in Options", *d)
@@ -223,6 +299,17 @@ func New(cfg *players.Config, self string, opts Options) (_ *Transport, err erro
 			*d = defaults[i]
 		}
 	}
+	if opts.ReconnectMax < opts.ReconnectMin {
+		return nil, fmt.Errorf("grpctransport: Options.ReconnectMax %s is below ReconnectMin %s", opts.ReconnectMax, opts.ReconnectMin)
+	}
+	rng := opts.Rand
+	if rng == nil {
+		var seed [32]byte
+		if _, err := cryptorand.Read(seed[:]); err != nil {
+			return nil, fmt.Errorf("grpctransport: seeding the reconnection jitter: %w", err)
+		}
+		rng = rand.New(rand.NewChaCha8(seed))
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -230,32 +317,47 @@ func New(cfg *players.Config, self string, opts Options) (_ *Transport, err erro
 	log = log.With("player", self)
 
 	t := &Transport{
-		cfg:         cfg,
-		self:        self,
-		insecure:    cfg.Insecure(),
-		fingerprint: cfg.Fingerprint(),
-		log:         log,
-		chunk:       chunk,
-		closeWait:   opts.CloseTimeout,
-		box:         transport.NewMailbox(),
-		refusals:    newRefusalLog(log),
-		links:       make(map[string]*link),
-		stats:       make(map[string]*linkStats),
+		cfg:          cfg,
+		self:         self,
+		dialOnly:     dialOnly,
+		insecure:     cfg.Insecure(),
+		fingerprint:  cfg.Fingerprint(),
+		log:          log,
+		chunk:        chunk,
+		closeWait:    opts.CloseTimeout,
+		reconnectMin: opts.ReconnectMin,
+		reconnectMax: opts.ReconnectMax,
+		rand:         rng,
+		box:          transport.NewMailbox(),
+		refusals:     newRefusalLog(log),
+		links:        make(map[string]*link),
 	}
-	for _, n := range cfg.Names() {
-		t.stats[n] = new(linkStats)
-	}
+	t.in.maxMembers = cfg.MaxMembers()
+	t.life, t.cancel = context.WithCancel(context.Background())
+	t.stopping, t.stop = context.WithCancel(context.Background())
+	defer func() {
+		if err != nil {
+			t.stop()
+			t.cancel()
+		}
+	}()
 	// A peer may run ahead, but not fill this player's memory with
 	// messages nobody asks for.
 	t.box.SetPendingLimit(PendingMessages * cfg.MaxMessageBytes())
 	t.box.SetPendingCount(PendingCount)
 
+	var peers []string // the players this one dials
+	for _, n := range cfg.Names() {
+		if n != self && cfg.Listens(n) {
+			peers = append(peers, n)
+		}
+	}
 	var serverCreds credentials.TransportCredentials
 	clientCreds := make(map[string]credentials.TransportCredentials)
 	if t.insecure {
 		log.Warn(InsecureWarning)
 		serverCreds = insecure.NewCredentials()
-		for _, n := range cfg.Names() {
+		for _, n := range peers {
 			clientCreds[n] = insecure.NewCredentials()
 		}
 	} else {
@@ -264,10 +366,7 @@ func New(cfg *players.Config, self string, opts Options) (_ *Transport, err erro
 			return nil, fmt.Errorf("grpctransport: player %q: %w", self, err)
 		}
 		serverCreds = credentials.NewTLS(id.ServerTLS())
-		for _, n := range cfg.Names() {
-			if n == self {
-				continue
-			}
+		for _, n := range peers {
 			tc, err := id.ClientTLS(n)
 			if err != nil {
 				return nil, fmt.Errorf("grpctransport: player %q: %w", self, err)
@@ -276,12 +375,9 @@ func New(cfg *players.Config, self string, opts Options) (_ *Transport, err erro
 		}
 	}
 
-	for _, n := range cfg.Names() {
-		if n == self {
-			continue
-		}
+	for _, n := range peers {
 		addr, _ := cfg.Address(n)
-		l := &link{name: n, addr: addr, sem: make(chan struct{}, 1)}
+		l := &link{name: n, addr: addr, bidi: dialOnly, sem: make(chan struct{}, 1)}
 		clientCreds[n] = &linkCreds{TransportCredentials: clientCreds[n], l: l}
 		conn, err := grpc.NewClient("passthrough:///"+addr,
 			grpc.WithTransportCredentials(clientCreds[n]),
@@ -300,6 +396,10 @@ func New(cfg *players.Config, self string, opts Options) (_ *Transport, err erro
 		}
 		l.conn = conn
 		t.links[n] = l
+	}
+	if dialOnly {
+		log.Debug("dialling out only", "peers", len(peers), "insecure", t.insecure)
+		return t, nil
 	}
 
 	lis := opts.Listener
@@ -325,8 +425,6 @@ func New(cfg *players.Config, self string, opts Options) (_ *Transport, err erro
 		grpc.WaitForHandlers(true),
 	)
 	t.server.RegisterService(&serviceDesc, t)
-	t.life, t.cancel = context.WithCancel(context.Background())
-	t.stopping, t.stop = context.WithCancel(context.Background())
 
 	t.wg.Add(1)
 	go func() {
@@ -342,11 +440,17 @@ func New(cfg *players.Config, self string, opts Options) (_ *Transport, err erro
 	return t, nil
 }
 
-// Addr returns the address the player's server listens on.
-func (t *Transport) Addr() net.Addr { return t.gate.Addr() }
+// Addr returns the address the player's server listens on, or nil for a
+// player that only dials out.
+func (t *Transport) Addr() net.Addr {
+	if t.gate == nil {
+		return nil
+	}
+	return t.gate.Addr()
+}
 
 // Mailbox returns the mailbox incoming messages land in, for callers that
-// forget finished iterations.
+// forget finished iterations or look at a peer's epochs.
 func (t *Transport) Mailbox() *transport.Mailbox { return t.box }
 
 // Warnings returns what the user must be told about this transport: the
@@ -358,16 +462,63 @@ func (t *Transport) Warnings() []string {
 	return nil
 }
 
-// Stats returns per-peer counts of messages and payload bytes.
+// Stats returns per-peer counts of messages and payload bytes: every
+// listed peer, and every data owner that dialled in.
 func (t *Transport) Stats() map[string]LinkStats {
-	out := make(map[string]LinkStats, len(t.stats))
-	for n, s := range t.stats {
+	for n := range t.links {
+		t.stats.of(n)
+	}
+	t.stats.mu.Lock()
+	defer t.stats.mu.Unlock()
+	out := make(map[string]LinkStats, len(t.stats.m))
+	for n, s := range t.stats.m {
 		out[n] = LinkStats{
 			SentMessages: s.sentMessages.Load(), SentBytes: s.sentBytes.Load(),
 			RecvMessages: s.recvMessages.Load(), RecvBytes: s.recvBytes.Load(),
 		}
 	}
 	return out
+}
+
+// Members returns, sorted, the peers that dialled in to this player and
+// are connected now: data owners the config does not list, and players
+// it lists without an address. A player that only dials out has none.
+func (t *Transport) Members() []string { return t.in.dialIns() }
+
+// Connected reports whether messages can travel between this player and
+// peer now, both ways: for a peer this player dials, its link is up (and,
+// between two players with addresses, the peer's stream to this one is
+// open too); for a peer that dialled in, its stream is open.
+func (t *Transport) Connected(peer string) bool {
+	if l := t.links[peer]; l != nil {
+		return l.up.Load() && (t.dialOnly || t.in.isOpen(peer))
+	}
+	return !t.dialOnly && t.in.dialIn(peer) != nil
+}
+
+// MembershipChanged returns a channel that is closed at the next change
+// of Members or Connected: a peer that dials in or leaves, a link that
+// breaks or is reconnected.
+func (t *Transport) MembershipChanged() <-chan struct{} { return t.changed.wait() }
+
+// LostPeers returns, sorted, the peers whose connection broke without an
+// orderly close, and have not come back: crashed, killed or cut off. When
+// a player fails, the others fail after it in a cascade; this names where
+// it started.
+func (t *Transport) LostPeers() []string {
+	var lost []string
+	for name, l := range t.links {
+		if l.lost.Load() && !l.goodbye.Load() {
+			lost = append(lost, name)
+		}
+	}
+	for _, name := range t.in.lostDialIns() {
+		if !slices.Contains(lost, name) {
+			lost = append(lost, name)
+		}
+	}
+	slices.Sort(lost)
+	return lost
 }
 
 // bind returns ctx, canceled also when Close starts.
@@ -386,15 +537,39 @@ func (t *Transport) isClosing() bool {
 	return t.closing
 }
 
-// Connect waits until every peer answers, up to the config's connect
-// timeout (or ctx's deadline, if sooner), and opens the stream to each.
-// Peers may start in any order: an unreachable peer is retried with
-// backoff. On failure the error names each missing player and its address
-// (errors.As finds a *ConnectError). A peer that refuses this player
-// (different player list, or this player's certificate), or whose
-// certificate this player refuses (another player's, or another CA's: the
-// error then matches players.ErrPeerCertificate), fails at once; after a
-// refusal at the TLS handshake the peer is not dialled again.
+// goroutine runs f on a goroutine Close waits for, unless Close has
+// started; it reports whether f runs.
+func (t *Transport) goroutine(f func()) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closing {
+		return false
+	}
+	t.wg.Go(f)
+	return true
+}
+
+// jitter returns a wait drawn uniformly from [d/2, d].
+func (t *Transport) jitter(d time.Duration) time.Duration {
+	t.randMu.Lock()
+	defer t.randMu.Unlock()
+	half := d / 2
+	return half + time.Duration(t.rand.Int64N(int64(d-half)+1))
+}
+
+// Connect waits until every listed peer answers, up to the config's
+// connect timeout (or ctx's deadline, if sooner), and opens the stream to
+// each: the peers this player dials, and, for a player with an address,
+// the listed peers without one, which dial in. Data owners the config
+// does not list are not waited for. Peers may start in any order: an
+// unreachable peer is retried with backoff, and a link lost since is
+// waited for while it reconnects. On failure the error names each missing
+// player and its address (errors.As finds a *ConnectError). A peer that
+// refuses this player (different player list, or this player's
+// certificate), or whose certificate this player refuses (another
+// player's, or another CA's: the error then matches
+// players.ErrPeerCertificate), fails at once; after a refusal at the TLS
+// handshake the peer is not dialled again.
 func (t *Transport) Connect(ctx context.Context) error {
 	if t.isClosing() {
 		return fmt.Errorf("grpctransport: player %q: %w", t.self, transport.ErrClosed)
@@ -404,213 +579,74 @@ func (t *Transport) Connect(ctx context.Context) error {
 	ctx, unbind := t.bind(ctx)
 	defer unbind()
 	start := time.Now()
-	names := slices.Sorted(maps.Keys(t.links))
-	errs := make([]error, len(names))
+	var errs []error
+	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for i, n := range names {
-		l := t.links[n]
+	fail := func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		errs = append(errs, err)
+	}
+	for _, l := range t.links {
 		wg.Go(func() {
-			if err := l.acquire(ctx); err != nil {
-				errs[i] = &ConnectError{Player: l.name, Address: l.addr, Err: err}
-				return
+			if err := t.await(ctx, l, start); err != nil {
+				fail(err)
 			}
-			defer l.release()
-			errs[i] = t.open(ctx, l, start)
 		})
+	}
+	var dialIns []string
+	if !t.dialOnly {
+		for _, n := range t.cfg.Names() {
+			if n != t.self && !t.cfg.Listens(n) {
+				dialIns = append(dialIns, n)
+				wg.Go(func() {
+					if err := t.awaitDialIn(ctx, n, start); err != nil {
+						fail(err)
+					}
+				})
+			}
+		}
 	}
 	wg.Wait()
 	if t.isClosing() {
 		return fmt.Errorf("grpctransport: player %q: %w", t.self, transport.ErrClosed)
 	}
-	if err := errors.Join(errs...); err != nil {
-		return err
+	if len(errs) > 0 {
+		slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
+		return errors.Join(errs...)
 	}
-	t.log.Info("connected to all peers", "peers", len(names), "elapsed", time.Since(start).Round(time.Millisecond))
+	t.log.Info("connected to all peers", "peers", len(t.links)+len(dialIns), "elapsed", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
-func (l *link) acquire(ctx context.Context) error {
-	select {
-	case l.sem <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	}
-}
-
-func (l *link) release() { <-l.sem }
-
-// LostPeers returns, sorted, the peers whose connection broke without an
-// orderly close: crashed, killed or cut off. When a player fails, the
-// others fail after it in a cascade; this names where it started.
-func (t *Transport) LostPeers() []string {
-	var lost []string
-	for name, l := range t.links {
-		if l.lost.Load() && !l.goodbye.Load() {
-			lost = append(lost, name)
-		}
-	}
-	slices.Sort(lost)
-	return lost
-}
-
-func (l *link) failure() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.err
-}
-
-// open greets the peer and opens the stream to it, unless that is done.
-// The caller holds l.sem.
-func (t *Transport) open(ctx context.Context, l *link, start time.Time) error {
-	if err := l.failure(); err != nil {
-		return err
-	}
-	if l.stream != nil {
-		return nil
-	}
-	if err := t.greet(ctx, l, start); err != nil {
-		return err
-	}
-	t.mu.Lock()
-	if t.closing {
-		t.mu.Unlock()
-		return fmt.Errorf("grpctransport: player %q: %w", t.self, transport.ErrClosed)
-	}
-	t.wg.Add(1)
-	t.mu.Unlock()
-
-	sctx, cancel := context.WithCancel(t.life)
-	sctx = metadata.AppendToOutgoingContext(sctx, playerHeader, t.self)
-	stream, err := l.conn.NewStream(sctx, &serviceDesc.Streams[0], messageMethod)
-	if err != nil {
-		cancel()
-		t.wg.Done()
-		return &ConnectError{Player: l.name, Address: l.addr, Err: fmt.Errorf("opening the message stream: %w", err)}
-	}
-	done := make(chan struct{})
-	l.mu.Lock()
-	l.cancel, l.monitorDone = cancel, done
-	l.mu.Unlock()
-	l.stream = stream
-	go t.monitor(l, stream, done)
-	t.log.Debug("peer link open", "peer", l.name, "address", l.addr)
-	return nil
-}
-
-// greet sends Hello until the peer answers or ctx ends.
-func (t *Transport) greet(ctx context.Context, l *link, start time.Time) error {
-	req, err := (&Hello{Player: t.self, Fingerprint: t.fingerprint}).MarshalBinary()
-	if err != nil {
-		return err
-	}
-	ctx = metadata.AppendToOutgoingContext(ctx, playerHeader, t.self)
-	wait := 25 * time.Millisecond
-	var last error
+// awaitDialIn waits until listed player name, which has no address, has
+// dialled in.
+func (t *Transport) awaitDialIn(ctx context.Context, name string, start time.Time) error {
 	for {
-		out := new(wrapperspb.BytesValue)
-		err := l.conn.Invoke(ctx, helloMethod, &wrapperspb.BytesValue{Value: req}, out)
-		if err == nil {
-			var h Hello
-			if err := h.UnmarshalBinary(out.GetValue()); err != nil {
-				return &ConnectError{Player: l.name, Address: l.addr, Err: err}
-			}
-			if h.Player != l.name {
-				return &ConnectError{Player: l.name, Address: l.addr, Err: fmt.Errorf("the address answers as player %q", h.Player)}
-			}
-			if h.Fingerprint != t.fingerprint {
-				return &ConnectError{Player: l.name, Address: l.addr, Err: errors.New("the peer runs with a different player list (config fingerprints differ)")}
-			}
+		changed := t.changed.wait()
+		if t.in.dialIn(name) != nil {
 			return nil
 		}
-		if r := l.refused(); r != nil {
-			return t.giveUp(l, r)
-		}
-		switch status.Code(err) {
-		case codes.PermissionDenied, codes.Unauthenticated, codes.FailedPrecondition, codes.InvalidArgument, codes.Unimplemented:
-			return &ConnectError{Player: l.name, Address: l.addr, Err: fmt.Errorf("refused by the peer: %w", err)}
-		}
-		// Keep the most telling error: a connection error beats the
-		// deadline that cut the last attempt short.
-		if last == nil || ctx.Err() == nil {
-			last = err
-		}
-		timer := time.NewTimer(wait)
 		select {
+		case <-changed:
 		case <-ctx.Done():
-			timer.Stop()
-			return &ConnectError{Player: l.name, Address: l.addr, Err: fmt.Errorf("no answer within %s: %w (last error: %v)", time.Since(start).Round(time.Millisecond), context.Cause(ctx), last)}
-		case <-timer.C:
-		}
-		wait = min(2*wait, 500*time.Millisecond)
-	}
-}
-
-// giveUp fails the link to l for good after a refusal at the TLS level,
-// and closes its connection so that gRPC stops redialling. The caller
-// holds l.sem.
-func (t *Transport) giveUp(l *link, refusal error) error {
-	err := &ConnectError{Player: l.name, Address: l.addr, Err: refusal}
-	l.mu.Lock()
-	if l.err == nil {
-		l.err = err
-	}
-	first := l.err
-	l.mu.Unlock()
-	l.conn.Close()
-	t.log.Warn("gave up on peer at the TLS handshake", "peer", l.name, "address", l.addr, "error", refusal)
-	return first
-}
-
-// monitor waits for the end of the stream to l. The server never sends on
-// it, so its end means the link is over: closed by us, closed or refused
-// by the peer, or broken. Unless we are closing, receives from the peer
-// then fail.
-func (t *Transport) monitor(l *link, stream grpc.ClientStream, done chan struct{}) {
-	defer t.wg.Done()
-	defer close(done)
-	err := stream.RecvMsg(new(wrapperspb.BytesValue))
-	if t.isClosing() {
-		return
-	}
-	switch {
-	case err == nil:
-		err = fmt.Errorf("%w: player %q sent on the message stream", ErrProtocol, l.name)
-	case errors.Is(err, io.EOF):
-		err = fmt.Errorf("%w: player %q ended the stream from %q", ErrPeerClosed, l.name, t.self)
-	default:
-		switch status.Code(err) {
-		case codes.Unavailable, codes.Canceled, codes.DeadlineExceeded, codes.Unknown:
-			err = fmt.Errorf("%w: stream from %q to player %q at %s: %w", ErrPeerLost, t.self, l.name, l.addr, err)
-		default:
-			err = fmt.Errorf("%w: player %q at %s: %w", ErrRejected, l.name, l.addr, err)
+			return &ConnectError{Player: name, Err: fmt.Errorf("it did not dial in within %s: %w", time.Since(start).Round(time.Millisecond), context.Cause(ctx))}
 		}
 	}
-	if l.goodbye.Load() {
-		t.log.Debug("peer link closed", "peer", l.name, "error", err)
-	} else {
-		t.log.Warn("peer link failed", "peer", l.name, "error", err)
-		if errors.Is(err, ErrPeerLost) {
-			l.lost.Store(true)
-		}
-	}
-	l.mu.Lock()
-	if l.err == nil {
-		l.err = err
-	}
-	l.mu.Unlock()
-	t.box.FailFrom(l.name, err)
 }
 
 // Send queues payload for player to under key. It connects first if
-// Connect has not, and it returns once the message is handed to gRPC.
-// That waits for flow control, which holds the sender back while the
-// receiver has PendingMessages' worth of its messages unread. ctx bounds
-// all of it: connecting, waiting for other Sends to the same player, and
-// flow control. A message cannot be abandoned half-sent without breaking
-// the stream, so when ctx ends in the middle of one the link is given up
-// and fails, as if the peer were lost. Messages above the config's
-// max_message_bytes are refused with ErrTooLarge.
+// Connect has not, and, for a peer that dials in and has not yet, waits
+// for it to. It returns once the message is handed to gRPC. That waits
+// for flow control, which holds the sender back while the receiver has
+// PendingMessages' worth of its messages unread. ctx bounds all of it:
+// connecting, waiting for other Sends to the same player, and flow
+// control. A message cannot be abandoned half-sent without breaking the
+// stream, so when ctx ends in the middle of one the link is given up, as
+// if the peer were lost, and reconnected. A Send to a peer whose link is
+// down fails at once, naming it, while the link is dialled again in the
+// background. Messages above the config's max_message_bytes are refused
+// with ErrTooLarge.
 func (t *Transport) Send(ctx context.Context, to string, key transport.Key, payload []byte) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("grpctransport: sending %s to %q: %w", key, to, context.Cause(ctx))
@@ -628,101 +664,52 @@ func (t *Transport) Send(ctx context.Context, to string, key transport.Key, payl
 	if to == t.self {
 		return t.box.Deliver(ctx, t.self, key, slices.Clone(payload))
 	}
-	l, ok := t.links[to]
-	if !ok {
-		return fmt.Errorf("grpctransport: sending %s from %q: %w: %q", key, t.self, transport.ErrUnknownPlayer, to)
+	if err := t.reachable(to); err != nil {
+		return fmt.Errorf("grpctransport: sending %s from %q: %w", key, t.self, err)
 	}
 	ctx, unbind := t.bind(ctx)
 	defer unbind()
-	if err := l.acquire(ctx); err != nil {
-		return fmt.Errorf("grpctransport: sending %s to %q: %w", key, to, err)
+	var err error
+	if l := t.links[to]; l != nil {
+		err = t.sendOnLink(ctx, l, key, payload)
+	} else {
+		err = t.sendToDialIn(ctx, to, key, payload)
 	}
-	defer l.release()
-	if t.isClosing() {
-		return fmt.Errorf("grpctransport: player %q: %w", t.self, transport.ErrClosed)
+	if err != nil {
+		return err
 	}
-	if err := t.open(ctx, l, time.Now()); err != nil {
-		return fmt.Errorf("grpctransport: sending %s to %q: %w", key, to, err)
-	}
-	stop := context.AfterFunc(ctx, func() { t.abandon(l, key, context.Cause(ctx)) })
-	defer stop() // a second call, after the one below, does nothing
-	total := uint64(len(payload))
-	for off := 0; ; {
-		n := min(t.chunk, len(payload)-off)
-		f := Frame{Key: key, Total: total, Offset: uint64(off), Chunk: payload[off : off+n]}
-		var err error
-		if l.buf, err = f.AppendBinary(l.buf[:0]); err != nil {
-			return fmt.Errorf("grpctransport: sending %s to %q: %w", key, to, err)
-		}
-		if err := l.stream.SendMsg(&wrapperspb.BytesValue{Value: l.buf}); err != nil {
-			return t.sendFailed(l, key, err)
-		}
-		off += n
-		if off == len(payload) {
-			break
-		}
-	}
-	if !stop() {
-		// ctx ended as the last frame went: the stream is cancelled, and
-		// the message may not arrive.
-		return t.sendFailed(l, key, context.Cause(ctx))
-	}
-	s := t.stats[to]
+	s := t.stats.of(to)
 	s.sentMessages.Add(1)
-	s.sentBytes.Add(total)
+	s.sentBytes.Add(uint64(len(payload)))
 	return nil
 }
 
-// abandon gives up the link to l in the middle of sending key, because the
-// Send's context ended: it records why and cancels the stream, which ends
-// a SendMsg held by flow control.
-func (t *Transport) abandon(l *link, key transport.Key, cause error) {
-	if t.isClosing() {
-		return
+// reachable says why this player cannot exchange messages with peer, if
+// it cannot: peer is neither a player it dials nor, for a player with an
+// address, one the config lets dial in.
+func (t *Transport) reachable(peer string) error {
+	switch {
+	case t.links[peer] != nil:
+		return nil
+	case t.dialOnly && (t.cfg.Has(peer) || t.cfg.Admits(peer) == nil):
+		return fmt.Errorf("%w: %q: neither %q nor it has an address, so there is no connection between them", transport.ErrUnknownPlayer, peer, t.self)
+	case t.dialOnly:
+		return fmt.Errorf("%w: %q", transport.ErrUnknownPlayer, peer)
 	}
-	l.mu.Lock()
-	if l.err == nil {
-		l.err = fmt.Errorf("%w: gave up sending %s to player %q at %s in the middle of the message: %w", ErrPeerLost, key, l.name, l.addr, cause)
+	if err := t.cfg.Admits(peer); err != nil {
+		return fmt.Errorf("%w: %q", transport.ErrUnknownPlayer, peer)
 	}
-	cancel := l.cancel
-	l.mu.Unlock()
-	if cancel != nil {
-		cancel()
-	}
-}
-
-// sendFailed turns a failed SendMsg into the link's failure. On io.EOF
-// the stream ended and the reason is in its status, which the monitor
-// receives.
-func (t *Transport) sendFailed(l *link, key transport.Key, err error) error {
-	l.mu.Lock()
-	done := l.monitorDone
-	l.mu.Unlock()
-	if errors.Is(err, io.EOF) && done != nil {
-		select {
-		case <-done:
-		case <-time.After(time.Second):
-		}
-	}
-	if t.isClosing() {
-		return fmt.Errorf("grpctransport: player %q: %w", t.self, transport.ErrClosed)
-	}
-	l.mu.Lock()
-	if l.err == nil {
-		l.err = fmt.Errorf("%w: sending to player %q at %s: %w", ErrPeerLost, l.name, l.addr, err)
-	}
-	lerr := l.err
-	l.mu.Unlock()
-	t.box.FailFrom(l.name, lerr)
-	return fmt.Errorf("grpctransport: sending %s to %q: %w", key, l.name, lerr)
+	return nil
 }
 
 // Recv waits for the message player from sent under key. It fails when
 // ctx ends, when the transport closes, and promptly when the link to from
-// breaks or from closes before sending it.
+// breaks or from closes before sending it (see transport.Mailbox.Recv).
 func (t *Transport) Recv(ctx context.Context, from string, key transport.Key) ([]byte, error) {
-	if from != t.self && t.links[from] == nil {
-		return nil, fmt.Errorf("grpctransport: receiving %s at %q: %w: %q", key, t.self, transport.ErrUnknownPlayer, from)
+	if from != t.self {
+		if err := t.reachable(from); err != nil {
+			return nil, fmt.Errorf("grpctransport: receiving %s at %q: %w", key, t.self, err)
+		}
 	}
 	return t.box.Recv(ctx, from, key)
 }
@@ -730,8 +717,9 @@ func (t *Transport) Recv(ctx context.Context, from string, key transport.Key) ([
 // Close fails pending receives with transport.ErrClosed, lets peers take
 // the messages already sent (up to Options.CloseTimeout), then stops the
 // server and every connection, including incoming ones still in their
-// handshake. It waits for all the transport's goroutines to end. Calling
-// Close again does nothing.
+// handshake. Peers that dialled in are told goodbye on their streams. It
+// waits for all the transport's goroutines to end. Calling Close again
+// does nothing.
 func (t *Transport) Close() error {
 	t.once.Do(func() {
 		t.mu.Lock()
@@ -745,45 +733,25 @@ func (t *Transport) Close() error {
 		for _, l := range t.links {
 			wg.Go(func() { l.drain(deadline) })
 		}
+		for _, d := range t.in.dialInConns() {
+			wg.Go(func() { t.farewell(d, deadline) })
+		}
 		wg.Wait()
 		// Connections still in their handshake are closed here rather
 		// than waited for by server.Stop.
-		t.gate.shut()
+		if t.gate != nil {
+			t.gate.shut()
+		}
 		t.closeConns()
-		t.server.Stop()
+		if t.server != nil {
+			t.server.Stop()
+		}
 		t.cancel()
 		t.wg.Wait()
 		t.refusals.flush()
 		t.log.Debug("closed")
 	})
 	return nil
-}
-
-// drain half-closes the stream to the peer and waits, until deadline, for
-// the peer to confirm it has taken every frame; then it cancels the
-// stream.
-func (l *link) drain(deadline time.Time) {
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
-	defer cancel()
-	if l.acquire(ctx) == nil {
-		l.mu.Lock()
-		done, failed := l.monitorDone, l.err != nil
-		l.mu.Unlock()
-		if l.stream != nil && !failed {
-			if l.stream.CloseSend() == nil {
-				select {
-				case <-done:
-				case <-ctx.Done():
-				}
-			}
-		}
-		l.release()
-	}
-	l.mu.Lock()
-	if l.cancel != nil {
-		l.cancel()
-	}
-	l.mu.Unlock()
 }
 
 func (t *Transport) closeConns() {

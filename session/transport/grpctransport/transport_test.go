@@ -674,9 +674,13 @@ func (t *Transport) kill() {
 	t.mu.Unlock()
 	t.stop()
 	t.box.Fail(transport.ErrClosed)
-	t.gate.shut()
+	if t.gate != nil {
+		t.gate.shut()
+	}
 	t.closeConns()
-	t.server.Stop()
+	if t.server != nil {
+		t.server.Stop()
+	}
 	t.cancel()
 	t.wg.Wait()
 }

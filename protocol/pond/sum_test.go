@@ -1,0 +1,103 @@
+package pond
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// sumCase draws shares and seeds for a sum of n elements.
+func sumCase(r *rand.Rand, n, nShares, nSeeds int, prg MaskPRG) ([]Share, []SeededShare) {
+	shares := make([]Share, nShares)
+	for k := range shares {
+		shares[k] = make(Share, n)
+		for i := range shares[k] {
+			shares[k][i] = r.Uint64()
+		}
+	}
+	seeded := make([]SeededShare, nSeeds)
+	for k := range seeded {
+		var s Seed
+		for i := range s {
+			s[i] = byte(r.Uint32())
+		}
+		// Purpose is left unset: SumShares sets it, as AddToAt does.
+		seeded[k] = SeededShare{Seed: s, Domain: Domain{Session: "sum", Iteration: 4, Tensor: uint64(k), PRG: prg}}
+	}
+	return shares, seeded
+}
+
+// plainSum is the sum as specified: the shares, plus each seed's input
+// stream computed the plain way (referenceStream).
+func plainSum(t testing.TB, n int, shares []Share, seeded []SeededShare) Share {
+	want := make(Share, n)
+	for _, s := range shares {
+		for i := range want {
+			want[i] += s[i]
+		}
+	}
+	for _, s := range seeded {
+		d := s.Domain
+		d.Purpose = PurposeInput
+		for i, w := range referenceStream(t, n, s.Seed, d) {
+			want[i] += w
+		}
+	}
+	return want
+}
+
+// SumShares is the plain sum of the shares and the seeds' streams,
+// whatever the length (around the block and chunk sizes), the number of
+// shares and of seeds (none, odd, even), and the PRG; split into ranges at
+// even offsets it computes the same; dst may be one of the shares.
+func TestSumShares(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, prg := range []MaskPRG{MaskAES256, MaskAES128} {
+		for _, n := range []int{0, 1, 2, 7, sumChunk + 1, 4096 - 1, 4096, 4096 + 1, 3*4096 + 2*sumChunk + 5} {
+			for _, counts := range [][2]int{{0, 0}, {1, 0}, {0, 1}, {0, 2}, {0, 3}, {1, 1}, {5, 0}, {3, 4}, {6, 5}, {9, 2}} {
+				name := fmt.Sprintf("%v/%d elements/%d shares/%d seeds", prg, n, counts[0], counts[1])
+				shares, seeded := sumCase(r, n, counts[0], counts[1], prg)
+				want := plainSum(t, n, shares, seeded)
+
+				dst := make(Share, n)
+				for i := range dst {
+					dst[i] = r.Uint64() // overwritten, not added to
+				}
+				SumShares(dst, shares, seeded)
+				require.Equal(t, want, dst, name)
+
+				ranged := make(Share, n)
+				for _, rg := range evenRanges(n) {
+					part := make([]Share, len(shares))
+					for k, s := range shares {
+						part[k] = s[rg[0]:rg[1]]
+					}
+					SumSharesAt(ranged[rg[0]:rg[1]], part, seeded, rg[0])
+				}
+				require.Equal(t, want, ranged, "%s, in ranges", name)
+
+				for j := range shares {
+					args := make([]Share, len(shares))
+					for k, s := range shares {
+						args[k] = make(Share, n)
+						copy(args[k], s)
+					}
+					SumShares(args[j], args, seeded)
+					require.Equal(t, want, args[j], "%s, dst is share %d", name, j)
+				}
+			}
+		}
+	}
+}
+
+func TestSumSharesRefusesMismatchedShares(t *testing.T) {
+	assert.PanicsWithValue(t, "pond: SumSharesAt: share 1 has 3 elements, dst has 4", func() {
+		SumShares(make(Share, 4), []Share{make(Share, 4), make(Share, 3)}, nil)
+	})
+	assert.PanicsWithValue(t, "pond: mask stream at word 3, want an even offset", func() {
+		SumSharesAt(make(Share, 4), nil, []SeededShare{{}}, 3)
+	})
+}
