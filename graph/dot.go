@@ -9,17 +9,25 @@ import (
 
 // WriteDOT writes the graph in Graphviz's DOT language: one cluster per
 // player, one for the protocol's private nodes, and an edge per input
-// labelled with its shape. Edges that carry private tensors are dashed,
-// so a reader sees at a glance where values are secret-shared.
+// labelled with its shape, and one per cohort for its inputs, which run
+// on every member of a round. Edges that carry private tensors are
+// dashed, so a reader sees at a glance where values are secret-shared.
 func (g *Graph) WriteDOT(w io.Writer) error {
 	bw := bufio.NewWriter(w)
 	fmt.Fprintln(bw, "digraph shareflow {")
 	fmt.Fprintln(bw, "  rankdir=LR;")
 	fmt.Fprintln(bw, "  node [shape=box, fontname=\"Helvetica\"];")
 
+	// Clusters are keyed by player; a cohort's by its name after a byte
+	// no player name has, so that it sorts apart.
+	const cohortKey = "\x00"
 	byPlayer := map[string][]*Node{}
 	for _, n := range g.nodes {
-		byPlayer[n.player] = append(byPlayer[n.player], n)
+		key := n.player
+		if n.kind == KindCohortInput && n.cohort != nil {
+			key = cohortKey + n.cohort.name
+		}
+		byPlayer[key] = append(byPlayer[key], n)
 	}
 	names := make([]string, 0, len(byPlayer))
 	for p := range byPlayer {
@@ -28,8 +36,11 @@ func (g *Graph) WriteDOT(w io.Writer) error {
 	sort.Strings(names)
 	for i, p := range names {
 		label := p
-		if p == "" {
+		switch {
+		case p == "":
 			label = "private (secret-shared)"
+		case p[0] == cohortKey[0]:
+			label = fmt.Sprintf("cohort %s (every member of a round)", p[1:])
 		}
 		fmt.Fprintf(bw, "  subgraph cluster_%d {\n    label=%q;\n", i, label)
 		for _, n := range byPlayer[p] {
@@ -44,7 +55,7 @@ func (g *Graph) WriteDOT(w io.Writer) error {
 	for _, n := range g.nodes {
 		for _, in := range n.inputs {
 			style := "solid"
-			if in.Node.kind == KindPrivateInput || in.Node.kind.Private() {
+			if k := in.Node.kind; k == KindPrivateInput || k == KindCohortInput || k.Private() {
 				style = "dashed"
 			}
 			fmt.Fprintf(bw, "  n%d -> n%d [label=%q, style=%s];\n", in.Node.id, n.id, in.Shape().String(), style)

@@ -95,6 +95,12 @@ const (
 	KindReduceSum       // private sum along one axis
 	KindAddBias         // private matrix plus a private row vector on every row
 	KindAddConstant     // private tensor plus a public constant
+
+	// Cohorts (cohort.go).
+	KindCohortInput  // every member of a round's cohort produces tensors that enter the protocol secret-shared
+	KindMean         // private mean of a cohort tensor over a round's survivors
+	KindWeightedMean // private weighted mean of a cohort tensor over a round's survivors
+	KindSumCohort    // private sum of a cohort tensor over a round's survivors
 )
 
 var kindNames = map[Kind]string{
@@ -104,6 +110,7 @@ var kindNames = map[Kind]string{
 	KindMul: "mul", KindMulPublicTensor: "mul-public-tensor", KindSquare: "square",
 	KindMatMul: "matmul", KindMatMulPublic: "matmul-public", KindDot: "dot",
 	KindReduceSum: "reduce-sum", KindAddBias: "add-bias", KindAddConstant: "add-constant",
+	KindCohortInput: "cohort-input", KindMean: "mean", KindWeightedMean: "weighted-mean", KindSumCohort: "sum-cohort",
 }
 
 // String names the kind.
@@ -122,6 +129,8 @@ func (k Kind) Private() bool {
 	case KindMul, KindMulPublicTensor, KindSquare, KindMatMul, KindMatMulPublic,
 		KindDot, KindReduceSum, KindAddBias, KindAddConstant:
 		return true
+	case KindMean, KindWeightedMean, KindSumCohort:
+		return true
 	}
 	return false
 }
@@ -138,6 +147,7 @@ type Node struct {
 	constant float64
 	fn       Func
 	outFn    OutputFunc
+	cohort   *Cohort // cohort-input and aggregation nodes
 }
 
 // Ref names one output of a node.
@@ -165,7 +175,8 @@ func (n *Node) ID() int { return n.id }
 func (n *Node) Kind() Kind { return n.kind }
 
 // Player returns the player the node runs on, or "" for private nodes,
-// which run on the protocol's servers.
+// which run on the protocol's servers, and for cohort inputs, which run
+// on the members of a round (see Cohort).
 func (n *Node) Player() string { return n.player }
 
 // Inputs returns the node's inputs.
@@ -184,8 +195,12 @@ func (n *Node) Func() Func { return n.fn }
 func (n *Node) OutputFunc() OutputFunc { return n.outFn }
 
 // String names the node by kind, ID and player, e.g.
-// `private-input#3 on "data-owner-0"`.
+// `private-input#3 on "data-owner-0"`, or cohort, e.g.
+// `cohort-input#1 of "data-owners"`.
 func (n *Node) String() string {
+	if n.kind == KindCohortInput && n.cohort != nil {
+		return fmt.Sprintf("%s#%d of %q", n.kind, n.id, n.cohort.name)
+	}
 	if n.player == "" {
 		return fmt.Sprintf("%s#%d", n.kind, n.id)
 	}
@@ -228,8 +243,9 @@ func (o *Op) Node() *Node { return o.node }
 
 // Graph is a dataflow graph under construction or built.
 type Graph struct {
-	nodes []*Node
-	errs  []error
+	nodes   []*Node
+	cohorts []*Cohort
+	errs    []error
 }
 
 // New returns an empty graph.
@@ -284,12 +300,15 @@ func (g *Graph) publicRefs(n *Node, ts []*Public) []Ref {
 	return refs
 }
 
-func (g *Graph) privateRef(verb string, i int, t *Private) (Ref, bool) {
+// privateRef checks the private handle given as operand i of verb; output
+// says whether the verb is DefineOutput (see checkOperand).
+func (g *Graph) privateRef(verb string, i int, t *Private, output bool) (Ref, bool) {
 	switch {
 	case t == nil:
 		g.fail("%s: operand %d is nil", verb, i)
 	case t.ref.Node.g != g:
 		g.fail("%s: operand %d (%s) belongs to another graph", verb, i, t)
+	case !g.checkOperand(verb, i, t.ref, output):
 	default:
 		return t.ref, true
 	}
@@ -453,7 +472,7 @@ func (g *Graph) elementwise(kind Kind, xs []*Private) *Private {
 	}
 	var first Ref
 	for i, x := range xs {
-		ref, ok := g.privateRef(n.String(), i, x)
+		ref, ok := g.privateRef(n.String(), i, x, false)
 		if !ok {
 			continue
 		}
@@ -485,10 +504,11 @@ func (g *Graph) DefineOutput(player string, xs []*Private, fn OutputFunc) *Op {
 		g.fail("%s: no tensors to reveal", n)
 	}
 	for i, x := range xs {
-		if ref, ok := g.privateRef(n.String(), i, x); ok {
+		if ref, ok := g.privateRef(n.String(), i, x, true); ok {
 			n.inputs = append(n.inputs, ref)
 		}
 	}
+	g.checkCohorts(n)
 	return &Op{n}
 }
 

@@ -87,7 +87,7 @@ func (g *Graph) binary(kind Kind, x, y any) (*Node, bool) {
 		var good bool
 		switch t := t.(type) {
 		case *Private:
-			ref, good = g.privateRef(n.String(), i, t)
+			ref, good = g.privateRef(n.String(), i, t, false)
 		case *Public:
 			ref, good = g.publicOperand(n, i, t)
 		}

@@ -6,6 +6,7 @@ import (
 	"go/parser"
 	"go/token"
 	"io"
+	"maps"
 	mrand "math/rand/v2"
 	"path/filepath"
 	"reflect"
@@ -153,8 +154,13 @@ func TestStepsDeclareWhatTheyTouch(t *testing.T) {
 				return g, op
 			},
 			"every product": everyProductGraph,
+			"cohort": func() (*graph.Graph, *graph.Op) {
+				g, op, _ := everyAggregationGraph()
+				return g, op
+			},
 		} {
 			g, op := build()
+			opts.Rounds.Members = cohortMembers(3)
 			s, err := NewLocal(g, opts)
 			require.NoError(t, err)
 			var mu sync.Mutex
@@ -175,7 +181,11 @@ func TestStepsDeclareWhatTheyTouch(t *testing.T) {
 			assert.Empty(t, undeclared, "%s, options %+v", name, opts)
 			plan, err := s.Plan(op)
 			require.NoError(t, err)
-			for _, steps := range plan.steps {
+			all := slices.Collect(maps.Values(plan.steps))
+			if plan.cohort != nil {
+				all = append(all, plan.cohort.member)
+			}
+			for _, steps := range all {
 				for _, st := range steps {
 					executed[reflect.TypeOf(st).Elem().Name()] = true
 				}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -52,6 +53,10 @@ type base struct {
 	// timing, when set (by benchmarks, before the first Run), is told how
 	// long each step took. It is called from every player's goroutine.
 	timing func(player string, s step, d time.Duration)
+
+	co     coordinator // the rounds this player coordinates, guarded by mu
+	lastMu sync.Mutex  // guards last
+	last   RoundInfo
 }
 
 func newBase(g *graph.Graph, opts Options, log *slog.Logger) (*base, error) {
@@ -85,6 +90,9 @@ func newBase(g *graph.Graph, opts Options, log *slog.Logger) (*base, error) {
 	}
 	if cp, s := opts.CryptoProducer, opts.servers(); cp != "" && (cp == s[0] || cp == s[1]) {
 		return nil, fmt.Errorf("session: crypto producer %q must not be a compute server (servers %q and %q)", cp, s[0], s[1])
+	}
+	if opts.Rounds, err = opts.Rounds.withDefaults(); err != nil {
+		return nil, err
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -124,27 +132,42 @@ func (b *base) runnable(op *graph.Op) (*Plan, error) {
 // runPlayer executes player's steps of plan for one iteration. The
 // player's random stream must have been made (b.rand.prepare) before.
 func (b *base) runPlayer(ctx context.Context, plan *Plan, player string, t *counting, iter uint64) error {
-	r := &runner{
+	r := b.newRunner(player, t, iter, b.opts.SessionID)
+	defer r.release()
+	for _, s := range plan.steps[player] {
+		if err := b.execStep(ctx, r, player, s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// newRunner returns a runner of player's steps for iteration iter, whose
+// messages are keyed under session.
+func (b *base) newRunner(player string, t *counting, iter uint64, session string) *runner {
+	return &runner{
 		player: player, proto: b.proto, t: t, rng: b.rand.of(player),
-		session: b.opts.SessionID, iter: iter,
+		session: session, iter: iter,
 		public: map[graph.Ref][]float64{}, shares: map[graph.Ref]pond.Share{}, seeds: map[graph.Ref]pond.SeededShare{},
 		wire: map[graph.Ref][]byte{}, triples: map[graph.Ref]*pond.TripleShare{}, backing: map[*uint64][]byte{}, pool: b.pool,
 	}
-	defer r.release()
-	for _, s := range plan.steps[player] {
-		if b.trace != nil {
-			r.trace = func(v value, write bool) { b.trace(player, s, v, write) }
-		}
-		var start time.Time
-		if b.timing != nil {
-			start = time.Now()
-		}
-		if err := s.exec(ctx, r); err != nil {
-			return &PlayerError{Player: player, Iteration: iter, Err: err}
-		}
-		if b.timing != nil {
-			b.timing(player, s, time.Since(start))
-		}
+}
+
+// execStep runs step s of player, telling trace and timing when set, and
+// wraps its error in a *PlayerError.
+func (b *base) execStep(ctx context.Context, r *runner, player string, s step) error {
+	if b.trace != nil {
+		r.trace = func(v value, write bool) { b.trace(player, s, v, write) }
+	}
+	var start time.Time
+	if b.timing != nil {
+		start = time.Now()
+	}
+	if err := s.exec(ctx, r); err != nil {
+		return &PlayerError{Player: player, Iteration: r.iter, Err: err}
+	}
+	if b.timing != nil {
+		b.timing(player, s, time.Since(start))
 	}
 	return nil
 }
@@ -160,13 +183,22 @@ type Local struct {
 	endpoints map[string]*transport.MemoryEndpoint
 }
 
-// NewLocal returns a session that runs g in this process.
+// NewLocal returns a session that runs g in this process. The members of
+// the rounds of its cohort, if it has one, are opts.Rounds.Members, all
+// hosted here.
 func NewLocal(g *graph.Graph, opts Options) (*Local, error) {
 	b, err := newBase(g, opts, nil)
 	if err != nil {
 		return nil, err
 	}
-	return &Local{base: b, net: transport.NewMemory(graphPlayers(g, b.opts)...), endpoints: map[string]*transport.MemoryEndpoint{}}, nil
+	names := graphPlayers(g, b.opts)
+	for _, m := range b.opts.Rounds.Members {
+		if slices.Contains(names, m) {
+			return nil, fmt.Errorf("session: Rounds.Members names %q, a player of the graph", m)
+		}
+	}
+	net := transport.NewMemory(append(names, b.opts.Rounds.Members...)...)
+	return &Local{base: b, net: net, endpoints: map[string]*transport.MemoryEndpoint{}}, nil
 }
 
 // WithLogger makes the session log each iteration's start and end, and
@@ -181,6 +213,15 @@ func (s *Local) WithLogger(log *slog.Logger) *Local {
 // Run runs one iteration of op: every player executes its plan once. The
 // first error of any player cancels the others and is returned as a
 // *PlayerError naming that player. Each call runs the next iteration.
+//
+// For an op that aggregates a cohort, Run runs one round, as Remote.Run
+// does on the coordinator, with every member of Options.Rounds.Members
+// hosted here: it returns nil when the output function ran, a
+// *SkippedError when the servers skipped the round, an error wrapping
+// ErrTooManySkipped after RoundOptions.MaxSkipped skipped rounds in a row,
+// or one wrapping ErrSurvivorMismatch. A member's function that fails
+// drops that member out of the round; LastRound says who and why.
+// Member functions must return when their context ends.
 func (s *Local) Run(ctx context.Context, op *graph.Op) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -188,7 +229,11 @@ func (s *Local) Run(ctx context.Context, op *graph.Op) error {
 	if err != nil {
 		return err
 	}
-	for _, p := range plan.players {
+	players := plan.players
+	if plan.cohort != nil {
+		players = append(slices.Clone(players), s.opts.Rounds.Members...)
+	}
+	for _, p := range players {
 		if _, ok := s.endpoints[p]; ok {
 			continue
 		}
@@ -197,6 +242,9 @@ func (s *Local) Run(ctx context.Context, op *graph.Op) error {
 			return fmt.Errorf("session: %w", err) // a bug: the network has every player of the graph
 		}
 		s.endpoints[p] = e
+	}
+	if plan.cohort != nil {
+		return s.runRoundOf(ctx, plan)
 	}
 
 	s.rand.prepare(plan.players...)
@@ -216,6 +264,117 @@ func (s *Local) Run(ctx context.Context, op *graph.Op) error {
 	}
 	s.log.Debug("iteration done", "iteration", iter)
 	return nil
+}
+
+// runRoundOf runs the next round of plan, every player and member in a
+// goroutine of its own. The round ends when the coordinator's part does:
+// the others are then cancelled (a member still computing, say). An error
+// of any player but a member, before then, cancels the round and is
+// Run's.
+func (s *Local) runRoundOf(ctx context.Context, plan *Plan) error {
+	cp := plan.cohort
+	members := s.opts.Rounds.Members
+	s.rand.prepare(plan.players...)
+	s.rand.prepare(members...)
+	co := &s.co
+	co.next = max(co.next, 1)
+	number := co.next
+	co.next++
+	cohort, err := s.pick(cp.coordinator, members, number)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	before := sentBytes(s.stats, "")
+	transportOf := func(p string) *counting {
+		return &counting{Transport: s.endpoints[p], self: p, c: s.stats, pool: s.pool}
+	}
+	opts := s.opts.Rounds
+	crs := &roundState{opts: opts, number: number, cohort: cohort, notify: members}
+	var rest []func(context.Context) error
+	for _, p := range cp.others {
+		rest = append(rest, func(ctx context.Context) error {
+			return s.serverRound(ctx, plan, p, transportOf(p), &roundState{opts: opts, number: number})
+		})
+	}
+	for _, m := range members {
+		rest = append(rest, func(ctx context.Context) error {
+			err := s.memberRound(ctx, plan, m, transportOf(m), &roundState{opts: opts, number: number})
+			if err != nil && !errors.Is(err, errNotInvited) && ctx.Err() == nil {
+				s.log.Warn("member failed", "member", m, "round", number, "err", err)
+			}
+			return nil // a member's failure is its own, never the round's
+		})
+	}
+	s.log.Debug("round start", "round", number, "cohort", len(cohort))
+	err = runRound(ctx, func(ctx context.Context) error {
+		return s.runRound(ctx, plan.steps[cp.coordinator], cp.coordinator, transportOf(cp.coordinator), crs, 0)
+	}, rest)
+	key := roundSession(s.opts.SessionID)
+	for _, e := range s.endpoints {
+		e.Mailbox().Forget(key, number)
+	}
+	err = s.finishRound(crs, err, start, sentBytes(s.stats, "")-before)
+	if err != nil {
+		s.log.Warn("round not revealed", "round", number, "err", err)
+	}
+	return err
+}
+
+// errRoundOver cancels the players of a round still running when its
+// coordinator is done.
+var errRoundOver = errors.New("session: the round is over")
+
+// runRound runs coordinator and every function of rest in goroutines of
+// their own. When the coordinator returns, the others' context is
+// cancelled; an error of another before then cancels everyone's and is
+// returned, in preference to the coordinator's.
+func runRound(ctx context.Context, coordinator func(context.Context) error, rest []func(context.Context) error) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var (
+		wg               sync.WaitGroup
+		mu               sync.Mutex
+		coordErr, failed error
+	)
+	wg.Go(func() {
+		err := coordinator(ctx)
+		mu.Lock()
+		coordErr = err
+		mu.Unlock()
+		cancel(errRoundOver)
+	})
+	for _, f := range rest {
+		wg.Go(func() {
+			err := f(ctx)
+			if err == nil {
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if failed == nil && ctx.Err() == nil {
+				failed = err
+				cancel(err)
+			}
+		})
+	}
+	wg.Wait()
+	if failed != nil {
+		return failed
+	}
+	return coordErr
+}
+
+// sentBytes returns the bytes sent on every link, or on the links from
+// player if not "".
+func sentBytes(c *counters, player string) uint64 {
+	var n uint64
+	for _, l := range c.snapshot() {
+		if player == "" || l.From == player {
+			n += l.Bytes
+		}
+	}
+	return n
 }
 
 // graphPlayers returns every player a graph names, the servers, and the

@@ -30,6 +30,7 @@ type Plan struct {
 	steps       map[string][]step
 	edges       uint64
 	fingerprint string
+	cohort      *cohortPlan // nil but for rounds of a cohort
 }
 
 // Players returns the players that take part, sorted.
@@ -50,12 +51,20 @@ func (p *Plan) Edges() uint64 { return p.edges }
 // tensor is shared and who sees what.
 func (p *Plan) WriteTo(w io.Writer) (int64, error) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "plan for %s: %d players, %d messages per iteration\n", p.op.Node(), len(p.players), p.edges)
+	if p.cohort != nil {
+		fmt.Fprintf(&b, "plan for %s: rounds of %s run by %s, %d players and the members of each round, %d edges per round\n",
+			p.op.Node(), p.cohort.cohort, p.cohort.coordinator, len(p.players), p.edges)
+	} else {
+		fmt.Fprintf(&b, "plan for %s: %d players, %d messages per iteration\n", p.op.Node(), len(p.players), p.edges)
+	}
 	for _, pl := range p.players {
 		fmt.Fprintf(&b, "player %s:\n", pl)
 		for _, s := range p.steps[pl] {
 			fmt.Fprintf(&b, "  %s\n", s)
 		}
+	}
+	if p.cohort != nil {
+		p.cohort.writeTo(&b)
 	}
 	n, err := io.WriteString(w, b.String())
 	return int64(n), err
@@ -79,6 +88,13 @@ type compiler struct {
 	masked   [2]int           // elements of masked inputs each server receives
 	clearDiv bool
 	products bool // some product needs a triple from the crypto producer
+
+	// Rounds of a cohort (cohort_plan.go).
+	cohort        *cohortPlan
+	clearMeans    map[*graph.Node]bool // means revealed as sums, divided in the clear
+	sentToMembers map[graph.Ref]bool   // public tensors already sent to every member
+	weightSums    map[graph.Ref]bool   // weights whose sum is computed
+	gathered      bool                 // the servers' gather step is emitted
 }
 
 type sentKey struct {
@@ -112,6 +128,12 @@ func compile(g *graph.Graph, op *graph.Op, proto *pond.Protocol, opts Options) (
 	}
 	reveal := c.revealRefs(op.Node())
 	needed := neededNodes(op.Node(), reveal)
+	if cohort := cohortOf(g, needed); cohort != nil {
+		if err := c.startCohort(g, cohort, op.Node(), reveal, needed); err != nil {
+			return nil, err
+		}
+		c.sentToMembers, c.weightSums = map[graph.Ref]bool{}, map[graph.Ref]bool{}
+	}
 
 	var nodes []*graph.Node
 	for _, n := range g.Nodes() {
@@ -126,16 +148,26 @@ func compile(g *graph.Graph, op *graph.Op, proto *pond.Protocol, opts Options) (
 	if err := c.checkProducerReceivesNothing(); err != nil {
 		return nil, err
 	}
+	if c.cohort != nil {
+		c.finishCohort()
+	}
 	if err := checkDataflow(c.steps); err != nil {
 		return nil, fmt.Errorf("session: %s: %w", op.Node(), err)
 	}
 	markLastUses(c.steps)
-	plan := &Plan{op: op, servers: c.servers, steps: c.steps, edges: c.edge}
+	plan := &Plan{op: op, servers: c.servers, steps: c.steps, edges: c.edge, cohort: c.cohort}
+	var rounds []byte
+	if c.cohort != nil {
+		c.cohort.member = c.steps[cohortMember]
+		delete(c.steps, cohortMember)
+		rounds = append([]byte(c.cohort.cohort.Name()), 0)
+		rounds = opts.Rounds.appendFingerprint(rounds)
+	}
 	for p := range c.steps {
 		plan.players = append(plan.players, p)
 	}
 	sort.Strings(plan.players)
-	plan.fingerprint = fingerprint(proto.Config(), opts, c.servers, c.producer, structure(nodes), plan.String())
+	plan.fingerprint = fingerprint(proto.Config(), opts, c.servers, c.producer, structure(nodes), plan.String(), rounds)
 	return plan, nil
 }
 
@@ -153,8 +185,11 @@ const fingerprintLabel = "shareflow/plan-fingerprint/v3"
 // tensor, shape and edge. Every part is length-prefixed, so no two inputs
 // encode alike. The session id is compared on its own in the handshake,
 // and Options.Rand and Options.Players change who draws or connects, not
-// what is computed.
-func fingerprint(cfg pond.Config, opts Options, servers [2]string, producer string, nodes []byte, text string) string {
+// what is computed. A plan for rounds of a cohort adds a part, rounds:
+// the cohort's name and the round options every player applies (see
+// RoundOptions.appendFingerprint); other plans have no such part, so
+// their fingerprints are as they were before cohorts existed.
+func fingerprint(cfg pond.Config, opts Options, servers [2]string, producer string, nodes []byte, text string, rounds []byte) string {
 	b := append([]byte(fingerprintLabel), 0)
 	part := func(p []byte) {
 		b = binary.LittleEndian.AppendUint64(b, uint64(len(p)))
@@ -175,6 +210,9 @@ func fingerprint(cfg pond.Config, opts Options, servers [2]string, producer stri
 	part(private)
 	part(nodes)
 	part([]byte(text))
+	if rounds != nil {
+		part(rounds)
+	}
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
 }
@@ -221,6 +259,11 @@ func containsNode(g *graph.Graph, n *graph.Node) bool {
 type revealTarget struct {
 	ref     graph.Ref
 	divisor float64 // 0: none
+	// In rounds of a cohort, a mean is revealed as its sum and divided by
+	// the number of survivors (byCount), a weighted mean as Σw·x and
+	// divided by Σw, the revealed sum of the weight byWeight.
+	byCount  bool
+	byWeight *graph.Ref
 }
 
 // revealRefs decides what is revealed for each input of the output node.
@@ -260,6 +303,16 @@ func neededNodes(out *graph.Node, reveal []revealTarget) map[int]bool {
 func (c *compiler) lower(n *graph.Node, reveal []revealTarget) error {
 	s0, s1 := c.servers[0], c.servers[1]
 	switch n.Kind() {
+	case graph.KindCohortInput:
+		c.lowerCohortInput(n)
+	case graph.KindMean, graph.KindWeightedMean, graph.KindSumCohort:
+		return c.lowerAggregation(n)
+	case graph.KindOutput:
+		if c.cohort != nil {
+			c.lowerCohortOutput(n, reveal)
+			return nil
+		}
+		c.lowerOutput(n, reveal)
 	case graph.KindPublicInput, graph.KindLocal, graph.KindPrivateInput:
 		for _, in := range n.Inputs() {
 			c.movePublic(in, n.Player())
@@ -309,19 +362,24 @@ func (c *compiler) lower(n *graph.Node, reveal []revealTarget) error {
 		tr := c.truncation()
 		c.emit(s0, &mulPublicStep{node: n, c: enc, trunc: tr[0]})
 		c.emit(s1, &mulPublicStep{node: n, c: enc, trunc: tr[1]})
-	case graph.KindOutput:
-		rs := &revealStep{node: n, targets: reveal, servers: c.servers}
-		for _, t := range reveal {
-			e0, e1 := c.newEdge(), c.newEdge()
-			rs.edges = append(rs.edges, [2]uint64{e0, e1})
-			c.emit(s0, &sendShareStep{ref: t.ref, to: n.Player(), edge: e0})
-			c.emit(s1, &sendShareStep{ref: t.ref, to: n.Player(), edge: e1})
-		}
-		c.emit(n.Player(), rs)
 	default:
 		return fmt.Errorf("session: %s: unknown kind", n)
 	}
 	return nil
+}
+
+// lowerOutput lowers the output node of a fixed-owner plan: both servers
+// send their shares of every tensor revealed, and the output player
+// reveals them.
+func (c *compiler) lowerOutput(n *graph.Node, reveal []revealTarget) {
+	rs := &revealStep{node: n, targets: reveal, servers: c.servers}
+	for _, t := range reveal {
+		e0, e1 := c.newEdge(), c.newEdge()
+		rs.edges = append(rs.edges, [2]uint64{e0, e1})
+		c.emit(c.servers[0], &sendShareStep{ref: t.ref, to: n.Player(), edge: e0})
+		c.emit(c.servers[1], &sendShareStep{ref: t.ref, to: n.Player(), edge: e1})
+	}
+	c.emit(n.Player(), rs)
 }
 
 // markLastUses tells every step which of its reads are the last use of
@@ -421,8 +479,13 @@ type Options struct {
 	Players []string
 	// PrivateDivision keeps a division that feeds an output inside the
 	// protocol (multiply by 1/d and truncate) instead of revealing the
-	// dividend and dividing on the output player.
+	// dividend and dividing on the output player. It applies to the means
+	// of a cohort (graph.Mean) too, not to weighted means, whose divisor
+	// Σw is private until revealed.
 	PrivateDivision bool
+	// Rounds configure the rounds of ops that aggregate a cohort
+	// (graph.DefineCohort); other ops ignore them.
+	Rounds RoundOptions
 }
 
 func (o Options) cryptoProducer() string {

@@ -112,6 +112,7 @@ var optionChanges = map[string]struct {
 	"SessionID":       {func(o *Options) { o.SessionID = "other" }, false, "the handshake compares session ids on their own"},
 	"Rand":            {func(o *Options) { o.Rand = newSeededRand(9) }, false, "randomness changes the masks, not what is computed"},
 	"Players":         {func(o *Options) { o.Players = []string{"server0", "server1", "server2"} }, false, "who connects, not what is computed"},
+	"Rounds":          {func(o *Options) { o.Rounds.MinOwners = 3 }, false, "a fixed-owner plan has no rounds; TestCohortFingerprint checks plans for rounds"},
 }
 
 // TestFingerprintCoversEverySetting: two hosts whose settings would make

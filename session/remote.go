@@ -37,6 +37,7 @@ type Remote struct {
 	t      transport.Transport
 	hello  map[*graph.Op]bool
 	mailer interface{ Forget(string, uint64) }
+	rs     *roundsState // rounds of a cohort, once any ran
 }
 
 // NewRemote returns a session in which this process is player self and
@@ -65,7 +66,7 @@ func NewRemote(g *graph.Graph, self string, t transport.Transport, opts Options)
 		s.mailer = m.Mailbox()
 		// Take messages under this session's keys only, so that a peer
 		// cannot fill the mailbox under sessions nobody asks for.
-		m.Mailbox().Expect(opts.SessionID, helloSession, abortSession)
+		m.Mailbox().Expect(opts.SessionID, helloSession, abortSession, roundSession(opts.SessionID))
 	}
 	return s, nil
 }
@@ -83,12 +84,24 @@ func (s *Remote) WithLogger(log *slog.Logger) *Remote {
 // counted the iteration as every other player does, so that its later
 // iterations keep the numbers (and so the message keys and mask domains)
 // of the others'.
+//
+// For an op that aggregates a cohort, only the coordinator, op's output
+// player, calls Run: each call runs one round (see Serve for the others).
+// It returns nil when the output function ran, a *SkippedError when the
+// servers skipped the round, an error wrapping ErrTooManySkipped after
+// Options.Rounds.MaxSkipped skipped rounds in a row, or one wrapping
+// ErrSurvivorMismatch; LastRound tells the round's cohort, survivors and
+// dropouts. The first Run exchanges hellos with the other players of the
+// plan, whose Serve must be running.
 func (s *Remote) Run(ctx context.Context, op *graph.Op) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	plan, err := s.runnable(op)
 	if err != nil {
 		return err
+	}
+	if plan.cohort != nil {
+		return s.runCohort(ctx, plan)
 	}
 	if !s.hello[op] {
 		if err := s.handshake(ctx, s.t, plan, len(s.hello)); err != nil { // not counted: no tensor moves

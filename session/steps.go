@@ -68,6 +68,9 @@ const (
 	// tripleValue is a server's share of the Beaver triple of a private
 	// product, named by the product's ref (runner.triples).
 	tripleValue
+	// uploadValue is what a server gathered of one upload of a round's
+	// members, named by the upload's id (roundState.parts).
+	uploadValue
 )
 
 func (k valueKind) String() string {
@@ -80,6 +83,8 @@ func (k valueKind) String() string {
 		return "encoding"
 	case tripleValue:
 		return "triple"
+	case uploadValue:
+		return "members' shares"
 	}
 	return fmt.Sprintf("valueKind(%d)", uint8(k))
 }
@@ -129,6 +134,7 @@ type runner struct {
 	backing map[*uint64][]byte              // messages that shares are views of
 	pool    *pool
 	trace   func(v value, write bool)
+	round   *roundState // the round, in a plan for rounds of a cohort
 }
 
 func (r *runner) touch(kind valueKind, ref graph.Ref, write bool) {
@@ -153,6 +159,9 @@ func (r *runner) release() {
 	}
 	clear(r.public)
 	clear(r.seeds)
+	if r.round != nil {
+		r.round.releaseParts(r)
+	}
 }
 
 // publicTensor returns the public tensor ref.

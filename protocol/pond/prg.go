@@ -31,16 +31,24 @@ const (
 )
 
 // Domain binds a mask stream to its place in a run, so that no stream is
-// reused even when a seed were: session, iteration, tensor and purpose all
-// enter the stream's key. PRG selects how the stream is derived; the zero
-// value means DefaultMaskPRG. A session builds its domains with
-// Protocol.Domain, which sets PRG to the configuration's.
+// reused even when a seed were: session, iteration, tensor, purpose and,
+// for the inputs of a cohort's members, the member all enter the stream's
+// key. PRG selects how the stream is derived; the zero value means
+// DefaultMaskPRG. A session builds its domains with Protocol.Domain, which
+// sets PRG to the configuration's.
 type Domain struct {
 	Session   string
 	Iteration uint64
 	Tensor    uint64
 	Purpose   Purpose
 	PRG       MaskPRG
+	// Member names the member of a cohort whose input the stream masks,
+	// so that no two members of a round share a stream. "" for the inputs
+	// of fixed owners and every other stream, whose keys are as they were
+	// before members existed; a domain with a member is keyed under labels
+	// of its own ("shareflow/pond/member-mask/v1\x00", .../v2), with the
+	// length-prefixed member after the session.
+	Member string
 }
 
 // MaskPRG is a version of the mask derivation: how a seed and a domain
@@ -105,9 +113,24 @@ func streamKey(label string, seed Seed, d Domain) [sha256.Size]byte {
 	b[24] = byte(d.Purpose)
 	h.Write(b[:])
 	h.Write([]byte(d.Session))
+	if d.Member != "" {
+		var n [8]byte
+		binary.LittleEndian.PutUint64(n[:], uint64(len(d.Member)))
+		h.Write(n[:])
+		h.Write([]byte(d.Member))
+	}
 	var k [sha256.Size]byte
 	h.Sum(k[:0])
 	return k
+}
+
+// maskLabel is the label a derivation of the given version hashes first:
+// one of its own for a member's domain.
+func maskLabel(version string, d Domain) string {
+	if d.Member != "" {
+		return "shareflow/pond/member-mask/" + version + "\x00"
+	}
+	return "shareflow/pond/mask/" + version + "\x00"
 }
 
 // newMaskStreamAt returns the mask stream of seed in domain d from word
@@ -123,10 +146,10 @@ func newMaskStreamAt(seed Seed, d Domain, off int) maskStream {
 	var ctr [aes.BlockSize]byte
 	switch d.PRG.resolve() {
 	case MaskAES256:
-		k := streamKey("shareflow/pond/mask/v1\x00", seed, d)
+		k := streamKey(maskLabel("v1", d), seed, d)
 		key = k[:]
 	case MaskAES128:
-		k := streamKey("shareflow/pond/mask/v2\x00", seed, d)
+		k := streamKey(maskLabel("v2", d), seed, d)
 		key = k[:16]
 		copy(ctr[:], k[16:])
 	default:

@@ -32,6 +32,9 @@ func referenceStream(t testing.TB, n int, seed Seed, d Domain) []uint64 {
 
 func referenceCipher(t testing.TB, seed Seed, d Domain) (cipher.Block, []byte) {
 	label := map[MaskPRG]string{MaskAES256: "shareflow/pond/mask/v1\x00", MaskAES128: "shareflow/pond/mask/v2\x00"}[d.PRG.resolve()]
+	if d.Member != "" {
+		label = map[MaskPRG]string{MaskAES256: "shareflow/pond/member-mask/v1\x00", MaskAES128: "shareflow/pond/member-mask/v2\x00"}[d.PRG.resolve()]
+	}
 	require.NotEmpty(t, label, "a known PRG")
 	msg := append([]byte(label), seed[:]...)
 	msg = binary.LittleEndian.AppendUint64(msg, uint64(len(d.Session)))
@@ -39,6 +42,10 @@ func referenceCipher(t testing.TB, seed Seed, d Domain) (cipher.Block, []byte) {
 	msg = binary.LittleEndian.AppendUint64(msg, d.Tensor)
 	msg = append(msg, byte(d.Purpose))
 	msg = append(msg, d.Session...)
+	if d.Member != "" {
+		msg = binary.LittleEndian.AppendUint64(msg, uint64(len(d.Member)))
+		msg = append(msg, d.Member...)
+	}
 	h := sha256.Sum256(msg)
 	key, iv := h[:], make([]byte, aes.BlockSize)
 	if d.PRG.resolve() == MaskAES128 {
@@ -206,4 +213,30 @@ func TestEncodeAndShareAcrossChunks(t *testing.T) {
 	lo := (n - 10) &^ 1 // an even offset
 	require.ErrorAs(t, p.EncodeAndMaskAt(masked[lo:], x[lo:], seed, d, lo), &re)
 	assert.Equal(t, n-2, re.Index, "an index in the whole tensor, not in the range")
+}
+
+// A member's input is masked by a stream of its own: the member enters
+// the key (under labels of their own, the member length-prefixed after the
+// session), as the reference derivation says, for both versions; without
+// a member the streams are those of TestMaskStreamKnownAnswers.
+func TestMaskStreamMember(t *testing.T) {
+	seed := Seed{9, 8, 7}
+	for _, prg := range []MaskPRG{MaskAES256, MaskAES128} {
+		d := Domain{Session: "s", Iteration: 3, Tensor: 7<<32 | 1, Purpose: PurposeInput, PRG: prg}
+		seen := map[[4]uint64]string{}
+		for _, dom := range []Domain{
+			d,
+			{Session: d.Session, Iteration: 3, Tensor: d.Tensor, Purpose: PurposeInput, PRG: prg, Member: "data-owner-1"},
+			{Session: d.Session, Iteration: 3, Tensor: d.Tensor, Purpose: PurposeInput, PRG: prg, Member: "data-owner-2"},
+			{Session: "ab", Iteration: 3, Tensor: d.Tensor, Purpose: PurposeInput, PRG: prg, Member: "c"},
+			{Session: "a", Iteration: 3, Tensor: d.Tensor, Purpose: PurposeInput, PRG: prg, Member: "bc"},
+		} {
+			var got [4]uint64
+			Expand(got[:], seed, dom)
+			assert.Equal(t, referenceStream(t, 4, seed, dom), got[:], "%v, member %q", prg, dom.Member)
+			other, dup := seen[got]
+			assert.False(t, dup, "%v: member %q has the stream of %q", prg, dom.Member, other)
+			seen[got] = dom.Session + "/" + dom.Member
+		}
+	}
 }

@@ -1,0 +1,809 @@
+package session
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"gorgonia.org/tensor"
+
+	"github.com/shareflow/shareflow/graph"
+	"github.com/shareflow/shareflow/internal/le"
+	"github.com/shareflow/shareflow/ops"
+	"github.com/shareflow/shareflow/protocol/pond"
+	"github.com/shareflow/shareflow/session/transport"
+)
+
+// The steps of a round (see cohort_plan.go for where the compiler puts
+// them and rounds.go for the protocol they follow).
+
+// memberDomain is the mask domain of upload u of member in the round.
+func memberDomain(r *runner, u *upload, member string) pond.Domain {
+	d := r.proto.Domain(r.session, r.iter, u.tensorID())
+	d.Member = member
+	return d
+}
+
+// seedServer returns the index of the server that receives the seeds of
+// the member at position pos of a round's cohort; the other receives its
+// masked tensors.
+func seedServer(pos int) int { return pos % 2 }
+
+// sendToMembers sends b to every member of members on edge, a few at a
+// time, each within the round's deadline, and returns the number that
+// failed. A member that cannot be reached drops out of the round, which is
+// no failure of the sender's.
+func sendToMembers(ctx context.Context, r *runner, members []string, edge uint64, b []byte) int {
+	const parallelSends = 8
+	sctx, cancel := context.WithTimeout(ctx, r.round.opts.Deadline)
+	defer cancel()
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		failed int
+	)
+	sem := make(chan struct{}, parallelSends)
+	for _, m := range members {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := r.t.Send(sctx, m, r.key(edge), b); err != nil {
+				mu.Lock()
+				failed++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return failed
+}
+
+// announceStep is the coordinator's first step of a round: it tells every
+// other player of the plan the round's number and cohort, and every
+// connected member whether it is invited, and at which position.
+type announceStep struct {
+	lastUse
+	cp *cohortPlan
+}
+
+func (s *announceStep) String() string {
+	return fmt.Sprintf("start round: number and cohort -> %s (edge %d); invited or not -> every connected member (edge %d)",
+		strings.Join(s.cp.others, ", "), s.cp.startEdge, s.cp.noticeEdge)
+}
+
+func (s *announceStep) reads() []value  { return nil }
+func (s *announceStep) writes() []value { return nil }
+
+// exec sends even when ctx ends meanwhile (within the deadline): a player
+// left waiting for a round nobody announced would wait for ever.
+func (s *announceStep) exec(ctx context.Context, r *runner) error {
+	rs := r.round
+	start := roundStart{Round: rs.number, Cohort: rs.cohort}
+	b, err := start.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rs.opts.Deadline)
+	defer cancel()
+	for _, p := range s.cp.others {
+		if err := r.sendBytes(actx, p, s.cp.startEdge, b); err != nil {
+			return fmt.Errorf("announcing round %d: %w", rs.number, err)
+		}
+	}
+	var invited, others []string
+	for _, m := range rs.notify {
+		if _, ok := slices.BinarySearch(rs.cohort, m); ok {
+			invited = append(invited, m)
+		} else {
+			others = append(others, m)
+		}
+	}
+	notice := roundNotice{Round: rs.number, Kind: noticeNotInvited}
+	nb, _ := notice.MarshalBinary()
+	sendToMembers(actx, r, others, s.cp.noticeEdge, nb)
+	for i, m := range rs.cohort {
+		if !slices.Contains(invited, m) {
+			continue // a member of the cohort that is no longer connected
+		}
+		n := roundNotice{Round: rs.number, Kind: noticeInvited, Position: uint32(i)}
+		nb, _ := n.MarshalBinary()
+		sendToMembers(actx, r, []string{m}, s.cp.noticeEdge, nb)
+	}
+	return nil
+}
+
+// roundStartStep is the first step of a round on every player of the
+// plan but the coordinator: it receives the round's number and cohort.
+type roundStartStep struct {
+	lastUse
+	cp *cohortPlan
+}
+
+func (s *roundStartStep) String() string {
+	return fmt.Sprintf("recv round start from %s (edge %d)", s.cp.coordinator, s.cp.startEdge)
+}
+
+func (s *roundStartStep) reads() []value  { return nil }
+func (s *roundStartStep) writes() []value { return nil }
+
+func (s *roundStartStep) exec(ctx context.Context, r *runner) error {
+	var m roundStart
+	if err := r.recv(ctx, s.cp.coordinator, s.cp.startEdge, &m); err != nil {
+		return err
+	}
+	if m.Round != r.round.number {
+		return fmt.Errorf("%w: round start for round %d under the key of round %d", ErrWire, m.Round, r.round.number)
+	}
+	if m.End {
+		return errRunEnded
+	}
+	r.round.cohort = m.Cohort
+	r.round.started = time.Now()
+	return nil
+}
+
+// noticeStep is a member's first step of a round: whether it is invited.
+type noticeStep struct {
+	lastUse
+	cp *cohortPlan
+}
+
+func (s *noticeStep) String() string {
+	return fmt.Sprintf("recv notice from %s (edge %d): invited at a position in the cohort, or not", s.cp.coordinator, s.cp.noticeEdge)
+}
+
+func (s *noticeStep) reads() []value  { return nil }
+func (s *noticeStep) writes() []value { return nil }
+
+func (s *noticeStep) exec(ctx context.Context, r *runner) error {
+	var m roundNotice
+	if err := r.recv(ctx, s.cp.coordinator, s.cp.noticeEdge, &m); err != nil {
+		return err
+	}
+	rs := r.round
+	switch {
+	case m.Round != rs.number:
+		return fmt.Errorf("%w: notice for round %d under the key of round %d", ErrWire, m.Round, rs.number)
+	case m.Kind == noticeEnd:
+		return errRunEnded
+	case m.Kind == noticeNotInvited:
+		return errNotInvited
+	}
+	rs.position = int(m.Position)
+	rs.started = time.Now()
+	if rs.invited != nil {
+		return rs.invited(ctx)
+	}
+	return nil
+}
+
+// sendMembersStep sends a public tensor, encoded once, to every member of
+// the round's cohort. A member it cannot reach drops out of the round.
+type sendMembersStep struct {
+	lastUse
+	ref  graph.Ref
+	edge uint64
+}
+
+func (s *sendMembersStep) String() string {
+	return fmt.Sprintf("send public %s -> every member of the round (edge %d)", s.ref, s.edge)
+}
+
+func (s *sendMembersStep) reads() []value  { return values(publicValue, s.ref) }
+func (s *sendMembersStep) writes() []value { return nil }
+
+func (s *sendMembersStep) exec(ctx context.Context, r *runner) error {
+	v, err := r.publicTensor(s.ref)
+	if err != nil {
+		return err
+	}
+	t := &publicTensor{Shape: s.ref.Shape(), Data: v}
+	b, err := t.AppendBinary(r.pool.byteBuf(t.size()))
+	if err != nil {
+		return err
+	}
+	defer r.pool.putBytes(b)
+	sendToMembers(ctx, r, r.round.cohort, s.edge, b)
+	return nil
+}
+
+// contributeStep is a member's last step of a round: it computes its
+// uploads (w·x for a weighted mean), masks each with a fresh seed in its
+// own domain, tells both servers that its shares follow and sends them:
+// the seeds to one server and the masked tensors to the other, by its
+// position in the cohort. Everything is computed before anything is sent,
+// so that a weight refused or a value out of range drops the member out
+// before a server has heard from it.
+type contributeStep struct {
+	lastUse
+	cp *cohortPlan
+}
+
+func (s *contributeStep) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "contribute: status -> %s (edge %d), %s (edge %d)", s.cp.servers[0], s.cp.statusEdges[0], s.cp.servers[1], s.cp.statusEdges[1])
+	for _, u := range s.cp.uploads {
+		fmt.Fprintf(&b, "; %s -> %s (edge %d), %s (edge %d)", u, s.cp.servers[0], u.edges[0], s.cp.servers[1], u.edges[1])
+	}
+	fmt.Fprintf(&b, "; seeds to %s and masked tensors to %s at even positions in the cohort, the other way at odd", s.cp.servers[0], s.cp.servers[1])
+	return b.String()
+}
+
+func (s *contributeStep) reads() []value {
+	var refs []graph.Ref
+	for _, u := range s.cp.uploads {
+		refs = append(refs, u.x)
+		if u.weight != nil {
+			refs = append(refs, *u.weight)
+		}
+	}
+	return values(publicValue, refs...)
+}
+
+func (s *contributeStep) writes() []value { return nil }
+
+func (s *contributeStep) exec(ctx context.Context, r *runner) error {
+	rs := r.round
+	// Weights first: a member whose weight is refused sends nothing.
+	for _, u := range s.cp.uploads {
+		if u.weight == nil {
+			continue
+		}
+		w, err := r.publicTensor(*u.weight)
+		if err != nil {
+			return err
+		}
+		if !(w[0] > 0) || math.IsInf(w[0], 0) {
+			return fmt.Errorf("%w: weight %s of %s is %v", ErrWeight, *u.weight, u.id.Node, w[0])
+		}
+	}
+	type message struct {
+		seed   pond.Seed
+		masked []byte
+	}
+	msgs := make([]message, 0, len(s.cp.uploads))
+	release := func() {
+		for _, m := range msgs {
+			r.pool.putBytes(m.masked)
+		}
+	}
+	for _, u := range s.cp.uploads {
+		x, err := r.publicTensor(u.x)
+		if err != nil {
+			release()
+			return err
+		}
+		if u.weight != nil {
+			w, _ := r.publicTensor(*u.weight)
+			wx := make([]float64, len(x))
+			for i, v := range x {
+				wx[i] = w[0] * v
+			}
+			x = wx
+		}
+		seed, err := pond.NewSeed(r.rng)
+		if err != nil {
+			release()
+			return fmt.Errorf("upload %s: %w", u, err)
+		}
+		b, masked := r.shareMessage(len(x)) // b == nil: masked is a pooled buffer
+		d := memberDomain(r, u, rs.member)
+		err = parallelErr(len(x), func(lo, hi int) error {
+			return r.proto.EncodeAndMaskAt(masked[lo:hi], x[lo:hi], seed, d, lo)
+		})
+		if err != nil {
+			if b != nil {
+				r.pool.putBytes(b)
+			} else {
+				r.pool.putUint64s(masked)
+			}
+			release()
+			return fmt.Errorf("upload %s: %w", u, err)
+		}
+		if b == nil {
+			b, _ = masked.AppendBinary(r.pool.byteBuf(8 + 8*len(masked)))
+			r.pool.putUint64s(masked)
+		}
+		msgs = append(msgs, message{seed: seed, masked: b})
+	}
+	ok, _ := (&contribution{}).MarshalBinary()
+	seeds := seedServer(rs.position)
+	for k, srv := range s.cp.servers {
+		if err := r.sendBytes(ctx, srv, s.cp.statusEdges[k], ok); err != nil {
+			release()
+			return err
+		}
+	}
+	for i, u := range s.cp.uploads {
+		m := msgs[i]
+		msgs[i].masked = nil // handed over below, or released here
+		if err := r.send(ctx, s.cp.servers[seeds], u.edges[seeds], pond.SeedSize, m.seed); err != nil {
+			r.pool.putBytes(m.masked)
+			release()
+			return err
+		}
+		if err := r.t.SendOwned(ctx, s.cp.servers[1-seeds], r.key(u.edges[1-seeds]), m.masked); err != nil {
+			release()
+			return fmt.Errorf("sending to %q: %w", s.cp.servers[1-seeds], err)
+		}
+	}
+	return nil
+}
+
+// memberPart is a server's share of one member's upload: the seed it
+// sent, or the masked tensor, a view of the message it came in.
+type memberPart struct {
+	seeded  pond.SeededShare
+	share   pond.Share // nil for a seed
+	backing []byte     // the message share is a view of, or nil
+}
+
+// gatherStep is a server's step that collects a round's uploads and
+// agrees on its survivors. From every member of the cohort it receives a
+// contribution, then, if the member did not drop out, its share of every
+// upload, until every member's have arrived or failed or the deadline
+// passes. It then sends the other server the members whose every share
+// arrived (its arrived set, with the digest of the cohort it was told),
+// receives the other's, and takes the intersection: the survivors, over
+// which the round's sums run. With fewer survivors than MinOwners it
+// skips the round: the server sends no share.
+type gatherStep struct {
+	lastUse
+	cp    *cohortPlan
+	party int
+}
+
+func (s *gatherStep) String() string {
+	var b strings.Builder
+	from, to := s.cp.exchangeEdges[1-s.party], s.cp.exchangeEdges[s.party]
+	peer := s.cp.servers[1-s.party]
+	fmt.Fprintf(&b, "gather from every member of the round: status (edge %d)", s.cp.statusEdges[s.party])
+	for _, u := range s.cp.uploads {
+		fmt.Fprintf(&b, ", %s (edge %d)", u, u.edges[s.party])
+	}
+	what := "seeds from even positions, masked tensors from odd"
+	if s.party == 1 {
+		what = "masked tensors from even positions, seeds from odd"
+	}
+	fmt.Fprintf(&b, ": %s, until all arrived or failed or the deadline; arrived set -> %s (edge %d), <- %s (edge %d); survivors: both sets' intersection; skip the round below MinOwners",
+		what, peer, to, peer, from)
+	return b.String()
+}
+
+func (s *gatherStep) reads() []value { return nil }
+
+func (s *gatherStep) writes() []value {
+	out := make([]value, len(s.cp.uploads))
+	for i, u := range s.cp.uploads {
+		out[i] = value{uploadValue, u.id}
+	}
+	return out
+}
+
+func (s *gatherStep) exec(ctx context.Context, r *runner) error {
+	rs := r.round
+	cohort := rs.cohort
+	gctx, cancel := context.WithDeadline(ctx, rs.started.Add(rs.opts.Deadline))
+	defer cancel()
+	parts := make([][]memberPart, len(cohort))
+	why := make([]string, len(cohort))
+	var wg sync.WaitGroup
+	for i, m := range cohort {
+		wg.Go(func() { parts[i], why[i] = s.receive(gctx, r, i, m) })
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil { // the round itself ended, not the wait
+		s.releaseParts(r, parts)
+		return err
+	}
+
+	var arrived []string
+	for i, m := range cohort {
+		if why[i] == "" {
+			arrived = append(arrived, m)
+		}
+	}
+	theirs, err := s.exchange(ctx, r, arrived)
+	if err != nil {
+		s.releaseParts(r, parts)
+		return err
+	}
+	peer := s.cp.servers[1-s.party]
+	rs.dropped = map[string]string{}
+	rs.parts = map[graph.Ref][]memberPart{}
+	for i, m := range cohort {
+		_, there := slices.BinarySearch(theirs, m)
+		switch {
+		case why[i] != "":
+			rs.dropped[m] = why[i]
+		case !there:
+			rs.dropped[m] = fmt.Sprintf("its shares did not all reach %s", peer)
+		default:
+			rs.agreed = append(rs.agreed, m)
+			for k, u := range s.cp.uploads {
+				rs.parts[u.id] = append(rs.parts[u.id], parts[i][k])
+			}
+			parts[i] = nil
+			continue
+		}
+		s.releaseParts(r, parts[i:i+1])
+	}
+	for _, u := range s.cp.uploads {
+		r.touch(uploadValue, u.id, true)
+	}
+	if len(rs.agreed) < rs.opts.MinOwners {
+		return &roundSkip{reason: fmt.Sprintf("%d of the %d members invited survived, fewer than the %d the servers require (MinOwners)",
+			len(rs.agreed), len(cohort), rs.opts.MinOwners)}
+	}
+	return nil
+}
+
+// releaseParts gives the memory of parts back.
+func (s *gatherStep) releaseParts(r *runner, parts [][]memberPart) {
+	for _, ps := range parts {
+		for _, p := range ps {
+			releasePart(r, p)
+		}
+	}
+}
+
+func releasePart(r *runner, p memberPart) {
+	switch {
+	case p.backing != nil:
+		r.pool.putBytes(p.backing)
+	case p.share != nil:
+		r.pool.putUint64s(p.share)
+	}
+}
+
+// receive collects member m's contribution and shares, m at position pos
+// of the cohort. It returns its parts, one per upload, or why it is
+// missing. It runs in a goroutine of its own, so it touches nothing of r
+// but its transport, pool and protocol, which are safe for concurrent
+// use.
+func (s *gatherStep) receive(ctx context.Context, r *runner, pos int, m string) ([]memberPart, string) {
+	rs := r.round
+	if rs.greet != nil {
+		if err := rs.greet(ctx, m); err != nil {
+			return nil, missing(ctx, r, err)
+		}
+	}
+	b, err := r.t.Recv(ctx, m, r.key(s.cp.statusEdges[s.party]))
+	if err != nil {
+		return nil, missing(ctx, r, err)
+	}
+	var c contribution
+	err = c.UnmarshalBinary(b)
+	r.pool.putBytes(b)
+	if err != nil {
+		return nil, err.Error()
+	}
+	if c.Dropped {
+		return nil, "dropped out: " + c.Reason
+	}
+	seeds := seedServer(pos) == s.party
+	parts := make([]memberPart, 0, len(s.cp.uploads))
+	fail := func(why string) ([]memberPart, string) {
+		for _, p := range parts {
+			releasePart(r, p)
+		}
+		return nil, why
+	}
+	for _, u := range s.cp.uploads {
+		b, err := r.t.Recv(ctx, m, r.key(u.edges[s.party]))
+		if err != nil {
+			return fail(missing(ctx, r, err))
+		}
+		if seeds {
+			var seed pond.Seed
+			err := seed.UnmarshalBinary(b)
+			r.pool.putBytes(b)
+			if err != nil {
+				return fail(fmt.Sprintf("seed of %s: %v", u, err))
+			}
+			parts = append(parts, memberPart{seeded: pond.SeededShare{Seed: seed, Domain: memberDomain(r, u, m)}})
+			continue
+		}
+		n := u.x.Shape().Size()
+		if len(b) != 8+8*n || binary.LittleEndian.Uint64(b) != uint64(n) {
+			r.pool.putBytes(b)
+			return fail(fmt.Sprintf("masked %s has %d bytes, want %d", u, len(b), 8+8*n))
+		}
+		if w, ok := le.Words(b[8:]); ok {
+			parts = append(parts, memberPart{share: w, backing: b})
+			continue
+		}
+		share := pond.Share(r.pool.uint64s(n))[:0]
+		err = share.UnmarshalBinary(b)
+		r.pool.putBytes(b)
+		if err != nil {
+			r.pool.putUint64s(share)
+			return fail(fmt.Sprintf("masked %s: %v", u, err))
+		}
+		parts = append(parts, memberPart{share: share})
+	}
+	return parts, ""
+}
+
+// missing says why a member's message did not arrive.
+func missing(ctx context.Context, r *runner, err error) string {
+	switch {
+	case ctx.Err() != nil && errors.Is(context.Cause(ctx), context.DeadlineExceeded):
+		return fmt.Sprintf("its shares did not reach %s within the deadline (%v)", r.player, r.round.opts.Deadline)
+	case errors.Is(err, transport.ErrPeerGone):
+		return "left: " + err.Error()
+	}
+	return err.Error()
+}
+
+// exchange sends the other server this one's arrived set and receives
+// the other's, which must be of the same round and cohort, and name
+// members of it only.
+func (s *gatherStep) exchange(ctx context.Context, r *runner, arrived []string) ([]string, error) {
+	rs := r.round
+	peer := s.cp.servers[1-s.party]
+	digest := cohortDigest(rs.number, rs.cohort)
+	mine := &arrivedSet{Round: rs.number, Digest: digest, Members: arrived}
+	if err := r.send(ctx, peer, s.cp.exchangeEdges[s.party], 44+65*len(arrived), mine); err != nil {
+		return nil, err
+	}
+	// The other server stopped waiting at about the same time; it has
+	// another deadline to say so.
+	ectx, cancel := context.WithTimeout(ctx, rs.opts.Deadline)
+	defer cancel()
+	var theirs arrivedSet
+	if err := r.recv(ectx, peer, s.cp.exchangeEdges[1-s.party], &theirs); err != nil {
+		return nil, fmt.Errorf("arrived set: %w", err)
+	}
+	if theirs.Round != rs.number || theirs.Digest != digest {
+		return nil, fmt.Errorf("%s was told another cohort for round %d than %s was (the coordinator told the servers different rounds)", peer, rs.number, r.player)
+	}
+	for _, m := range theirs.Members {
+		if _, ok := slices.BinarySearch(rs.cohort, m); !ok {
+			return nil, fmt.Errorf("%s's arrived set for round %d names %q, who is not in the cohort", peer, rs.number, m)
+		}
+	}
+	return theirs.Members, nil
+}
+
+// aggregateStep sums one upload over a round's survivors on a server:
+// the share of a sum or mean node, or of Σw, the divisor of weighted
+// means. The masked tensors are added first, then the seeds' mask
+// streams, in cache-sized chunks, as addN does. A mean divided inside the
+// protocol is then multiplied by the encoding of 1/(number of survivors)
+// and truncated.
+type aggregateStep struct {
+	lastUse
+	node     *graph.Node // nil for a weight sum
+	weightOf *graph.Ref  // a weight sum: Σ of this weight
+	up       *upload
+	divide   bool
+	trunc    truncation
+}
+
+func (s *aggregateStep) String() string {
+	if s.weightOf != nil {
+		return fmt.Sprintf("local Σ %s over the survivors (divisor of weighted means)", *s.weightOf)
+	}
+	out := fmt.Sprintf("local %s: Σ %s over the survivors", s.node, s.up)
+	if s.divide {
+		out += fmt.Sprintf(" times 1/(number of survivors), %s", s.trunc)
+	}
+	return out
+}
+
+func (s *aggregateStep) out() graph.Ref {
+	if s.weightOf != nil {
+		return *s.weightOf
+	}
+	return graph.Ref{Node: s.node}
+}
+
+func (s *aggregateStep) reads() []value  { return []value{{uploadValue, s.up.id}} }
+func (s *aggregateStep) writes() []value { return values(shareValue, s.out()) }
+
+func (s *aggregateStep) exec(ctx context.Context, r *runner) error {
+	r.touch(uploadValue, s.up.id, false)
+	rs := r.round
+	var xs [][]uint64
+	var streams []pond.SeededShare
+	for _, p := range rs.parts[s.up.id] {
+		if p.share != nil {
+			xs = append(xs, p.share)
+		} else {
+			streams = append(streams, p.seeded)
+		}
+	}
+	size := s.up.x.Shape().Size()
+	sum := r.messageShare(size)
+	parallel(size, func(lo, hi int) {
+		part := make([][]uint64, len(xs))
+		for i, x := range xs {
+			part[i] = x[lo:hi]
+		}
+		ops.AddN(sum[lo:hi], part...)
+		for _, st := range streams {
+			st.AddToAt(sum[lo:hi], lo)
+		}
+	})
+	if !s.divide {
+		r.setShare(s.out(), sum)
+		return nil
+	}
+	defer r.releaseShare(sum)
+	n := len(rs.agreed)
+	c, err := r.proto.EncodeConstant(1 / float64(n))
+	if err != nil {
+		return fmt.Errorf("%s: dividing by %d survivors: %w", s.node, n, err)
+	}
+	prod := pond.Product(r.shareBuf(size))
+	defer r.pool.putUint64s(prod)
+	out := r.shareBuf(size)
+	r.setShare(s.out(), out)
+	return s.trunc.run(ctx, r, s.node, out, prod, func(lo, hi int) {
+		pond.MulPublic(prod[lo:hi], sum[lo:hi], c)
+	})
+}
+
+// sendResultStep tells the coordinator, before any share, the survivors
+// this server summed over and why each other member is missing.
+type sendResultStep struct {
+	lastUse
+	cp    *cohortPlan
+	party int
+}
+
+func (s *sendResultStep) String() string {
+	return fmt.Sprintf("send round result -> %s (edge %d): the survivors, and why the others are missing", s.cp.coordinator, s.cp.resultEdges[s.party])
+}
+
+func (s *sendResultStep) reads() []value  { return nil }
+func (s *sendResultStep) writes() []value { return nil }
+
+func (s *sendResultStep) exec(ctx context.Context, r *runner) error {
+	res := r.round.result(resultShares, "")
+	b, err := res.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	return r.sendBytes(ctx, s.cp.coordinator, s.cp.resultEdges[s.party], b)
+}
+
+// cohortRevealStep is the coordinator's last step of a round: it receives
+// both servers' results and goes on only if both sent their shares and
+// name the same survivors. It then receives the sums of weights, the
+// divisors of weighted means, and the shares of every output tensor,
+// reveals them, divides means by the number of survivors and weighted
+// means by Σw in the clear, and calls the output function.
+type cohortRevealStep struct {
+	lastUse
+	node    *graph.Node
+	cp      *cohortPlan
+	weights []graph.Ref    // Σw revealed as divisors, first
+	targets []revealTarget // the output's tensors
+	edges   [][2]uint64    // weights', then targets'
+}
+
+func (s *cohortRevealStep) String() string {
+	var b strings.Builder
+	sv := s.cp.servers
+	fmt.Fprintf(&b, "reveal %s: results from %s (edge %d) and %s (edge %d), and only if both sent shares over the same survivors:",
+		s.node, sv[0], s.cp.resultEdges[0], sv[1], s.cp.resultEdges[1])
+	for i, w := range s.weights {
+		fmt.Fprintf(&b, " Σ %s from %s (edge %d) + %s (edge %d);", w, sv[0], s.edges[i][0], sv[1], s.edges[i][1])
+	}
+	for i, t := range s.targets {
+		e := s.edges[len(s.weights)+i]
+		fmt.Fprintf(&b, " %s from %s (edge %d) + %s (edge %d)", t.ref, sv[0], e[0], sv[1], e[1])
+		switch {
+		case t.byCount:
+			b.WriteString(" then / number of survivors in the clear")
+		case t.byWeight != nil:
+			fmt.Fprintf(&b, " then / Σ %s in the clear", *t.byWeight)
+		case t.divisor != 0:
+			fmt.Fprintf(&b, " then / %g in the clear", t.divisor)
+		}
+		if i < len(s.targets)-1 {
+			b.WriteByte(';')
+		}
+	}
+	return b.String()
+}
+
+func (s *cohortRevealStep) reads() []value  { return nil }
+func (s *cohortRevealStep) writes() []value { return nil }
+
+func (s *cohortRevealStep) exec(ctx context.Context, r *runner) error {
+	rs := r.round
+	var res [2]roundResult
+	for k, srv := range s.cp.servers {
+		if err := r.recv(ctx, srv, s.cp.resultEdges[k], &res[k]); err != nil {
+			return fmt.Errorf("round result: %w", err)
+		}
+		if res[k].Round != rs.number {
+			return fmt.Errorf("%w: result from %q for round %d under the key of round %d", ErrWire, srv, res[k].Round, rs.number)
+		}
+	}
+	rs.results = res
+	for k, srv := range s.cp.servers {
+		if res[k].Kind == resultFailed {
+			return fmt.Errorf("%q failed in round %d: %s", srv, rs.number, res[k].Reason)
+		}
+	}
+	if !slices.Equal(res[0].Agreed, res[1].Agreed) {
+		return fmt.Errorf("%w in round %d: %s names %d survivors [%s], %s names %d [%s]; nothing is revealed",
+			ErrSurvivorMismatch, rs.number, s.cp.servers[0], len(res[0].Agreed), strings.Join(res[0].Agreed, " "),
+			s.cp.servers[1], len(res[1].Agreed), strings.Join(res[1].Agreed, " "))
+	}
+	for k := range s.cp.servers {
+		if res[k].Kind == resultSkipped {
+			return &SkippedError{Round: rs.number, Reason: res[k].Reason, Missing: rs.missing(res[k].Agreed)}
+		}
+	}
+	agreed := res[0].Agreed
+	sums := map[graph.Ref]float64{}
+	for i, w := range s.weights {
+		var v [1]float64
+		if err := s.revealInto(ctx, r, v[:], w, s.edges[i], 1); err != nil {
+			return err
+		}
+		if !(v[0] > 0) {
+			return fmt.Errorf("Σ %s over %d survivors is %v, not positive: the weights exceed the fixed-point range", w, len(agreed), v[0])
+		}
+		sums[w] = v[0]
+	}
+	if s.cp.weight != nil {
+		rs.totalWeight = sums[*s.cp.weight]
+	}
+	revealed := make([]*tensor.Dense, len(s.targets))
+	for i, t := range s.targets {
+		divisor := 1.0
+		switch {
+		case t.byCount:
+			divisor = float64(len(agreed))
+		case t.byWeight != nil:
+			divisor = sums[*t.byWeight]
+		}
+		if t.divisor != 0 {
+			divisor *= t.divisor
+		}
+		out := make([]float64, t.ref.Shape().Size())
+		if err := s.revealInto(ctx, r, out, t.ref, s.edges[len(s.weights)+i], divisor); err != nil {
+			return err
+		}
+		revealed[i] = tensor.New(tensor.WithShape(shapeOf(s.node.Inputs()[i].Shape())...), tensor.WithBacking(out))
+	}
+	if err := s.node.OutputFunc()(ctx, revealed); err != nil {
+		return fmt.Errorf("%s: %w", s.node, err)
+	}
+	return nil
+}
+
+// revealInto receives both servers' shares of ref on edges and reveals
+// their sum divided by divisor into out.
+func (s *cohortRevealStep) revealInto(ctx context.Context, r *runner, out []float64, ref graph.Ref, edges [2]uint64, divisor float64) error {
+	n := len(out)
+	s0, err := r.recvShare(ctx, s.cp.servers[0], edges[0], n)
+	if err != nil {
+		return fmt.Errorf("share of %s: %w", ref, err)
+	}
+	defer r.releaseShare(s0)
+	s1, err := r.recvShare(ctx, s.cp.servers[1], edges[1], n)
+	if err != nil {
+		return fmt.Errorf("share of %s: %w", ref, err)
+	}
+	defer r.releaseShare(s1)
+	err = parallelErr(n, func(lo, hi int) error {
+		return r.proto.RevealQuotient(out[lo:hi], s0[lo:hi], s1[lo:hi], divisor)
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", ref, err)
+	}
+	return nil
+}
