@@ -32,7 +32,6 @@ type driver struct {
 	roundLog  *roundLog
 	round     uint64 // the last round's number
 	stats     roundStats
-	skips     skipTracker
 	trainLoss []float64
 	ran       int // rounds run by this process (not before a resume)
 	saved     int // the step of the last checkpoint written
@@ -43,7 +42,6 @@ type driver struct {
 // the round log. A checkpoint that does not fit is refused before
 // anything is written.
 func (d *driver) resume() error {
-	d.skips.max = d.o.maxSkipped
 	if d.o.checkpointDir != "" {
 		ck, err := loadCheckpoint(d.o.checkpointDir, d.run, d.mo.Architecture())
 		if err != nil {
@@ -138,9 +136,11 @@ func (d *driver) train(ctx context.Context, mode string) error {
 		}
 		d.round++
 		r, survivors, err := d.rounds.round(ctx, d.round)
-		if err != nil {
+		if err != nil && r.Round == 0 {
 			return fmt.Errorf("%s training, round %d (step %d): %w", mode, d.round, d.mo.Iteration()+1, err)
 		}
+		// The round ran, though it may end the run (too many skipped).
+		d.round = r.Round
 		d.ran++
 		d.stats.add(r)
 		if d.roundLog != nil {
@@ -149,7 +149,7 @@ func (d *driver) train(ctx context.Context, mode string) error {
 			}
 		}
 		logRound(d.log, r, d.everyRound)
-		if err := d.skips.note(r); err != nil {
+		if err != nil {
 			return fmt.Errorf("%s training, round %d: %w", mode, d.round, err)
 		}
 		if r.Skipped != "" {

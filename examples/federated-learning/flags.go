@@ -44,6 +44,7 @@ type options struct {
 	sample          int // 0: every data owner
 	dropout         float64
 	roundDeadline   time.Duration
+	fixedOwners     bool
 
 	// Multi-host runs.
 	config    string
@@ -100,7 +101,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.maxSkipped, "max-skipped", 10, "the run fails after this many consecutive skipped rounds, naming the owners who were missing")
 	fs.IntVar(&o.sample, "sample", 0, "data owners sampled for each round (with --seed); 0 means every data owner")
 	fs.Float64Var(&o.dropout, "dropout", 0, "in a run in one process: the probability that a sampled data owner fails to answer in a round (seeded by --seed)")
-	fs.DurationVar(&o.roundDeadline, "round-deadline", 0, "with --config: how long the servers wait for the cohort's gradients after a round starts; zero means the session's default")
+	fs.DurationVar(&o.roundDeadline, "round-deadline", 0, "how long the servers wait for the cohort's gradients after a round starts; zero means the session's default (10s)")
+	fs.BoolVar(&o.fixedOwners, "fixed-owners", false, "run TF Encrypted's program as it is: every data owner answers every iteration, and a lost player ends the run (no cohorts)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: federated-learning [flags]\n       federated-learning download [flags]\n\n"+
 			"Trains TF Encrypted's 784-512-10 network with secure aggregation of the data owners' gradients.\n\nFlags:\n")
@@ -222,8 +224,8 @@ func checkRoundFlags(o options, set map[string]bool) error {
 		return usageError{"--dropout simulates dropouts in a run in one process; across hosts owners drop out for real: drop --config or --dropout"}
 	case o.roundDeadline < 0:
 		return usageError{fmt.Sprintf("--round-deadline %v: want a positive duration", o.roundDeadline)}
-	case o.roundDeadline > 0 && o.config == "":
-		return usageError{"--round-deadline is how long the servers of a run across hosts wait for the cohort; it needs --config"}
+	case o.fixedOwners && (o.sample > 0 || o.dropout > 0 || o.weighted || o.roundDeadline > 0 || set["min-owners"] || set["max-skipped"]):
+		return usageError{"--fixed-owners runs every data owner every iteration: --sample, --dropout, --weighted, --min-owners, --max-skipped and --round-deadline are for rounds of a cohort"}
 	case (o.plaintext || o.compare) && o.checkpointDir != "":
 		return usageError{"--checkpoint resumes secure training; drop --plaintext and --compare"}
 	}

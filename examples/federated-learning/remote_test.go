@@ -248,7 +248,7 @@ func TestPeerKilledMidRun(t *testing.T) {
 	hosts := cluster(t, "20s")
 	procs := map[string]*player{}
 	for _, p := range players.Defaults(3) {
-		args := []string{"--iterations", "200", "--timeout", "10s"}
+		args := []string{"--fixed-owners", "--iterations", "200", "--timeout", "10s"}
 		if p != players.ModelOwner {
 			args = append(args, "--quiet")
 		}

