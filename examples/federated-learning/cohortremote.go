@@ -49,6 +49,7 @@ func (c *cohortRun) coordinate(ctx context.Context, stdout io.Writer) error {
 	d.rounds = &sessionRounds{
 		run:  func(ctx context.Context) error { return c.agg.Run(ctx, c.op) },
 		last: c.s.LastRound, mo: mo,
+		awaitPeers: c.awaitChange, maxLost: c.o.maxSkipped, log: c.log,
 	}
 	if c.o.checkpointDir != "" {
 		d.run = runFields(c.o, c.o.dataOwners, mo.Architecture())
@@ -102,19 +103,35 @@ func (c *cohortRun) awaitOwners(ctx context.Context, stdout io.Writer) {
 		changed := c.t.MembershipChanged()
 		n := len(c.connectedOwners())
 		if n >= c.o.dataOwners {
-			fmt.Fprintf(stdout, "%s: %d data owners connected; starting the rounds\n", c.o.player, n)
+			fmt.Fprintf(stdout, "%s: %d data owners connected; running %d iterations in rounds\n", c.o.player, n, c.o.iterations)
 			return
 		}
 		select {
 		case <-changed:
 		case <-timer.C:
-			fmt.Fprintf(stdout, "%s: %d of %d data owners connected after %v; starting the rounds, the others join when they come\n",
-				c.o.player, n, c.o.dataOwners, c.cfg.ConnectTimeout())
+			fmt.Fprintf(stdout, "%s: %d of %d data owners connected after %v; running %d iterations in rounds, the others join when they come\n",
+				c.o.player, n, c.o.dataOwners, c.cfg.ConnectTimeout(), c.o.iterations)
 			return
 		case <-ctx.Done():
 			return
 		}
 	}
+}
+
+// awaitChange waits, after a round lost a player of the plan (a server
+// that restarts, say), until the transport reports a change of its
+// connections, for at most the round timeout: the round is then tried
+// again.
+func (c *cohortRun) awaitChange(ctx context.Context) error {
+	timer := time.NewTimer(c.timeout)
+	defer timer.Stop()
+	select {
+	case <-c.t.MembershipChanged():
+	case <-timer.C:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
 }
 
 // connectedOwners returns the data owners connected now, listed or not.

@@ -124,8 +124,10 @@ func TestSevenProcessesMatchLocalRun(t *testing.T) {
 	require.NoError(t, err)
 	assert.InDelta(t, local.accuracy, remote, 0.001, "seven processes and one agree within 0.1 percentage points")
 
-	// The servers' uploads to the model owner: two shares of 8 bytes per parameter.
-	assert.Contains(t, out.String(), "server0 -> model-owner: 3.26 MB per iteration")
+	// The servers' uploads to the model owner: two shares of 8 bytes per
+	// parameter, every round.
+	assert.Regexp(t, `\[model-owner\]\s+server0\s+-> model-owner\s+3\.26 MB`, out.String())
+	assert.Contains(t, out.String(), fmt.Sprintf("server0 -> model-owner: %s in all", humanBytes(float64(iterations)*3256400)))
 }
 
 // processTimeout is the safety net of the tests that start players

@@ -22,6 +22,7 @@ import (
 
 	"github.com/shareflow/shareflow/examples/federated-learning/model"
 	"github.com/shareflow/shareflow/session"
+	"github.com/shareflow/shareflow/session/transport"
 )
 
 // A round is one attempt at a training step: the model owner picks a
@@ -357,16 +358,64 @@ type sessionRounds struct {
 	// rather than the session's: a session in one process starts again
 	// from round 1 when the run resumes.
 	ownNumbers bool
+	// seen holds every data owner invited to a round so far, to name
+	// those that left when too many rounds are skipped.
+	seen map[string]bool
+
+	// Across hosts, a round that fails because a player of the plan (a
+	// server) went away is not the run's end: awaitPeers waits until
+	// they are back, and the round is tried again, up to maxLost times
+	// in a row. Nil in one process, where no player goes away.
+	awaitPeers func(ctx context.Context) error
+	maxLost    int
+	lost       int    // rounds lost in a row
+	await      bool   // wait for the players before the next round
+	numbered   uint64 // the last round number the session reported
+	log        *slog.Logger
 }
 
 func (s *sessionRounds) round(ctx context.Context, n uint64) (roundRecord, []int, error) {
 	if s.members != nil {
 		s.members.round.Store(n)
 	}
-	err := s.run(ctx)
-	info := s.last()
-	if err != nil && !errors.Is(err, session.ErrRoundSkipped) && !errors.Is(err, session.ErrTooManySkipped) {
+	var err error
+	var info session.RoundInfo
+	for {
+		if s.await {
+			if err := s.awaitPeers(ctx); err != nil {
+				return roundRecord{}, nil, err
+			}
+			s.await = false
+		}
+		err = s.run(ctx)
+		info = s.last()
+		if err == nil || s.awaitPeers == nil || ctx.Err() != nil || !errors.Is(err, transport.ErrPeerGone) ||
+			errors.Is(err, session.ErrRoundSkipped) || errors.Is(err, session.ErrTooManySkipped) {
+			break
+		}
+		s.lost++
+		if s.lost > s.maxLost {
+			return roundRecord{}, nil, fmt.Errorf("%d rounds in a row lost a player (--max-skipped %d): %w", s.lost, s.maxLost, err)
+		}
+		s.log.Warn("round lost a player; trying again once it is back", "err", err)
+		s.await = true
+		if info.Round > s.numbered {
+			// The round had begun: record it, as a round that revealed
+			// nothing.
+			break
+		}
+	}
+	if err == nil {
+		s.lost = 0
+	}
+	numbered := info.Round > s.numbered
+	s.numbered = max(s.numbered, info.Round)
+	if err != nil && !errors.Is(err, session.ErrRoundSkipped) && !errors.Is(err, session.ErrTooManySkipped) && !(s.await && numbered) {
 		return roundRecord{}, nil, err
+	}
+	if s.await && numbered && err != nil {
+		info.Skipped = "lost a player: " + err.Error()
+		err = nil
 	}
 	r := roundRecord{
 		Round: info.Round, Step: s.mo.Iteration(), Cohort: info.Cohort, Survivors: info.Survivors,
@@ -395,7 +444,25 @@ func (s *sessionRounds) round(ctx context.Context, n uint64) (roundRecord, []int
 			}
 		}
 	}
+	if s.seen == nil {
+		s.seen = map[string]bool{}
+	}
+	var gone []string
+	for name := range s.seen {
+		if !slices.Contains(r.Cohort, name) {
+			gone = append(gone, name)
+		}
+	}
+	for _, name := range r.Cohort {
+		s.seen[name] = true
+	}
 	if errors.Is(err, session.ErrTooManySkipped) {
+		if len(gone) > 0 {
+			// The session names the members missing from the skipped
+			// rounds' cohorts; those no longer connected were in none.
+			sort.Strings(gone)
+			err = fmt.Errorf("%w; data owners of earlier rounds no longer connected: %s", err, strings.Join(quoteAll(gone), ", "))
+		}
 		return r, nil, err
 	}
 	return r, survivors, nil
