@@ -71,7 +71,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.iterations, "iterations", 400, "training iterations (TF Encrypted: 2000, one epoch of 60,000 images)")
 	fs.IntVar(&o.batchSize, "batch-size", 30, "batch size of each data owner")
 	fs.Float64Var(&o.learningRate, "learning-rate", 0.1, "SGD learning rate")
-	fs.IntVar(&o.dataOwners, "data-owners", 3, "number of data owners; the training set is split into that many disjoint shards")
+	fs.IntVar(&o.dataOwners, "data-owners", 3, "number of data owners; the training set is split into that many disjoint shards (with --config, the hosts file's data owners if it lists any; otherwise data-owner-N that dial in load shard N, and the model owner waits for this many before the first round)")
 	fs.Uint64Var(&o.seed, "seed", 1, "seed of the weight initialisation and of the data owners' shuffling")
 	fs.IntVar(&o.evalEvery, "eval-every", 100, "evaluate on the test set every this many iterations")
 	fs.StringVar(&o.dataDir, "data", "", "directory with (Fashion-)MNIST IDX files (train-images-idx3-ubyte[.gz], ...); empty means the embedded subset")
