@@ -19,6 +19,35 @@
 //	iteration := g.DefineOutput("model-owner", mean, owner.UpdateModel)
 //	if err := g.Err(); err != nil { ... }
 //
+// Federated learning rarely knows its data owners in advance: owners
+// join, leave and fail between rounds. A cohort names none of them. Its
+// input function runs on every member of a round's cohort, which the
+// session picks anew for each round, and its tensors (one per member) are
+// taken only by the aggregations over the round's survivors, Mean,
+// WeightedMean and SumCohort, whose results are ordinary private values.
+// TF Encrypted's example in rounds, each owner weighed by its number of
+// examples (federated averaging):
+//
+//	g := graph.New()
+//	w := g.DefinePublicInput("model-owner", owner.Weights, shapes)
+//	owners := g.DefineCohort("data-owners")
+//	grads := g.DefineCohortInput(owners, computeGradient, shapes, w...) // graph.Member(ctx) says whose
+//	examples := g.DefineCohortInput(owners, countExamples, []graph.Shape{{1}}, w...)[0]
+//	mean := make([]*graph.Private, len(shapes))
+//	for i := range mean {
+//		mean[i] = g.WeightedMean(grads[i], examples) // Σ wᵢxᵢ / Σ wᵢ over the survivors
+//	}
+//	round := g.DefineOutput("model-owner", mean, owner.UpdateModel)
+//
+// A member's function that returns an error (wrapping ErrDropout, say)
+// drops that member from the round; the round goes on without it. Passing
+// a cohort tensor to any other verb, or a weighted mean (whose divisor
+// stays private until revealed) to any verb but DefineOutput, or making
+// one output depend on two cohorts, is a build error naming the node.
+// Package session documents the rounds: who picks the cohort, the
+// deadline, and the floor of survivors below which the servers reveal
+// nothing.
+//
 // Private values can also be multiplied, as TF Encrypted's tfe.mul,
 // tfe.matmul, tfe.square and tfe.reduce_sum do. Go has no overloading, so
 // a verb whose operand is public says so in its name, in operand order:

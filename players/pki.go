@@ -103,38 +103,9 @@ type CertFilePair struct {
 // the certificates. Production deployments should issue certificates from
 // their own CA with the same naming scheme (see the package doc).
 func GenerateDevPKI(dir string, specs []CertSpec, opts DevPKIOptions) (*DevPKI, error) {
-	if dir == "" {
-		return nil, errors.New("players: dev PKI: empty directory")
-	}
-	if err := checkSpecs(specs); err != nil {
+	out, t0, validity, err := planIssue(dir, specs, opts, true)
+	if err != nil {
 		return nil, err
-	}
-	validity := opts.Validity
-	if validity == 0 {
-		validity = DefaultCertValidity
-	}
-	if validity < 0 {
-		return nil, fmt.Errorf("players: dev PKI: negative validity %s", validity)
-	}
-	now := time.Now
-	if opts.Now != nil {
-		now = opts.Now
-	}
-	t0 := now().Add(-time.Hour).UTC().Truncate(time.Second) // tolerate clock skew
-
-	out := &DevPKI{CACert: CAFile(dir), CAKey: CAKeyFile(dir)}
-	for _, s := range specs {
-		cert, key := CertFiles(dir, s.Player)
-		out.Certs = append(out.Certs, CertFilePair{Player: s.Player, Cert: cert, Key: key})
-	}
-	if !opts.Force {
-		files := []string{out.CACert, out.CAKey}
-		for _, c := range out.Certs {
-			files = append(files, c.Cert, c.Key)
-		}
-		if err := refuseExisting(files); err != nil {
-			return nil, err
-		}
 	}
 
 	// Make everything in memory first, then write.
@@ -168,34 +139,99 @@ func GenerateDevPKI(dir string, specs []CertSpec, opts DevPKIOptions) (*DevPKI, 
 	if err != nil {
 		return nil, err
 	}
-	type file struct {
-		path string
-		data []byte
-		mode os.FileMode
+	files, err := mintCerts(ca, caKey, specs, out.Certs, t0, validity)
+	if err != nil {
+		return nil, err
 	}
-	files := []file{
+	files = append([]pkiFile{
 		{out.CACert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644},
 		{out.CAKey, caKeyPEM, 0o600},
+	}, files...)
+
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("players: dev PKI: %w", err)
 	}
+	if err := writeFiles(files); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// planIssue checks a request to GenerateDevPKI (withCA) or IssueCerts,
+// and returns the files it will write, when the certificates start to be
+// valid (an hour ago, to tolerate clock skew) and for how long. Unless
+// opts.Force is set, it refuses if any of the files exists.
+func planIssue(dir string, specs []CertSpec, opts DevPKIOptions, withCA bool) (out *DevPKI, t0 time.Time, validity time.Duration, err error) {
+	if dir == "" {
+		return nil, t0, 0, errors.New("players: dev PKI: empty directory")
+	}
+	if err := checkSpecs(specs); err != nil {
+		return nil, t0, 0, err
+	}
+	validity = opts.Validity
+	if validity == 0 {
+		validity = DefaultCertValidity
+	}
+	if validity < 0 {
+		return nil, t0, 0, fmt.Errorf("players: dev PKI: negative validity %s", validity)
+	}
+	now := time.Now
+	if opts.Now != nil {
+		now = opts.Now
+	}
+	t0 = now().Add(-time.Hour).UTC().Truncate(time.Second) // tolerate clock skew
+
+	out = &DevPKI{CACert: CAFile(dir), CAKey: CAKeyFile(dir)}
+	for _, s := range specs {
+		cert, key := CertFiles(dir, s.Player)
+		out.Certs = append(out.Certs, CertFilePair{Player: s.Player, Cert: cert, Key: key})
+	}
+	if !opts.Force {
+		var files []string
+		if withCA {
+			files = append(files, out.CACert, out.CAKey)
+		}
+		for _, c := range out.Certs {
+			files = append(files, c.Cert, c.Key)
+		}
+		if err := refuseExisting(files); err != nil {
+			return nil, t0, 0, err
+		}
+	}
+	return out, t0, validity, nil
+}
+
+// pkiFile is a file GenerateDevPKI or IssueCerts writes.
+type pkiFile struct {
+	path string
+	data []byte
+	mode os.FileMode
+}
+
+// mintCerts makes the certificate and key of every spec, signed by ca,
+// in memory, as the files of pairs (one a spec, in the same order).
+func mintCerts(ca *x509.Certificate, caKey *ecdsa.PrivateKey, specs []CertSpec, pairs []CertFilePair, t0 time.Time, validity time.Duration) ([]pkiFile, error) {
+	var files []pkiFile
 	for i, s := range specs {
 		certPEM, kp, err := mintCert(ca, caKey, s, t0, validity)
 		if err != nil {
 			return nil, err
 		}
 		files = append(files,
-			file{out.Certs[i].Cert, certPEM, 0o644},
-			file{out.Certs[i].Key, kp, 0o600})
+			pkiFile{pairs[i].Cert, certPEM, 0o644},
+			pkiFile{pairs[i].Key, kp, 0o600})
 	}
+	return files, nil
+}
 
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("players: dev PKI: %w", err)
-	}
+// writeFiles writes every file atomically, in order.
+func writeFiles(files []pkiFile) error {
 	for _, f := range files {
 		if err := atomicfile.WriteFile(f.path, f.data, f.mode); err != nil {
-			return nil, fmt.Errorf("players: dev PKI: %w", err)
+			return fmt.Errorf("players: dev PKI: %w", err)
 		}
 	}
-	return out, nil
+	return nil
 }
 
 func serial() (*big.Int, error) {
@@ -312,38 +348,9 @@ func refuseExisting(files []string) error {
 // wraps fs.ErrExist. It refuses a validity that would outlast the CA. The
 // result lists the CA (not rewritten) and the files written.
 func IssueCerts(dir string, specs []CertSpec, opts DevPKIOptions) (*DevPKI, error) {
-	if dir == "" {
-		return nil, errors.New("players: dev PKI: empty directory")
-	}
-	if err := checkSpecs(specs); err != nil {
+	out, t0, validity, err := planIssue(dir, specs, opts, false)
+	if err != nil {
 		return nil, err
-	}
-	validity := opts.Validity
-	if validity == 0 {
-		validity = DefaultCertValidity
-	}
-	if validity < 0 {
-		return nil, fmt.Errorf("players: dev PKI: negative validity %s", validity)
-	}
-	now := time.Now
-	if opts.Now != nil {
-		now = opts.Now
-	}
-	t0 := now().Add(-time.Hour).UTC().Truncate(time.Second) // tolerate clock skew
-
-	out := &DevPKI{CACert: CAFile(dir), CAKey: CAKeyFile(dir)}
-	for _, s := range specs {
-		cert, key := CertFiles(dir, s.Player)
-		out.Certs = append(out.Certs, CertFilePair{Player: s.Player, Cert: cert, Key: key})
-	}
-	if !opts.Force {
-		var files []string
-		for _, c := range out.Certs {
-			files = append(files, c.Cert, c.Key)
-		}
-		if err := refuseExisting(files); err != nil {
-			return nil, err
-		}
 	}
 	ca, caKey, err := loadCA(out.CACert, out.CAKey)
 	if err != nil {
@@ -352,25 +359,12 @@ func IssueCerts(dir string, specs []CertSpec, opts DevPKIOptions) (*DevPKI, erro
 	if end := t0.Add(validity); end.After(ca.NotAfter) {
 		return nil, fmt.Errorf("players: dev PKI: certificates valid for %s would outlast the CA %s, valid until %s; ask for a shorter validity", validity, out.CACert, ca.NotAfter.Format(time.DateOnly))
 	}
-	type file struct {
-		path string
-		data []byte
-		mode os.FileMode
+	files, err := mintCerts(ca, caKey, specs, out.Certs, t0, validity)
+	if err != nil {
+		return nil, err
 	}
-	var files []file
-	for i, s := range specs {
-		certPEM, kp, err := mintCert(ca, caKey, s, t0, validity)
-		if err != nil {
-			return nil, err
-		}
-		files = append(files,
-			file{out.Certs[i].Cert, certPEM, 0o644},
-			file{out.Certs[i].Key, kp, 0o600})
-	}
-	for _, f := range files {
-		if err := atomicfile.WriteFile(f.path, f.data, f.mode); err != nil {
-			return nil, fmt.Errorf("players: dev PKI: %w", err)
-		}
+	if err := writeFiles(files); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -234,7 +234,7 @@ func (c *compiler) finishCohort() {
 	c.steps[cohortMember] = append(member, &contributeStep{cp: cp})
 }
 
-// writeCohort writes the members' part of a plan.
+// writeTo writes the members' part of a plan.
 func (cp *cohortPlan) writeTo(b *strings.Builder) {
 	fmt.Fprintf(b, "every member of %s invited to a round:\n", cp.cohort)
 	for _, s := range cp.member {

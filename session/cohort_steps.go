@@ -15,7 +15,6 @@ import (
 
 	"github.com/shareflow/shareflow/graph"
 	"github.com/shareflow/shareflow/internal/le"
-	"github.com/shareflow/shareflow/ops"
 	"github.com/shareflow/shareflow/protocol/pond"
 	"github.com/shareflow/shareflow/session/transport"
 )
@@ -143,7 +142,14 @@ func (s *roundStartStep) exec(ctx context.Context, r *runner) error {
 	if m.End {
 		return errRunEnded
 	}
-	r.round.cohort = m.Cohort
+	// A player of the plan is no member: the coordinator could otherwise
+	// meet the floor with shares of its own, known to it.
+	r.round.cohort = m.Cohort // the round has started, refused or not
+	for _, p := range m.Cohort {
+		if p == s.cp.coordinator || slices.Contains(s.cp.others, p) {
+			return fmt.Errorf("the cohort of round %d names %q, a player of the plan: refused", m.Round, p)
+		}
+	}
 	r.round.started = time.Now()
 	return nil
 }
@@ -553,9 +559,10 @@ func (s *gatherStep) exchange(ctx context.Context, r *runner, arrived []string) 
 	if err := r.send(ctx, peer, s.cp.exchangeEdges[s.party], 44+65*len(arrived), mine); err != nil {
 		return nil, err
 	}
-	// The other server stopped waiting at about the same time; it has
-	// another deadline to say so.
-	ectx, cancel := context.WithTimeout(ctx, rs.opts.Deadline)
+	// The other server learnt of the round at about the same time and
+	// stops waiting by its deadline, as this one does (it may stop sooner,
+	// when every member's shares came); it has another deadline to say so.
+	ectx, cancel := context.WithDeadline(ctx, rs.started.Add(2*rs.opts.Deadline))
 	defer cancel()
 	var theirs arrivedSet
 	if err := r.recv(ectx, peer, s.cp.exchangeEdges[1-s.party], &theirs); err != nil {
@@ -574,8 +581,8 @@ func (s *gatherStep) exchange(ctx context.Context, r *runner, arrived []string) 
 
 // aggregateStep sums one upload over a round's survivors on a server:
 // the share of a sum or mean node, or of Σw, the divisor of weighted
-// means. The masked tensors are added first, then the seeds' mask
-// streams, in cache-sized chunks, as addN does. A mean divided inside the
+// means, in one pass over cache-sized blocks of the masked tensors and the
+// seeds' mask streams (pond.SumSharesAt), as addN does. A mean divided inside the
 // protocol is then multiplied by the encoding of 1/(number of survivors)
 // and truncated.
 type aggregateStep struct {
@@ -611,7 +618,7 @@ func (s *aggregateStep) writes() []value { return values(shareValue, s.out()) }
 func (s *aggregateStep) exec(ctx context.Context, r *runner) error {
 	r.touch(uploadValue, s.up.id, false)
 	rs := r.round
-	var xs [][]uint64
+	var xs []pond.Share
 	var streams []pond.SeededShare
 	for _, p := range rs.parts[s.up.id] {
 		if p.share != nil {
@@ -623,14 +630,11 @@ func (s *aggregateStep) exec(ctx context.Context, r *runner) error {
 	size := s.up.x.Shape().Size()
 	sum := r.messageShare(size)
 	parallel(size, func(lo, hi int) {
-		part := make([][]uint64, len(xs))
+		part := make([]pond.Share, len(xs))
 		for i, x := range xs {
 			part[i] = x[lo:hi]
 		}
-		ops.AddN(sum[lo:hi], part...)
-		for _, st := range streams {
-			st.AddToAt(sum[lo:hi], lo)
-		}
+		pond.SumSharesAt(sum[lo:hi], part, streams, lo)
 	})
 	if !s.divide {
 		r.setShare(s.out(), sum)
@@ -740,6 +744,11 @@ func (s *cohortRevealStep) exec(ctx context.Context, r *runner) error {
 		return fmt.Errorf("%w in round %d: %s names %d survivors [%s], %s names %d [%s]; nothing is revealed",
 			ErrSurvivorMismatch, rs.number, s.cp.servers[0], len(res[0].Agreed), strings.Join(res[0].Agreed, " "),
 			s.cp.servers[1], len(res[1].Agreed), strings.Join(res[1].Agreed, " "))
+	}
+	for _, m := range res[0].Agreed {
+		if _, ok := slices.BinarySearch(rs.cohort, m); !ok {
+			return fmt.Errorf("%w: the servers' survivors of round %d name %q, who was not invited", ErrWire, rs.number, m)
+		}
 	}
 	for k := range s.cp.servers {
 		if res[k].Kind == resultSkipped {

@@ -82,11 +82,122 @@
 // iteration for all and is returned as a *PlayerError; the session stays
 // usable, and messages left over from the failed iteration are dropped.
 //
-// Dropouts: messages are addressed per (sender, key) and wait in a mailbox
-// until asked for, and every receive honours its context. A later change
-// can therefore let a round go ahead without a data owner who dropped out:
-// the compiler marks a data owner's inputs optional, the servers receive
-// them under a per-round deadline, and the AddN and the public divisor use
-// the owners whose shares arrived, agreed between the two servers with one
-// extra message.
+// # Rounds of a cohort
+//
+// An op whose output aggregates a cohort (graph.DefineCohort, Mean,
+// WeightedMean, SumCohort) runs in rounds, each over the data owners
+// connected then: owners join, leave and fail without stopping the run,
+// as Flower's and Google's federated rounds do. The coordinator, the
+// op's output player (the model owner), calls Run once per round; every
+// other player calls Serve, which runs rounds as the coordinator
+// announces them until it calls Finish. A Local session runs every
+// player and every member of Options.Rounds.Members in this process:
+//
+//	s, _ := session.NewLocal(g, session.Options{Rounds: session.RoundOptions{
+//		Members: owners, Sample: 10, MinOwners: 5, Deadline: 30 * time.Second,
+//	}})
+//	for step := 0; step < steps; {
+//		switch err := s.Run(ctx, op); {
+//		case errors.Is(err, session.ErrTooManySkipped): // MaxSkipped in a row
+//			return err
+//		case errors.Is(err, session.ErrRoundSkipped): // nothing revealed, model not updated
+//			log.Print(err, s.LastRound().Dropped)
+//			continue
+//		case err != nil:
+//			return err
+//		}
+//		step++
+//	}
+//
+// A round goes:
+//
+//  1. The coordinator picks the round's cohort: the members connected,
+//     sorted, or RoundOptions.Sample of them drawn with a stream seeded by
+//     SampleSeed and the round's number. It tells the servers (and every
+//     other player of the plan) the round's number and cohort, and every
+//     connected member whether it is invited, and at which position.
+//  2. The holders of the model (the public inputs of the cohort's inputs)
+//     send it to every invited member. Each member calls its functions,
+//     which learn whom they run for from graph.Member(ctx), and shares its
+//     uploads: each cohort tensor a mean or sum takes, and for a weighted
+//     mean w·x and w, computed on the member. Each upload's seed goes to
+//     one server and its masked tensor to the other, alternating with the
+//     member's position; its mask domain names the member, so no two
+//     members share a stream. A member whose function fails (say with
+//     graph.ErrDropout, or a weight that is not finite and positive,
+//     ErrWeight) tells the servers it drops out, and why.
+//  3. Each server waits until every member's shares arrived or failed, or
+//     until RoundOptions.Deadline after it learned of the round. It sends
+//     the other server the members whose every share arrived, with a
+//     digest of the cohort it was told, and receives the other's: the
+//     survivors are the intersection, so both sum over the same members
+//     even when a share reached only one of them in time. A server with
+//     fewer survivors than RoundOptions.MinOwners skips the round: it
+//     sends the coordinator a result saying so, and no share. Otherwise it
+//     sums each upload over the survivors, runs the rest of its plan, and
+//     sends the coordinator its result (the survivors, and why each other
+//     member is missing), then its shares.
+//  4. The coordinator reveals only if both servers sent shares over the
+//     same survivors. A mean feeding the output is revealed as its sum and
+//     divided by the number of survivors in the clear (inside the
+//     protocol with Options.PrivateDivision, or when the mean feeds
+//     another verb); a weighted mean as Σw·x and Σw, divided in the clear
+//     (RoundInfo.TotalWeight reports Σw). Run returns nil once the output
+//     function ran; a *SkippedError (ErrRoundSkipped) when the servers
+//     skipped, the output function not called; ErrTooManySkipped after
+//     RoundOptions.MaxSkipped skipped rounds in a row, naming the members
+//     that were missing; ErrSurvivorMismatch when the servers' survivors
+//     differ, revealing nothing. LastRound gives the round's cohort,
+//     survivors, dropouts with their reasons, duration and bytes.
+//
+// The privacy floor is the servers', not the coordinator's: the model
+// owner is the party that would gain from a cohort of one, so each server
+// refuses to send its share of a sum over fewer than MinOwners survivors
+// (at least 2), and MinOwners is part of the plan fingerprint every player
+// compares. Two shares over different survivors reveal nothing either: a
+// member that one server counts and the other does not leaves one
+// uniformly random share in the sum.
+//
+// What each party learns of a round: the coordinator, the sums (and Σw)
+// over the survivors, their names, and the reasons the others give or the
+// servers see (a member's drop reason is its function's error, cut to 256
+// bytes: it travels to the coordinator); the servers, the cohort, which
+// members' shares reached each of them, and nothing of any value; a member,
+// the model and its position. Known limits: the coordinator picks the
+// cohort, and rounds over {A, B, C} then {A, B} reveal C's contribution by
+// difference: the floor bounds each round, not the differences between
+// rounds. Distributed differential privacy is the answer, and comes
+// later. A coordinator that can enrol members of its own (sybils) meets
+// the floor with them; under open membership every member needs a
+// certificate of the federation's CA.
+//
+// Across hosts, players say hello in a star: each player of the plan, and
+// each member when it connects (and the servers when they first meet it in
+// a cohort), exchange the session id and plan fingerprint with the
+// coordinator, again whenever their connection is new; a mismatch refuses
+// that player alone. After their hello the servers tell the coordinator
+// the number its next round must have at least, so that a restarted
+// coordinator continues after the servers' last round: round numbers only
+// increase within a session id, and key the round's messages and mask
+// domains apart from the session's iterations. Members invited are those
+// the transport reports (transport.Membership: open membership over gRPC)
+// and RoundOptions.Members; a member that (re)connects joins from the next
+// round, one that leaves is dropped from its round on. A player waiting
+// for a coordinator that lost its connection waits up to
+// RoundOptions.CoordinatorTimeout. Every message is bounded: a cohort
+// lists at most MaxMembers names, reasons are cut, and each decoder checks
+// every length before it allocates.
+//
+// What a dropout costs (go test -bench Round ./session, 2 shared cores,
+// 10 owners of 100,000 parameters in one process): a round takes about
+// 9 ms with every owner there and 6 ms with one that fails fast, which
+// tells the servers at once; an owner that never answers holds the round
+// until the deadline (502 ms for a deadline of 500 ms, for the same 8 ms
+// of CPU). Set the deadline above the time the slowest regular member
+// takes to compute and upload its shares; DefaultDeadline (10 s) covers a
+// 3 MB upload at a few megabits per second. A server's own work, the sum
+// over the survivors, is 40–85 µs per owner at 100,000 parameters, flat
+// from 10 to 1,000 owners; what grows is memory, as a server holds every
+// masked tensor it receives (half the owners') until the servers agree:
+// 400 MB for 1,000 owners.
 package session

@@ -475,7 +475,10 @@ type Options struct {
 	// the first iteration of an op all of them exchange fingerprints,
 	// including players with no step in the plan, which therefore stay
 	// until everyone has connected. Empty means the plan's players. Local
-	// sessions ignore it.
+	// sessions ignore it. In rounds of a cohort, players say hello to the
+	// coordinator alone (see Remote.Serve), and the players listed with
+	// no part in the plan, but the crypto producer, are members the
+	// coordinator may invite.
 	Players []string
 	// PrivateDivision keeps a division that feeds an output inside the
 	// protocol (multiply by 1/d and truncate) instead of revealing the

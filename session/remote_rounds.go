@@ -53,10 +53,11 @@ type greetings struct {
 	mu      sync.Mutex
 	done    map[string]uint64
 	refused map[string]uint64
+	silent  map[string]uint64 // said nothing in time, on this connection
 }
 
 func newGreetings(t transport.Transport) *greetings {
-	g := &greetings{done: map[string]uint64{}, refused: map[string]uint64{}}
+	g := &greetings{done: map[string]uint64{}, refused: map[string]uint64{}, silent: map[string]uint64{}}
 	if m, ok := t.(interface{ Mailbox() *transport.Mailbox }); ok {
 		g.box = m.Mailbox()
 	}
@@ -82,6 +83,28 @@ func (g *greetings) state(peer string) (greeted, refused bool) {
 	return ok && d == e, rok && r == e
 }
 
+// quiet reports whether peer said nothing in time when last waited for,
+// on its current connection, and has sent nothing since: waiting for it
+// again would hold a round for nothing.
+func (g *greetings) quiet(peer string) bool {
+	e := g.epoch(peer)
+	g.mu.Lock()
+	s, ok := g.silent[peer]
+	g.mu.Unlock()
+	if !ok || s != e || g.box == nil {
+		return false
+	}
+	n, _ := g.box.Unread(peer)
+	return n == 0
+}
+
+func (g *greetings) markSilent(peer string) {
+	e := g.epoch(peer)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.silent[peer] = e
+}
+
 func (g *greetings) mark(peer string, refused bool) {
 	e := g.epoch(peer)
 	g.mu.Lock()
@@ -96,12 +119,13 @@ func (g *greetings) mark(peer string, refused bool) {
 
 // roundsState is what a Remote session keeps of its rounds.
 type roundsState struct {
-	peers    *greetings // the coordinator: the other players; the others: the coordinator; a member: its hellos sent
-	members  *greetings // the coordinator and servers: the members greeted
-	expect   map[string]bool
-	next     uint64 // a player other than the coordinator: the next round it expects
-	plan     *Plan  // the plan of the rounds run, for Finish
+	peers    *greetings      // the coordinator: the other players; the others: the coordinator; a member: its hellos sent
+	members  *greetings      // the coordinator and servers: the members greeted
+	expect   map[string]bool // a member: the servers whose hello answer it waits for
+	next     uint64          // a player other than the coordinator: the next round it expects
+	plan     *Plan           // the plan of the rounds run, for Finish
 	finished bool
+	welcomed bool // a member: the coordinator answered its last hello
 }
 
 func (s *Remote) rounds() *roundsState {
@@ -218,11 +242,17 @@ func (s *Remote) greetOthers(ctx context.Context, plan *Plan) error {
 	return errors.Join(errs...)
 }
 
-// candidates returns the members that may be invited: those the
-// transport reports and those of Rounds.Members, connected now, but the
-// players of the plan, sorted.
+// candidates returns the members that may be invited, connected now, and
+// sorted: those the transport reports, those of Rounds.Members, and the
+// players of Options.Players that have no part in the plan (the data
+// owners of a hostmap that lists them), but the crypto producer.
 func (s *Remote) candidates(plan *Plan) []string {
 	set := slices.Clone(s.opts.Rounds.Members)
+	for _, p := range s.opts.Players {
+		if p != s.opts.cryptoProducer() {
+			set = append(set, p)
+		}
+	}
 	m, ok := s.t.(membership)
 	if ok {
 		set = append(set, m.Members()...)
@@ -244,8 +274,10 @@ func (s *Remote) candidates(plan *Plan) []string {
 
 // greetMembers exchanges hellos with the candidates not greeted on their
 // current connection, each within the deadline, and returns the members
-// greeted, sorted. A member whose hello does not match, or does not come,
-// is refused until it connects again; its welcome tells it why.
+// greeted, sorted. A member whose hello does not match is refused until
+// it connects again; its welcome tells it why. One whose hello does not
+// come in time is waited for again only once it has sent something, or
+// connected again, so that a silent member holds up one round only.
 func (s *Remote) greetMembers(ctx context.Context, plan *Plan, candidates []string, round uint64) []string {
 	rounds := s.rounds()
 	mine := hello{Session: s.opts.SessionID, Fingerprint: plan.Fingerprint()}
@@ -258,16 +290,21 @@ func (s *Remote) greetMembers(ctx context.Context, plan *Plan, candidates []stri
 		sem = make(chan struct{}, 16)
 	)
 	for _, m := range candidates {
-		if greeted, refused := rounds.members.state(m); greeted || refused {
+		if greeted, refused := rounds.members.state(m); greeted || refused || rounds.members.quiet(m) {
 			continue
 		}
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
 			theirs, err := s.recvHello(gctx, m, memberHelloKey)
-			if err == nil {
-				err = s.t.Send(gctx, m, memberHelloKey, msg)
+			if err != nil {
+				// Not refused: it may say hello later, and is waited for
+				// again once it has sent something or connected again.
+				rounds.members.markSilent(m)
+				s.log.Info("member said no hello in time", "member", m, "err", err)
+				return
 			}
+			err = s.t.Send(gctx, m, memberHelloKey, msg)
 			if err == nil {
 				err = s.checkHello(m, mine, theirs)
 			}
@@ -374,12 +411,19 @@ func (s *Remote) serveFixed(ctx context.Context, plan *Plan) error {
 		if server {
 			rs.greet = func(ctx context.Context, m string) error { return s.greetMember(ctx, plan, m) }
 		}
-		err := s.serverRound(ctx, plan, s.self, t, rs)
-		if rs.cohort != nil || errors.Is(err, errRunEnded) {
-			rounds.next = rs.number + 1
+		wctx, stop := s.watchPeer(ctx, cp.coordinator)
+		err := s.serverRound(wctx, plan, s.self, t, rs)
+		if errors.Is(context.Cause(wctx), errReconnected) {
+			err = errReconnected
 		}
-		if s.mailer != nil {
-			s.mailer.Forget(roundSession(s.opts.SessionID), rs.number)
+		stop()
+		// A round that did not start (the coordinator is gone, say) is
+		// neither counted nor forgotten: it may start yet.
+		if rs.cohort != nil {
+			rounds.next = rs.number + 1
+			if s.mailer != nil {
+				s.mailer.Forget(roundSession(s.opts.SessionID), rs.number)
+			}
 		}
 		switch {
 		case errors.Is(err, errRunEnded):
@@ -387,6 +431,7 @@ func (s *Remote) serveFixed(ctx context.Context, plan *Plan) error {
 		case err == nil:
 		case ctx.Err() != nil:
 			return err
+		case errors.Is(err, errReconnected): // hello again
 		case rs.cohort == nil && s.coordinatorGone(err):
 			if werr := s.awaitCoordinator(ctx, cp.coordinator, err); werr != nil {
 				return werr
@@ -457,7 +502,10 @@ func (s *Remote) awaitCoordinator(ctx context.Context, c string, cause error) er
 	}
 }
 
-// serveMember serves the rounds of plan on a member.
+// serveMember serves the rounds of plan on a member. Before each round
+// it says hello again to the coordinator and servers whose connection is
+// new; after a new hello to the coordinator it waits for its welcome,
+// which tells the round to wait for next.
 func (s *Remote) serveMember(ctx context.Context, plan *Plan) error {
 	cp := plan.cohort
 	rounds := s.rounds()
@@ -480,65 +528,75 @@ func (s *Remote) serveMember(ctx context.Context, plan *Plan) error {
 		}
 		return nil
 	}
+	var next uint64
 	for {
-		// Hellos to the coordinator and servers whose connection is new.
-		if err := s.memberHellos(ctx, plan, mine); err != nil {
-			if !s.coordinatorGone(err) {
-				return err
-			}
-			if werr := s.awaitCoordinator(ctx, cp.coordinator, err); werr != nil {
-				return werr
-			}
-			continue
+		err := s.memberHellos(ctx, plan, mine)
+		if err == nil && !rounds.welcomed {
+			next, err = s.welcome(ctx, plan, mine)
 		}
-		b, err := s.t.Recv(ctx, cp.coordinator, memberHelloKey)
-		if err != nil {
-			if s.coordinatorGone(err) {
-				if werr := s.awaitCoordinator(ctx, cp.coordinator, err); werr != nil {
-					return werr
-				}
-				continue
-			}
-			return fmt.Errorf("session: welcome from %q: %w", cp.coordinator, err)
-		}
-		var w welcome
-		if err := w.UnmarshalBinary(b); err != nil {
-			return fmt.Errorf("session: welcome from %q: %w", cp.coordinator, err)
-		}
-		if err := s.checkHello(cp.coordinator, mine, w.Hello); err != nil {
-			return err
-		}
-		s.log.Info("joined the rounds", "from round", w.Round)
-		for next := w.Round; ; next++ {
+		if err == nil {
+			wctx, stop := s.watchPeer(ctx, cp.coordinator)
 			rs := &roundState{opts: s.opts.Rounds, number: next, invited: invited}
-			err := s.memberRound(ctx, plan, s.self, t, rs)
-			if s.mailer != nil {
-				s.mailer.Forget(roundSession(s.opts.SessionID), next)
+			err = s.memberRound(wctx, plan, s.self, t, rs)
+			if errors.Is(context.Cause(wctx), errReconnected) {
+				err = errReconnected
+			}
+			stop()
+			if s.mailer != nil && (rs.position >= 0 || err == nil || errors.Is(err, errNotInvited)) {
+				s.mailer.Forget(roundSession(s.opts.SessionID), next) // the round's notice came
 			}
 			if rs.position >= 0 {
 				s.recordMemberRound(rs, err)
 			}
-			switch {
-			case errors.Is(err, errRunEnded):
-				return nil
-			case err == nil || errors.Is(err, errNotInvited):
+			if err == nil || errors.Is(err, errNotInvited) {
+				next++
 				continue
-			case ctx.Err() != nil, errors.Is(err, ErrMismatch):
-				return err
-			case s.coordinatorGone(err):
-				if werr := s.awaitCoordinator(ctx, cp.coordinator, err); werr != nil {
-					return werr
-				}
-			default:
-				return err
 			}
-			break // hello again: the coordinator's connection is new
+		}
+		switch {
+		case errors.Is(err, errRunEnded):
+			return nil
+		case ctx.Err() != nil, errors.Is(err, ErrMismatch):
+			return err
+		case errors.Is(err, errReconnected): // hello again
+		case s.coordinatorGone(err):
+			if werr := s.awaitCoordinator(ctx, cp.coordinator, err); werr != nil {
+				return werr
+			}
+		default:
+			return err
 		}
 	}
 }
 
+// welcome waits for the coordinator's answer to this member's hello, and
+// returns the round of its first notice.
+func (s *Remote) welcome(ctx context.Context, plan *Plan, mine hello) (uint64, error) {
+	c := plan.cohort.coordinator
+	wctx, stop := s.watchPeer(ctx, c)
+	defer stop()
+	b, err := s.t.Recv(wctx, c, memberHelloKey)
+	if errors.Is(context.Cause(wctx), errReconnected) {
+		return 0, errReconnected
+	}
+	if err != nil {
+		return 0, fmt.Errorf("session: welcome from %q: %w", c, err)
+	}
+	var w welcome
+	if err := w.UnmarshalBinary(b); err != nil {
+		return 0, fmt.Errorf("session: welcome from %q: %w", c, err)
+	}
+	if err := s.checkHello(c, mine, w.Hello); err != nil {
+		return 0, err
+	}
+	s.rounds().welcomed = true
+	s.log.Info("joined the rounds", "from round", w.Round)
+	return w.Round, nil
+}
+
 // memberHellos sends a member's hello to the coordinator and the servers
-// whose connection is new, and notes that the servers will answer.
+// whose connection is new, and notes that the servers will answer and
+// that the coordinator will welcome it.
 func (s *Remote) memberHellos(ctx context.Context, plan *Plan, mine hello) error {
 	cp := plan.cohort
 	rounds := s.rounds()
@@ -550,11 +608,45 @@ func (s *Remote) memberHellos(ctx context.Context, plan *Plan, mine hello) error
 			return fmt.Errorf("session: hello to %q: %w", p, err)
 		}
 		rounds.peers.mark(p, false)
-		if p != cp.coordinator {
+		if p == cp.coordinator {
+			rounds.welcomed = false
+		} else {
 			rounds.expect[p] = true
 		}
 	}
 	return nil
+}
+
+// errReconnected ends a wait for a peer whose connection changed since
+// this player said hello to it: the peer must be greeted again.
+var errReconnected = errors.New("session: the peer connected again")
+
+// watchPeer returns a context that ends, with cause errReconnected, when
+// peer's connection is no longer the one this player greeted it on, and
+// a function to call when done. Without a transport that reports its
+// peers' changes (membership) and epochs, it is ctx.
+func (s *Remote) watchPeer(ctx context.Context, peer string) (context.Context, context.CancelFunc) {
+	g := s.rounds().peers
+	m, ok := s.t.(membership)
+	if !ok || g.box == nil {
+		return context.WithCancel(ctx)
+	}
+	wctx, cancel := context.WithCancelCause(ctx)
+	go func() {
+		for {
+			changed := m.MembershipChanged()
+			if greeted, _ := g.state(peer); !greeted {
+				cancel(errReconnected)
+				return
+			}
+			select {
+			case <-changed:
+			case <-wctx.Done():
+				return
+			}
+		}
+	}()
+	return wctx, func() { cancel(nil) }
 }
 
 // recordMemberRound records a round as a member knows it.

@@ -144,7 +144,6 @@ func (b *base) runRound(ctx context.Context, steps []step, player string, t *cou
 // session's lock guards it, but for last, which lastMu guards.
 type coordinator struct {
 	next      uint64 // the number of the next round; rounds start at 1
-	resumed   bool   // next has been agreed with the servers
 	skipped   int    // rounds skipped in a row
 	missing   map[string]int
 	sampleKey *[32]byte

@@ -5,7 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"time"
+
+	"github.com/shareflow/shareflow/internal/multihost"
 )
 
 // options are the example's settings, checked.
@@ -19,12 +20,7 @@ type options struct {
 	printPlan bool
 
 	// Runs across processes or hosts.
-	config    string
-	player    string
-	sessionID string
-	certs     string
-	insecure  bool
-	timeout   time.Duration
+	multihost.Flags
 }
 
 // usageError is a bad command line: exit status 2.
@@ -50,12 +46,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.out, "out", "", "on the client: write every image's label, predicted class and logits to this CSV `file`")
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress output")
 	fs.BoolVar(&o.printPlan, "print-plan", false, "print what every player does and sends for one batch, then exit")
-	fs.StringVar(&o.config, "config", "", "hosts file (TF Encrypted's hostmap JSON) for a run across processes or hosts")
-	fs.StringVar(&o.player, "player", "", "with --config: the player this process is")
-	fs.StringVar(&o.sessionID, "session-id", "private-prediction", "with --config: the session id, the same on every player")
-	fs.StringVar(&o.certs, "certs", "", "with --config: directory of ca.pem, NAME.pem and NAME-key.pem (see shareflow certs); default: the config's TLS settings or, if it has none, the certs directory next to it")
-	fs.BoolVar(&o.insecure, "insecure", false, "with --config: plaintext connections, no authentication (INSECURE, for trying things out)")
-	fs.DurationVar(&o.timeout, "timeout", 0, "with --config: deadline of one batch; zero means the config's message timeout")
+	o.Register(fs, "private-prediction", "batch")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: private-prediction [flags]\n\n"+
 			"Classifies the client's (data-owner-0's) test images with the model owner's trained network,\n"+
@@ -71,23 +62,19 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if fs.NArg() > 0 {
 		return o, usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
 	}
-	switch {
+	switch err := o.Check(); {
 	case o.images < 0:
 		return o, usageError{fmt.Sprintf("--images %d: want a positive number, or 0 for the whole test set", o.images)}
 	case o.batch < 1 || o.batch > maxBatch:
 		return o, usageError{fmt.Sprintf("--batch %d: want 1 to %d", o.batch, maxBatch)}
-	case o.config != "" && o.player == "":
-		return o, usageError{"--config needs --player NAME: the player this process is"}
-	case o.config == "" && o.player != "":
-		return o, usageError{"--player needs --config FILE"}
-	case o.config != "" && o.plaintext:
+	case err != nil:
+		return o, usageError{err.Error()}
+	case o.Config != "" && o.plaintext:
 		return o, usageError{"--plaintext runs in one process; drop --config"}
 	case o.plaintext && (o.out != "" || o.printPlan):
 		return o, usageError{"--plaintext makes no private prediction: drop --out and --print-plan"}
-	case o.config != "" && !o.printPlan && o.dataDir != "" && o.images == 0:
+	case o.Config != "" && !o.printPlan && o.dataDir != "" && o.images == 0:
 		return o, usageError{"across processes, --data needs --images N: every player runs the same number of batches, and only the client reads the test set"}
-	case o.timeout < 0:
-		return o, usageError{fmt.Sprintf("--timeout %v: want a positive duration", o.timeout)}
 	}
 	return o, nil
 }

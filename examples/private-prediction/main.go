@@ -79,7 +79,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch {
 	case o.plaintext:
 		return checkPolynomial(stdout, o.dataDir)
-	case o.config != "" && !o.printPlan:
+	case o.Config != "" && !o.printPlan:
 		return predictRemote(ctx, o, stdout, stderr)
 	}
 	return predict(ctx, o, stdout, stderr)

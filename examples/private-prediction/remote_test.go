@@ -3,14 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"net"
-	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +14,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/shareflow/shareflow/internal/launch"
+	"github.com/shareflow/shareflow/internal/multihost"
+	"github.com/shareflow/shareflow/internal/multihost/multihosttest"
 	"github.com/shareflow/shareflow/players"
 )
 
@@ -25,68 +23,9 @@ import (
 // one process per player, real gRPC with mutual TLS on loopback, with the
 // federated-learning example's hostmap.
 
-var (
-	buildOnce sync.Once
-	binary    string
-	buildErr  error
-)
-
-// exampleBinary builds this example once per test run.
-func exampleBinary(t *testing.T) string {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("builds the example and starts seven processes; skipped with -short")
-	}
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "pp-test-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binary, buildErr = launch.Build(context.Background(), ".", dir)
-	})
-	require.NoError(t, buildErr)
-	return binary
-}
-
-// freePorts returns n distinct loopback ports that were free a moment ago.
-func freePorts(t *testing.T, n int) []int {
-	var ports []int
-	var ls []net.Listener
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return ports
-}
-
-// cluster writes the federated-learning example's hostmap of seven
-// players (three data owners) in its extended form, with development
-// certificates, and returns its path.
-func cluster(t *testing.T) string {
-	dir := t.TempDir()
-	names := players.Defaults(3)
-	ports := freePorts(t, len(names))
-	hosts := map[string]any{}
-	for i, n := range names {
-		hosts[n] = fmt.Sprintf("127.0.0.1:%d", ports[i])
-	}
-	cfg := map[string]any{"players": hosts, "cert_dir": "certs", "connect_timeout": "60s", "message_timeout": "60s"}
-	b, err := json.MarshalIndent(cfg, "", "  ")
-	require.NoError(t, err)
-	path := filepath.Join(dir, "hosts.json")
-	require.NoError(t, os.WriteFile(path, b, 0o644))
-	parsed, err := players.LoadConfig(path)
-	require.NoError(t, err)
-	_, err = players.GenerateDevPKI(filepath.Join(dir, "certs"), parsed.CertSpecs(), players.DevPKIOptions{})
-	require.NoError(t, err)
-	return path
-}
+// example is this example's program, built once for the tests that run
+// it.
+var example = multihosttest.Program{Dir: "."}
 
 // TestProcessesMatchOneProcessRun runs a private prediction as seven
 // processes (the built binary, mutual TLS on loopback, started by the
@@ -95,8 +34,10 @@ func cluster(t *testing.T) string {
 // is not a near tie, and logits within the tolerance of each run against
 // the fixed-point emulation.
 func TestProcessesMatchOneProcessRun(t *testing.T) {
-	bin := exampleBinary(t)
-	hosts := cluster(t)
+	bin := example.Binary(t)
+	// The federated-learning example's hostmap of seven players (three
+	// data owners), with development certificates.
+	hosts := multihosttest.Cluster(t, 3, 60*time.Second, 60*time.Second)
 	const n, batch = 150, 100
 	csvPath := filepath.Join(t.TempDir(), "predictions.csv")
 
@@ -149,20 +90,10 @@ func TestProcessesMatchOneProcessRun(t *testing.T) {
 // flat hostmap: it serves as it is; without server2, whose triples the
 // products need, or with a misspelt client, it is refused with the reason.
 func TestHostmapOfFederatedLearning(t *testing.T) {
-	write := func(t *testing.T, names []string) string {
-		flat := map[string]string{}
-		for i, n := range names {
-			flat[n] = fmt.Sprintf("127.0.0.1:%d", 4440+i)
-		}
-		b, err := json.Marshal(flat)
-		require.NoError(t, err)
-		path := filepath.Join(t.TempDir(), "hosts.json")
-		require.NoError(t, os.WriteFile(path, b, 0o644))
-		return path
-	}
-	o := options{player: players.Server0, insecure: true}
+	write := multihosttest.FlatHostmap
+	o := options{Flags: multihost.Flags{Player: players.Server0, Insecure: true}}
 
-	o.config = write(t, players.Defaults(3))
+	o.Config = write(t, players.Defaults(3))
 	_, err := loadHosts(o, io.Discard)
 	assert.NoError(t, err)
 
@@ -172,16 +103,16 @@ func TestHostmapOfFederatedLearning(t *testing.T) {
 			noProducer = append(noProducer, n)
 		}
 	}
-	o.config = write(t, noProducer)
+	o.Config = write(t, noProducer)
 	_, err = loadHosts(o, io.Discard)
 	assert.ErrorContains(t, err, `no player "server2"`)
 
-	o.config = write(t, []string{"server0", "server1", "server2", "model-owner", "data-ownr-0"})
+	o.Config = write(t, []string{"server0", "server1", "server2", "model-owner", "data-ownr-0"})
 	_, err = loadHosts(o, io.Discard)
 	assert.ErrorContains(t, err, `unknown player "data-ownr-0"; did you mean "data-owner-0"?`)
 
-	o.config = write(t, []string{"server0", "server1", "server2", "model-owner", "data-owner-0"})
-	o.player = "data-owner-1"
+	o.Config = write(t, []string{"server0", "server1", "server2", "model-owner", "data-owner-0"})
+	o.Player = "data-owner-1"
 	_, err = loadHosts(o, io.Discard)
 	assert.ErrorContains(t, err, `--player "data-owner-1" is not in`)
 	assert.True(t, strings.HasPrefix(err.Error(), "--player"))

@@ -215,7 +215,7 @@ func TestParseFlags(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 100, o.batch)
 	assert.Equal(t, 0, o.images)
-	assert.Equal(t, "private-prediction", o.sessionID)
+	assert.Equal(t, "private-prediction", o.SessionID)
 
 	for _, tc := range []struct {
 		args []string

@@ -201,12 +201,16 @@ func (m *Mailbox) sender(from string) *sender {
 func (m *Mailbox) Deliver(ctx context.Context, from string, key Key, payload []byte) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.forgotten(key) {
+		return nil // late message of a finished iteration
+	}
 	c := Charge(key, payload)
 	if err := m.admit(ctx, from, key, c, len(payload)); err != nil {
 		return err
 	}
-	if m.forgotten(key) {
-		return nil // late message of a finished iteration
+	if m.forgotten(key) { // forgotten while it waited for room
+		m.release(from, c)
+		return nil
 	}
 	m.store(from, key, payload, c)
 	return nil
@@ -404,7 +408,9 @@ func (r *Reservation) Cancel() {
 // Recv waits for the message from player from under key. A message that
 // arrived is handed out, whatever became of its sender since. Otherwise
 // Recv fails when the sender's current epoch fails (see FailFrom): at
-// once if it has failed already and the sender has not rejoined.
+// once if it has failed already and the sender has not rejoined. A key
+// whose message was received in an earlier epoch waits for the message of
+// the current one, so that peers may repeat a key on each connection.
 func (m *Mailbox) Recv(ctx context.Context, from string, key Key) ([]byte, error) {
 	k := slotKey{from, key}
 	m.mu.Lock()
@@ -414,6 +420,13 @@ func (m *Mailbox) Recv(ctx context.Context, from string, key Key) ([]byte, error
 	}
 	s := m.slots[k]
 	ep := m.sender(from).cur
+	if s.arrived && s.taken && s.epoch != ep.n {
+		// Received in an earlier epoch of the sender: this receive is for
+		// the message of the current one, which may not have come yet
+		// (a peer that reconnected sends its hello again, say).
+		s = slot{}
+		m.slots[k] = s
+	}
 	if !s.arrived {
 		if s.ready == nil {
 			s.ready = make(chan struct{})

@@ -252,3 +252,35 @@ func TestReservationCountsAgainstTheBound(t *testing.T) {
 		assert.Zero(t, b)
 	})
 }
+
+// TestLateMessagesCostNothing: a message of a forgotten iteration is
+// dropped without charging its sender, also when it waited for room and
+// its iteration was forgotten meanwhile; late messages can never use up a
+// sender's bound.
+func TestLateMessagesCostNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := NewMailbox()
+		m.SetPendingCount(2)
+		ctx := context.Background()
+		m.Forget("s", 5)
+		for e := range uint64(10) {
+			require.NoError(t, m.Deliver(ctx, "a", Key{Session: "s", Iteration: 3, Edge: e}, []byte("late")))
+		}
+		n, b := m.Unread("a")
+		assert.Zero(t, n, "late messages counted")
+		assert.Zero(t, b)
+
+		// Fill the bound with iteration 6, then a delivery of iteration 7
+		// waits for room; forgetting both frees the room and drops it.
+		require.NoError(t, m.Deliver(ctx, "a", Key{Session: "s", Iteration: 6, Edge: 0}, []byte("x")))
+		require.NoError(t, m.Deliver(ctx, "a", Key{Session: "s", Iteration: 6, Edge: 1}, []byte("y")))
+		done := make(chan error, 1)
+		go func() { done <- m.Deliver(ctx, "a", Key{Session: "s", Iteration: 7}, []byte("z")) }()
+		synctest.Wait() // the delivery waits for room
+		m.Forget("s", 7)
+		require.NoError(t, <-done)
+		n, b = m.Unread("a")
+		assert.Zero(t, n, "a message forgotten while it waited stays charged")
+		assert.Zero(t, b)
+	})
+}

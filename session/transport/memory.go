@@ -23,7 +23,7 @@ type Memory struct {
 	mailboxes map[string]*Mailbox
 	listed    map[string]bool
 	gone      map[string]error // players disconnected now, and the error they cause
-	changed   changes
+	changed   Changes
 }
 
 // NewMemory returns a network connecting the named players.
@@ -82,7 +82,7 @@ func (m *Memory) Connect(player string) (*MemoryEndpoint, error) {
 		}
 	}
 	if !known || wasGone {
-		m.changed.signal()
+		m.changed.Signal()
 	}
 	return &MemoryEndpoint{net: m, self: player, box: box}, nil
 }
@@ -112,7 +112,7 @@ func (m *Memory) Disconnect(player string) error {
 			box.FailFrom(p, fmt.Errorf("transport: player %q lost its connection to %q: %w", player, p, ErrPeerGone))
 		}
 	}
-	m.changed.signal()
+	m.changed.Signal()
 	return nil
 }
 
@@ -225,32 +225,5 @@ func (e *MemoryEndpoint) Connected(peer string) bool {
 // MembershipChanged returns a channel closed at the next Connect or
 // Disconnect that changes the network.
 func (e *MemoryEndpoint) MembershipChanged() <-chan struct{} {
-	return e.net.changed.wait()
-}
-
-// changes wakes those waiting for the next change. The zero value is
-// ready to use; it is safe for concurrent use.
-type changes struct {
-	mu sync.Mutex
-	ch chan struct{}
-}
-
-// wait returns a channel closed at the next signal.
-func (c *changes) wait() <-chan struct{} {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.ch == nil {
-		c.ch = make(chan struct{})
-	}
-	return c.ch
-}
-
-// signal closes the channel of those waiting.
-func (c *changes) signal() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.ch != nil {
-		close(c.ch)
-		c.ch = nil
-	}
+	return e.net.changed.Wait()
 }

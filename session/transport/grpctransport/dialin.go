@@ -89,7 +89,7 @@ func (t *Transport) sendToDialIn(ctx context.Context, to string, key transport.K
 // it fails at once with why.
 func (t *Transport) waitDialIn(ctx context.Context, peer string) (*dialIn, error) {
 	for {
-		changed := t.changed.wait()
+		changed := t.changed.Wait()
 		d, gone := t.in.current(peer)
 		switch {
 		case d != nil:

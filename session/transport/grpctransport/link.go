@@ -106,7 +106,7 @@ func (l *link) connDown(seq uint64) {
 // good fails at once.
 func (t *Transport) await(ctx context.Context, l *link, start time.Time) error {
 	for {
-		changed := t.changed.wait()
+		changed := t.changed.Wait()
 		err, permanent := l.failure()
 		switch {
 		case err == nil:
@@ -306,7 +306,7 @@ func (t *Transport) openStream(ctx context.Context, l *link) error {
 		l.lost.Store(false)
 	}
 	l.up.Store(true)
-	t.changed.signal()
+	t.changed.Signal()
 	go t.monitor(l, stream, gen, epoch, done)
 	t.log.Debug("peer link open", "peer", l.name, "address", l.addr, "epoch", epoch)
 	return nil
@@ -327,7 +327,7 @@ func (t *Transport) monitor(l *link, stream grpc.ClientStream, gen, epoch uint64
 		err = stream.RecvMsg(new(wrapperspb.BytesValue))
 	}
 	l.up.Store(false)
-	t.changed.signal()
+	t.changed.Signal()
 	if t.isClosing() {
 		return
 	}
@@ -463,7 +463,7 @@ func (t *Transport) reconnect(l *link) {
 			l.mu.Lock()
 			l.err, l.permanent = err, true
 			l.mu.Unlock()
-			t.changed.signal()
+			t.changed.Signal()
 			t.log.Warn("gave up reconnecting to peer", "peer", l.name, "address", l.addr, "attempts", attempt, "error", err)
 			return
 		}

@@ -345,7 +345,7 @@ func (t *Transport) messages(stream grpc.ServerStream) error {
 			t.finish(d)
 		}
 		t.in.end(from, end, lost)
-		t.changed.signal()
+		t.changed.Signal()
 	}()
 	if err := stream.SendHeader(metadata.Pairs(acceptedHeader, t.self)); err != nil {
 		end, lost = fmt.Errorf("%w: connection from player %q to %q: %v", ErrPeerLost, from, t.self, err), true
@@ -363,7 +363,7 @@ func (t *Transport) messages(stream grpc.ServerStream) error {
 		d.epoch = epoch
 		<-d.sem // Sends may use the stream now
 	}
-	t.changed.signal()
+	t.changed.Signal()
 	t.log.Debug("peer stream open", "peer", from, "address", addr, "epoch", epoch, "dials_in", d != nil, "member", unlisted)
 	a := assembler{from: from, self: t.self, max: uint64(t.cfg.MaxMessageBytes()), box: t.box}
 	defer a.cancel()

@@ -170,8 +170,8 @@ type Transport struct {
 	server   *grpc.Server // nil for a player that only dials out
 	links    map[string]*link
 	stats    statsTable
-	in       inbound // the peers' streams to this player
-	changed  changes // Members or Connected changed
+	in       inbound           // the peers' streams to this player
+	changed  transport.Changes // Members or Connected changed
 
 	life   context.Context // canceled at the end of Close; parent of all streams
 	cancel context.CancelFunc
@@ -226,33 +226,6 @@ func (s *statsTable) of(peer string) *linkStats {
 		s.m[peer] = st
 	}
 	return st
-}
-
-// changes wakes those waiting for the next change. The zero value is
-// ready to use; it is safe for concurrent use.
-type changes struct {
-	mu sync.Mutex
-	ch chan struct{}
-}
-
-// wait returns a channel closed at the next signal.
-func (c *changes) wait() <-chan struct{} {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.ch == nil {
-		c.ch = make(chan struct{})
-	}
-	return c.ch
-}
-
-// signal closes the channel of those waiting.
-func (c *changes) signal() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.ch != nil {
-		close(c.ch)
-		c.ch = nil
-	}
 }
 
 // New makes player self's endpoint and, for a player with an address,
@@ -499,7 +472,7 @@ func (t *Transport) Connected(peer string) bool {
 // MembershipChanged returns a channel that is closed at the next change
 // of Members or Connected: a peer that dials in or leaves, a link that
 // breaks or is reconnected.
-func (t *Transport) MembershipChanged() <-chan struct{} { return t.changed.wait() }
+func (t *Transport) MembershipChanged() <-chan struct{} { return t.changed.Wait() }
 
 // LostPeers returns, sorted, the peers whose connection broke without an
 // orderly close, and have not come back: crashed, killed or cut off. When
@@ -623,7 +596,7 @@ func (t *Transport) Connect(ctx context.Context) error {
 // dialled in.
 func (t *Transport) awaitDialIn(ctx context.Context, name string, start time.Time) error {
 	for {
-		changed := t.changed.wait()
+		changed := t.changed.Wait()
 		if t.in.dialIn(name) != nil {
 			return nil
 		}
