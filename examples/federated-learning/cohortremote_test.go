@@ -196,18 +196,10 @@ func TestLateDataOwnerJoins(t *testing.T) {
 // checkpoint and starts it again with the same flags: the servers and data
 // owners wait for it, the run completes from the checkpoint, and its
 // accuracy is within 1 percentage point of an uninterrupted run with the
-// same seed.
+// same seed. (It is the same: the owners' batches follow the step the
+// model owner sends, so the steps made again after the restart see the
+// batches they saw before.)
 func TestModelOwnerRestartResumes(t *testing.T) {
-	if os.Getenv("FL_TEST_RESTART") == "" {
-		// Blocked on the session and transport, not the example: after the
-		// coordinator restarts, a member's Serve refuses the new
-		// coordinator's welcome ("transport: duplicate message key:
-		// shareflow/hello/v1/0/1 from \"model-owner\" received twice") and
-		// a server's its round hello (".../0/2"), as if the restarted
-		// process's messages arrived in the epoch of the one that died.
-		// Set FL_TEST_RESTART=1 to run it.
-		t.Skip("model-owner restart: blocked on the session's hellos after a coordinator restart (see the comment); FL_TEST_RESTART=1 runs it")
-	}
 	args := func(dir string) []string {
 		return []string{"--iterations", "150", "--seed", "5", "--data-owners", "3", "--checkpoint", dir, "--checkpoint-every", "50",
 			"--round-log", filepath.Join(dir, "rounds.jsonl")}

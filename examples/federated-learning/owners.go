@@ -143,6 +143,17 @@ func checkDataset(d *mnist.Dataset, a model.Architecture) error {
 	return nil
 }
 
+// Step returns the number of updates applied so far, as a tensor of shape
+// (1): the step the next update makes, sent with the weights, from which
+// each data owner picks its batch (DataOwner.GradientAt). The input
+// argument is unused.
+func (m *ModelOwner) Step(ctx context.Context, _ []*tensor.Dense) ([]*tensor.Dense, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%s: step: %w", m.Name, err)
+	}
+	return []*tensor.Dense{tensor.New(tensor.WithShape(1), tensor.WithBacking([]float64{float64(m.Iteration())}))}, nil
+}
+
 // Weights returns copies of the current weights (W1, b1, W2, b2): the public
 // value sent to every data owner at the start of an iteration. The input
 // argument is unused; it is there for the engine's local-computation
@@ -265,6 +276,8 @@ type DataOwner struct {
 
 	mu      sync.Mutex
 	src     *rand.PCG // rng's state, kept for checkpoints
+	seed    uint64
+	epochs  map[uint64][]int // GradientAt's permutations, by epoch (at most two kept)
 	rng     *rand.Rand
 	order   []int
 	pos     int
@@ -298,6 +311,7 @@ func NewDataOwner(name string, shard *mnist.Dataset, batchSize int, seed uint64)
 		shard:     shard,
 		batchSize: batchSize,
 		src:       rand.NewPCG(seed, 0x64617461),
+		seed:      seed,
 		order:     make([]int, shard.N),
 		batch: model.Batch{
 			X:      make([]float32, batchSize*shard.Pixels()),
@@ -360,6 +374,78 @@ func (d *DataOwner) ComputeGradient(ctx context.Context, weights []*tensor.Dense
 	}
 	d.losses = append(d.losses, loss)
 	return grads, nil
+}
+
+// maxStep bounds the training step GradientAt accepts.
+const maxStep = 1 << 40
+
+// GradientAt is ComputeGradient on the batch of training step step, which
+// depends on the step alone: batch s holds examples s·B to (s+1)·B−1 of
+// the owner's endless sequence of epochs, epoch e being a permutation of
+// its shard seeded by the owner's seed and e. An owner that missed rounds,
+// or a model owner that resumed from a checkpoint and repeats steps, thus
+// gets the batches an uninterrupted run would have had. step comes from
+// the model owner (a public input): it must be a whole number from 0 to
+// 2⁴⁰.
+func (d *DataOwner) GradientAt(ctx context.Context, weights []*tensor.Dense, step float64) ([]*tensor.Dense, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%s: compute gradient: %w", d.Name, err)
+	}
+	if !(step >= 0 && step <= maxStep) || step != math.Trunc(step) {
+		return nil, fmt.Errorf("%s: compute gradient: step %v, want a whole number from 0 to %d", d.Name, step, uint64(maxStep))
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.shard == nil {
+		return nil, fmt.Errorf("%s: compute gradient: this data owner's data is on its own host, not here", d.Name)
+	}
+	tr, err := d.trainerFor(weights)
+	if err != nil {
+		return nil, fmt.Errorf("%s: compute gradient: %w", d.Name, err)
+	}
+	if err := tr.Architecture().CheckParams("weights", weights); err != nil {
+		return nil, fmt.Errorf("%s: compute gradient: %w", d.Name, err)
+	}
+	d.batchAt(uint64(step))
+	loss, grads, err := tr.Gradients(weights, d.batch)
+	if err != nil {
+		return nil, fmt.Errorf("%s: compute gradient on the batch of step %d: %w", d.Name, uint64(step), err)
+	}
+	d.losses = append(d.losses, loss)
+	return grads, nil
+}
+
+// batchAt fills d.batch with the batch of step s (see GradientAt).
+func (d *DataOwner) batchAt(s uint64) {
+	p := d.shard.Pixels()
+	n := uint64(d.shard.N)
+	b := uint64(d.batchSize)
+	for k := range b {
+		idx := s*b + k
+		e, j := idx/n, idx%n
+		i := d.epochPerm(e)[j]
+		copy(d.batch.X[k*uint64(p):(k+1)*uint64(p)], d.shard.Image(i))
+		d.batch.Labels[k] = d.shard.Labels[i]
+	}
+}
+
+// epochPerm returns the order of the shard's examples in epoch e, keeping
+// the two latest epochs' (a batch spans at most two).
+func (d *DataOwner) epochPerm(e uint64) []int {
+	if perm, ok := d.epochs[e]; ok {
+		return perm
+	}
+	if d.epochs == nil {
+		d.epochs = map[uint64][]int{}
+	}
+	for old := range d.epochs {
+		if old+1 < e || old > e+1 {
+			delete(d.epochs, old)
+		}
+	}
+	perm := rand.New(rand.NewPCG(d.seed^0x65706f6368, e)).Perm(d.shard.N) // "epoch"
+	d.epochs[e] = perm
+	return perm
 }
 
 // trainerFor returns the trainer for the architecture of weights, building
@@ -455,7 +541,7 @@ func (d *DataOwner) Close() error {
 // quick way to train without the engine. The data owners compute
 // concurrently, as they would on their own hosts.
 func plainIteration(ctx context.Context, mo *ModelOwner, owners []*DataOwner) error {
-	return plainMean(ctx, mo, owners, nil)
+	return plainMean(ctx, mo, owners, nil, (*DataOwner).ComputeGradient)
 }
 
 // meanTrainingLoss returns, for each iteration that every owner has

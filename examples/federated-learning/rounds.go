@@ -556,7 +556,11 @@ func (s *plainRounds) round(ctx context.Context, n uint64) (roundRecord, []int, 
 	for j, i := range survivors {
 		owners[j] = s.owners[i]
 	}
-	if err := plainMean(ctx, s.mo, owners, s.scales(survivors)); err != nil {
+	step := float64(s.mo.Iteration())
+	atStep := func(d *DataOwner, ctx context.Context, w []*tensor.Dense) ([]*tensor.Dense, error) {
+		return d.GradientAt(ctx, w, step)
+	}
+	if err := plainMean(ctx, s.mo, owners, s.scales(survivors), atStep); err != nil {
 		return roundRecord{}, nil, fmt.Errorf("round %d: %w", n, err)
 	}
 	r.Step, r.Seconds = s.mo.Iteration(), time.Since(start).Seconds()
@@ -582,10 +586,11 @@ func (s *plainRounds) scales(survivors []int) []float64 {
 }
 
 // plainMean runs one step of federated averaging in the clear over owners:
-// the mean of their gradients, each first multiplied by scale[i] (nil:
-// by 1). The owners compute concurrently, as they would on their own
+// the mean of their gradients (computed by gradient), each first
+// multiplied by scale[i] (nil: by 1). The owners compute concurrently, as they would on their own
 // hosts.
-func plainMean(ctx context.Context, mo *ModelOwner, owners []*DataOwner, scale []float64) error {
+func plainMean(ctx context.Context, mo *ModelOwner, owners []*DataOwner, scale []float64,
+	gradient func(*DataOwner, context.Context, []*tensor.Dense) ([]*tensor.Dense, error)) error {
 	if len(owners) == 0 {
 		return errors.New("plain iteration: no data owners")
 	}
@@ -597,7 +602,7 @@ func plainMean(ctx context.Context, mo *ModelOwner, owners []*DataOwner, scale [
 	errs := make([]error, len(owners))
 	var wg sync.WaitGroup
 	for i, o := range owners {
-		wg.Go(func() { grads[i], errs[i] = o.ComputeGradient(ctx, weights) })
+		wg.Go(func() { grads[i], errs[i] = gradient(o, ctx, weights) })
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {

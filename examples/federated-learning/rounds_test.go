@@ -279,7 +279,7 @@ func TestWeightedMean(t *testing.T) {
 		}
 		for _, name := range survivors[0] {
 			i := idx[name]
-			g, err := ref.dataOwners[i].ComputeGradient(context.Background(), w)
+			g, err := ref.dataOwners[i].GradientAt(context.Background(), w, 0)
 			require.NoError(t, err)
 			for p := range want {
 				dst := want[p].Data().([]float64)

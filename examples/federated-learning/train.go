@@ -15,6 +15,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/shareflow/shareflow/examples/federated-learning/mnist"
+	"github.com/shareflow/shareflow/examples/federated-learning/model"
 	"github.com/shareflow/shareflow/graph"
 	"github.com/shareflow/shareflow/players"
 	"github.com/shareflow/shareflow/session"
@@ -80,8 +81,11 @@ func buildRoundsGraph(modelOwner *ModelOwner, members *memberSet, weighted bool)
 	// a cohort of data owners, chosen anew every round from those connected
 	dataOwners := g.DefineCohort("data-owners")
 
+	// the training step, from which each data owner picks its batch
+	step := g.DefinePublicInput(modelOwner.Name, modelOwner.Step, []graph.Shape{{1}})
+
 	// collect encrypted gradients from the round's cohort
-	modelGrads := g.DefineCohortInput(dataOwners, members.ComputeGradient, shapes, weights...)
+	modelGrads := g.DefineCohortInput(dataOwners, members.ComputeGradient, shapes, append(weights, step...)...)
 
 	// compute mean of the survivors' gradients (without decrypting)
 	aggregatedGrads := make([]*graph.Private, len(shapes))
@@ -149,13 +153,21 @@ func (m *memberSet) member(ctx context.Context) (*DataOwner, error) {
 }
 
 // ComputeGradient is the cohort input of every member: its gradient at
-// the weights the model owner sent (see DataOwner.ComputeGradient).
-func (m *memberSet) ComputeGradient(ctx context.Context, weights []*tensor.Dense) ([]*tensor.Dense, error) {
+// the weights the model owner sent, on the batch of the step it sent
+// with them (inputs: W1, b1, W2, b2, step; see DataOwner.GradientAt).
+func (m *memberSet) ComputeGradient(ctx context.Context, inputs []*tensor.Dense) ([]*tensor.Dense, error) {
 	d, err := m.member(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return d.ComputeGradient(ctx, weights)
+	if len(inputs) != model.NumTensors+1 || inputs[model.NumTensors] == nil {
+		return nil, fmt.Errorf("%s: compute gradient: %d inputs, want the %d weights and the step", d.Name, len(inputs), model.NumTensors)
+	}
+	step, err := model.Float64s(inputs[model.NumTensors], []int{1})
+	if err != nil {
+		return nil, fmt.Errorf("%s: compute gradient: step: %w", d.Name, err)
+	}
+	return d.GradientAt(ctx, inputs[:model.NumTensors], step[0])
 }
 
 // weightUnit is the number of training examples a weight of 1 stands
