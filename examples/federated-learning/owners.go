@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -277,7 +278,8 @@ type DataOwner struct {
 	mu      sync.Mutex
 	src     *rand.PCG // rng's state, kept for checkpoints
 	seed    uint64
-	epochs  map[uint64][]int // GradientAt's permutations, by epoch (at most two kept)
+	epochs  map[uint64][]int // GradientAt's orders, by epoch (at most two kept)
+	replay  *epochReplay
 	rng     *rand.Rand
 	order   []int
 	pos     int
@@ -381,8 +383,9 @@ const maxStep = 1 << 40
 
 // GradientAt is ComputeGradient on the batch of training step step, which
 // depends on the step alone: batch s holds examples s·B to (s+1)·B−1 of
-// the owner's endless sequence of epochs, epoch e being a permutation of
-// its shard seeded by the owner's seed and e. An owner that missed rounds,
+// the owner's endless sequence of epochs, in the orders ComputeGradient's
+// iterator gives them (see epochPerm), so an owner that answers every
+// step draws the batches ComputeGradient would. An owner that missed rounds,
 // or a model owner that resumed from a checkpoint and repeats steps, thus
 // gets the batches an uninterrupted run would have had. step comes from
 // the model owner (a public input): it must be a whole number from 0 to
@@ -429,8 +432,12 @@ func (d *DataOwner) batchAt(s uint64) {
 	}
 }
 
-// epochPerm returns the order of the shard's examples in epoch e, keeping
-// the two latest epochs' (a batch spans at most two).
+// epochPerm returns the order of the shard's examples in epoch e: the
+// order ComputeGradient's iterator has in its epoch e (the identity
+// shuffled e+1 times by the owner's seeded stream), so that an owner that
+// answers every step draws the same batches either way. It keeps the two
+// latest epochs' orders (a batch spans at most two) and replays the
+// shuffles from the start when asked for an earlier epoch.
 func (d *DataOwner) epochPerm(e uint64) []int {
 	if perm, ok := d.epochs[e]; ok {
 		return perm
@@ -438,14 +445,38 @@ func (d *DataOwner) epochPerm(e uint64) []int {
 	if d.epochs == nil {
 		d.epochs = map[uint64][]int{}
 	}
+	r := d.replay
+	if r == nil || r.epoch > e {
+		r = &epochReplay{rng: rand.New(rand.NewPCG(d.seed, 0x64617461)), order: make([]int, d.shard.N)}
+		for i := range r.order {
+			r.order[i] = i
+		}
+		r.shuffle()
+		d.replay = r
+	}
+	for r.epoch < e {
+		r.shuffle()
+		r.epoch++
+	}
 	for old := range d.epochs {
 		if old+1 < e || old > e+1 {
 			delete(d.epochs, old)
 		}
 	}
-	perm := rand.New(rand.NewPCG(d.seed^0x65706f6368, e)).Perm(d.shard.N) // "epoch"
+	perm := slices.Clone(r.order)
 	d.epochs[e] = perm
 	return perm
+}
+
+// epochReplay replays the shuffles of a data owner's batch iterator.
+type epochReplay struct {
+	rng   *rand.Rand
+	order []int // the order of epoch epoch
+	epoch uint64
+}
+
+func (r *epochReplay) shuffle() {
+	r.rng.Shuffle(len(r.order), func(i, j int) { r.order[i], r.order[j] = r.order[j], r.order[i] })
 }
 
 // trainerFor returns the trainer for the architecture of weights, building
