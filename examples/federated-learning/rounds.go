@@ -217,15 +217,16 @@ func (l *roundLog) write(r roundRecord) error {
 	return nil
 }
 
-// Close syncs and closes the log.
+// Close syncs and closes the log; closing it again does nothing.
 func (l *roundLog) Close() error {
-	if l == nil {
+	if l == nil || l.f == nil {
 		return nil
 	}
 	err := l.f.Sync()
 	if cerr := l.f.Close(); err == nil {
 		err = cerr
 	}
+	l.f = nil
 	if err != nil {
 		return fmt.Errorf("round log %s: %w", l.path, err)
 	}
