@@ -27,9 +27,9 @@ func TestSecureTrainingEndToEnd(t *testing.T) {
 	require.NoError(t, err)
 	prog := newProgress(&bytes.Buffer{}, true)
 
-	secure, err := trainOnce(context.Background(), o, "secure", train, test, prog)
+	secure, err := trainOnce(context.Background(), o, "secure", train, test, prog, nil)
 	require.NoError(t, err)
-	plain, err := trainOnce(context.Background(), o, "plaintext", train, test, prog)
+	plain, err := trainOnce(context.Background(), o, "plaintext", train, test, prog, nil)
 	require.NoError(t, err)
 
 	const floor = 0.55
@@ -107,7 +107,7 @@ func TestHumanBytes(t *testing.T) {
 func TestPrintPlanShowsWhereGradientsAreShared(t *testing.T) {
 	var out bytes.Buffer
 	dot := filepath.Join(t.TempDir(), "g.dot")
-	require.NoError(t, run(context.Background(), []string{"--print-plan", "--dot", dot}, &out, &bytes.Buffer{}))
+	require.NoError(t, run(context.Background(), []string{"--fixed-owners", "--print-plan", "--dot", dot}, &out, &bytes.Buffer{}))
 	s := out.String()
 	assert.Contains(t, s, `share private-input#1 on "data-owner-0"[0]: seed -> server0`)
 	assert.Contains(t, s, `then / 3 in the clear`)

@@ -35,7 +35,7 @@ var portLine = regexp.MustCompile(`(?m)^\[netns\]\s+(\S+)\s+(10\.213\.0\.\d+)\s+
 // network namespaces, and skips without them.
 func TestSevenHostsInNetworkNamespaces(t *testing.T) {
 	const iterations = 10
-	log := runNetnsDemo(t, strconv.Itoa(iterations), "--seed", "3")
+	log := runNetnsDemo(t, strconv.Itoa(iterations), "--seed", "3", "--fixed-owners")
 	checkSevenHosts(t, log, iterations)
 }
 
@@ -47,7 +47,7 @@ func TestSevenHostsInNetworkNamespaces(t *testing.T) {
 // times, not what they are: docs/RUNNING.md has the measurements.
 func TestSevenHostsAcrossAWAN(t *testing.T) {
 	const iterations = 3
-	log := runNetnsDemo(t, "--wan-delay", "20ms", "--iteration-times", strconv.Itoa(iterations), "--seed", "3")
+	log := runNetnsDemo(t, "--wan-delay", "20ms", "--iteration-times", strconv.Itoa(iterations), "--seed", "3", "--fixed-owners")
 	checkSevenHosts(t, log, iterations)
 	assert.Contains(t, log, "[netns] topology: wandelay in namespace sf-switch delays every packet by 20ms one way")
 	assert.Contains(t, log, "wandelay: ready: 7 devices, one-way delay 20ms, round trip 40ms")

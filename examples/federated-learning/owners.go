@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -143,6 +144,17 @@ func checkDataset(d *mnist.Dataset, a model.Architecture) error {
 	return nil
 }
 
+// Step returns the number of updates applied so far, as a tensor of shape
+// (1): the step the next update makes, sent with the weights, from which
+// each data owner picks its batch (DataOwner.GradientAt). The input
+// argument is unused.
+func (m *ModelOwner) Step(ctx context.Context, _ []*tensor.Dense) ([]*tensor.Dense, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%s: step: %w", m.Name, err)
+	}
+	return []*tensor.Dense{tensor.New(tensor.WithShape(1), tensor.WithBacking([]float64{float64(m.Iteration())}))}, nil
+}
+
 // Weights returns copies of the current weights (W1, b1, W2, b2): the public
 // value sent to every data owner at the start of an iteration. The input
 // argument is unused; it is there for the engine's local-computation
@@ -264,6 +276,10 @@ type DataOwner struct {
 	batchSize int
 
 	mu      sync.Mutex
+	src     *rand.PCG // rng's state, kept for checkpoints
+	seed    uint64
+	epochs  map[uint64][]int // GradientAt's orders, by epoch (at most two kept)
+	replay  *epochReplay
 	rng     *rand.Rand
 	order   []int
 	pos     int
@@ -296,13 +312,15 @@ func NewDataOwner(name string, shard *mnist.Dataset, batchSize int, seed uint64)
 		Name:      name,
 		shard:     shard,
 		batchSize: batchSize,
-		rng:       rand.New(rand.NewPCG(seed, 0x64617461)),
+		src:       rand.NewPCG(seed, 0x64617461),
+		seed:      seed,
 		order:     make([]int, shard.N),
 		batch: model.Batch{
 			X:      make([]float32, batchSize*shard.Pixels()),
 			Labels: make([]uint8, batchSize),
 		},
 	}
+	d.rng = rand.New(d.src)
 	for i := range d.order {
 		d.order[i] = i
 	}
@@ -360,6 +378,107 @@ func (d *DataOwner) ComputeGradient(ctx context.Context, weights []*tensor.Dense
 	return grads, nil
 }
 
+// maxStep bounds the training step GradientAt accepts.
+const maxStep = 1 << 40
+
+// GradientAt is ComputeGradient on the batch of training step step, which
+// depends on the step alone: batch s holds examples s·B to (s+1)·B−1 of
+// the owner's endless sequence of epochs, in the orders ComputeGradient's
+// iterator gives them (see epochPerm), so an owner that answers every
+// step draws the batches ComputeGradient would. An owner that missed rounds,
+// or a model owner that resumed from a checkpoint and repeats steps, thus
+// gets the batches an uninterrupted run would have had. step comes from
+// the model owner (a public input): it must be a whole number from 0 to
+// 2⁴⁰.
+func (d *DataOwner) GradientAt(ctx context.Context, weights []*tensor.Dense, step float64) ([]*tensor.Dense, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%s: compute gradient: %w", d.Name, err)
+	}
+	if !(step >= 0 && step <= maxStep) || step != math.Trunc(step) {
+		return nil, fmt.Errorf("%s: compute gradient: step %v, want a whole number from 0 to %d", d.Name, step, uint64(maxStep))
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.shard == nil {
+		return nil, fmt.Errorf("%s: compute gradient: this data owner's data is on its own host, not here", d.Name)
+	}
+	tr, err := d.trainerFor(weights)
+	if err != nil {
+		return nil, fmt.Errorf("%s: compute gradient: %w", d.Name, err)
+	}
+	if err := tr.Architecture().CheckParams("weights", weights); err != nil {
+		return nil, fmt.Errorf("%s: compute gradient: %w", d.Name, err)
+	}
+	d.batchAt(uint64(step))
+	loss, grads, err := tr.Gradients(weights, d.batch)
+	if err != nil {
+		return nil, fmt.Errorf("%s: compute gradient on the batch of step %d: %w", d.Name, uint64(step), err)
+	}
+	d.losses = append(d.losses, loss)
+	return grads, nil
+}
+
+// batchAt fills d.batch with the batch of step s (see GradientAt).
+func (d *DataOwner) batchAt(s uint64) {
+	p := d.shard.Pixels()
+	n := uint64(d.shard.N)
+	b := uint64(d.batchSize)
+	for k := range b {
+		idx := s*b + k
+		e, j := idx/n, idx%n
+		i := d.epochPerm(e)[j]
+		copy(d.batch.X[k*uint64(p):(k+1)*uint64(p)], d.shard.Image(i))
+		d.batch.Labels[k] = d.shard.Labels[i]
+	}
+}
+
+// epochPerm returns the order of the shard's examples in epoch e: the
+// order ComputeGradient's iterator has in its epoch e (the identity
+// shuffled e+1 times by the owner's seeded stream), so that an owner that
+// answers every step draws the same batches either way. It keeps the two
+// latest epochs' orders (a batch spans at most two) and replays the
+// shuffles from the start when asked for an earlier epoch.
+func (d *DataOwner) epochPerm(e uint64) []int {
+	if perm, ok := d.epochs[e]; ok {
+		return perm
+	}
+	if d.epochs == nil {
+		d.epochs = map[uint64][]int{}
+	}
+	r := d.replay
+	if r == nil || r.epoch > e {
+		r = &epochReplay{rng: rand.New(rand.NewPCG(d.seed, 0x64617461)), order: make([]int, d.shard.N)}
+		for i := range r.order {
+			r.order[i] = i
+		}
+		r.shuffle()
+		d.replay = r
+	}
+	for r.epoch < e {
+		r.shuffle()
+		r.epoch++
+	}
+	for old := range d.epochs {
+		if old+1 < e || old > e+1 {
+			delete(d.epochs, old)
+		}
+	}
+	perm := slices.Clone(r.order)
+	d.epochs[e] = perm
+	return perm
+}
+
+// epochReplay replays the shuffles of a data owner's batch iterator.
+type epochReplay struct {
+	rng   *rand.Rand
+	order []int // the order of epoch epoch
+	epoch uint64
+}
+
+func (r *epochReplay) shuffle() {
+	r.rng.Shuffle(len(r.order), func(i, j int) { r.order[i], r.order[j] = r.order[j], r.order[i] })
+}
+
 // trainerFor returns the trainer for the architecture of weights, building
 // it on first use.
 func (d *DataOwner) trainerFor(weights []*tensor.Dense) (*model.Trainer, error) {
@@ -394,6 +513,27 @@ func (d *DataOwner) trainerFor(weights []*tensor.Dense) (*model.Trainer, error) 
 	}
 	d.trainer = tr
 	return tr, nil
+}
+
+// Examples returns the number of local training examples: the data
+// owner's weight in a weighted mean. A stand-in for an owner on another
+// host has none.
+func (d *DataOwner) Examples() int {
+	if d.shard == nil {
+		return 0
+	}
+	return d.shard.N
+}
+
+// LastLoss returns the mean loss of the last batch processed, and false
+// when there was none.
+func (d *DataOwner) LastLoss() (float64, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.losses) == 0 {
+		return 0, false
+	}
+	return d.losses[len(d.losses)-1], true
 }
 
 // BatchSize returns the number of examples in each batch.
@@ -432,40 +572,7 @@ func (d *DataOwner) Close() error {
 // quick way to train without the engine. The data owners compute
 // concurrently, as they would on their own hosts.
 func plainIteration(ctx context.Context, mo *ModelOwner, owners []*DataOwner) error {
-	if len(owners) == 0 {
-		return errors.New("plain iteration: no data owners")
-	}
-	weights, err := mo.Weights(ctx, nil)
-	if err != nil {
-		return err
-	}
-	grads := make([][]*tensor.Dense, len(owners))
-	errs := make([]error, len(owners))
-	var wg sync.WaitGroup
-	for i, o := range owners {
-		wg.Go(func() { grads[i], errs[i] = o.ComputeGradient(ctx, weights) })
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
-	mean := mo.Architecture().Zeros()
-	for i := range mean {
-		m := mean[i].Data().([]float64)
-		for _, g := range grads {
-			gd, err := model.Float64s(g[i], mean[i].Shape())
-			if err != nil {
-				return fmt.Errorf("plain iteration: gradient %s: %w", model.ParamName(i), err)
-			}
-			for j, v := range gd {
-				m[j] += v
-			}
-		}
-		for j := range m {
-			m[j] /= float64(len(grads))
-		}
-	}
-	return mo.UpdateModel(ctx, mean)
+	return plainMean(ctx, mo, owners, nil, (*DataOwner).ComputeGradient)
 }
 
 // meanTrainingLoss returns, for each iteration that every owner has

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -532,4 +533,37 @@ func TestPlayersForOneHost(t *testing.T) {
 	mo, _, err = newPlayers(o, players.ModelOwner, nil, test)
 	require.NoError(t, err)
 	assert.Len(t, mo.History(), 1, "the real model owner evaluates the initial weights")
+}
+
+// TestBatchAtFollowsTheIterator: the batch of step s is the s-th batch
+// ComputeGradient's iterator draws, across epochs, also when the steps
+// come out of order (a model owner that resumed).
+func TestBatchAtFollowsTheIterator(t *testing.T) {
+	train, _, err := mnist.Embedded()
+	require.NoError(t, err)
+	shard, err := train.Shard(1, 20) // 300 examples: an epoch every 10 batches
+	require.NoError(t, err)
+	seq, err := NewDataOwner("data-owner-1", shard, 30, 7)
+	require.NoError(t, err)
+	defer seq.Close()
+	at, err := NewDataOwner("data-owner-1", shard, 30, 7)
+	require.NoError(t, err)
+	defer at.Close()
+	var want [][]uint8
+	var wantX [][]float32
+	for range 35 {
+		seq.nextBatch()
+		want = append(want, slices.Clone(seq.batch.Labels))
+		wantX = append(wantX, slices.Clone(seq.batch.X))
+	}
+	for _, s := range []int{0, 1, 9, 10, 11, 34, 20, 3, 33, 12} {
+		at.batchAt(uint64(s))
+		require.Equal(t, want[s], at.batch.Labels, "step %d", s)
+		require.Equal(t, wantX[s], at.batch.X, "step %d", s)
+	}
+	other, err := NewDataOwner("data-owner-1", shard, 30, 8)
+	require.NoError(t, err)
+	defer other.Close()
+	other.batchAt(0)
+	assert.NotEqual(t, want[0], other.batch.Labels, "the seed matters")
 }

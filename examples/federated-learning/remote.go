@@ -29,6 +29,12 @@ func sessionOptions(o options) session.Options {
 	return session.Options{
 		Protocol:        pond.Config{Truncation: o.truncation},
 		PrivateDivision: o.privateDiv,
+		Rounds: session.RoundOptions{
+			MinOwners:  o.minOwners,
+			MaxSkipped: o.maxSkipped,
+			Sample:     o.sample,
+			Deadline:   o.roundDeadline,
+		},
 	}
 }
 
@@ -79,7 +85,12 @@ func loadHosts(o options, stdout io.Writer) (*players.Config, error) {
 		fmt.Fprintf(stdout, "%s: certificates from %s\n", o.player, dir)
 	}
 	if !cfg.Has(o.player) {
-		return nil, fmt.Errorf("--player %q is not in %s (players: %v)", o.player, o.config, cfg.Names())
+		if players.RoleOf(o.player) != players.RoleDataOwner {
+			return nil, fmt.Errorf("--player %q is not in %s (players: %v)", o.player, o.config, cfg.Names())
+		}
+		if err := cfg.Admits(o.player); err != nil {
+			return nil, fmt.Errorf("--player %q: %w", o.player, err)
+		}
 	}
 	if err := cfg.Require(examplePlayers(cfg)...); err != nil {
 		return nil, fmt.Errorf("%w (the example needs %s, %s, %s and data owners %s, %s, ...)",
@@ -109,17 +120,8 @@ const (
 // effort: a peer that has already gone does not need to know. A failure is
 // told within a second of its own, since ctx may be what failed.
 func tellOutcome(ctx context.Context, t transport.Transport, names []string, self string, runErr error) {
-	msg := []byte{outcomeSucceeded}
+	msg := outcomeMessage(runErr)
 	if runErr != nil {
-		reason := runErr.Error()
-		if len(reason) > maxOutcomeReason {
-			n := maxOutcomeReason
-			for n > 0 && !utf8.RuneStart(reason[n]) {
-				n--
-			}
-			reason = reason[:n]
-		}
-		msg = append([]byte{outcomeFailed}, reason...)
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 		defer cancel()
@@ -129,6 +131,19 @@ func tellOutcome(ctx context.Context, t transport.Transport, names []string, sel
 			t.Send(ctx, p, outcomeKey, msg) // best effort, see above
 		}
 	}
+}
+
+// truncateReason cuts a failure's reason to maxOutcomeReason bytes, at a
+// rune boundary.
+func truncateReason(reason string) string {
+	if len(reason) <= maxOutcomeReason {
+		return reason
+	}
+	n := maxOutcomeReason
+	for n > 0 && !utf8.RuneStart(reason[n]) {
+		n--
+	}
+	return reason[:n]
 }
 
 // awaitOutcomes waits until every other player has told how its part
@@ -245,7 +260,21 @@ func trainRemote(ctx context.Context, o options, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	if o.dataOwners, err = dataOwnersIn(cfg); err != nil {
+	listed, err := dataOwnersIn(cfg)
+	switch {
+	case err == nil:
+		o.dataOwners = listed
+	case o.fixedOwners:
+		return err
+	default:
+		// Open membership: the data owners join as they come; the
+		// training set is cut for --data-owners of them.
+	}
+	from := o.config
+	if listed == 0 {
+		from = "--data-owners"
+	}
+	if err := checkOwnerCount(o, o.dataOwners, from); err != nil {
 		return err
 	}
 	// Only the model owner (the test set) and the data owners (each its own
@@ -280,12 +309,27 @@ func trainRemote(ctx context.Context, o options, stdout, stderr io.Writer) error
 	opts := sessionOptions(o)
 	opts.SessionID = o.sessionID
 	opts.Players = cfg.Names()
+	isModelOwner := o.player == modelOwner.Name
+	if isModelOwner && !o.fixedOwners {
+		// The data owners the config lists; the transport adds those that
+		// dial in.
+		for _, name := range cfg.Names() {
+			if players.RoleOf(name) == players.RoleDataOwner {
+				opts.Rounds.Members = append(opts.Rounds.Members, name)
+			}
+		}
+		// Samples drawn from the run's seed and the round number: the
+		// servers number the rounds on across a restart of the model
+		// owner, so the samples go on as if it had not stopped.
+		opts.Rounds.SampleSeed = sampleStream(o.seed).Uint64() | 1
+	}
 	s, err := session.NewRemote(g, o.player, t, opts)
 	if err != nil {
 		t.Close()
 		return err
 	}
 	defer s.Close()
+	s.WithLogger(log)
 	// The session takes messages under its own sessions only; the
 	// outcomes every player tells at the end (bounded by maxOutcomeReason)
 	// are this program's, so it declares them before any peer connects.
@@ -295,33 +339,68 @@ func trainRemote(ctx context.Context, o options, stdout, stderr io.Writer) error
 		return err
 	}
 	hasPart := slices.Contains(plan.Players(), o.player)
-	fmt.Fprintf(stdout, "%s: waiting for %d peers (up to %v)\n", o.player, cfg.Len()-1, cfg.ConnectTimeout())
+	peers := cfg.Len() - 1
+	if !cfg.Has(o.player) {
+		peers = cfg.Len()
+	}
+	fmt.Fprintf(stdout, "%s: waiting for %d peers (up to %v)\n", o.player, peers, cfg.ConnectTimeout())
 	if err := t.Connect(ctx); err != nil {
 		return err
 	}
+	agg := &remoteAggregation{Remote: s, timeout: timeout}
+	prog := newProgress(stderr, o.quiet || !isModelOwner)
+	if !o.fixedOwners {
+		c := &cohortRun{o: o, cfg: cfg, t: t, s: s, agg: agg, op: iteration, fed: fed, log: log, prog: prog, timeout: timeout}
+		return c.run(ctx, stdout)
+	}
 	fmt.Fprintf(stdout, "%s: connected; running %d iterations\n", o.player, o.iterations)
 
-	agg := &remoteAggregation{Remote: s, timeout: timeout}
-	isModelOwner := o.player == modelOwner.Name
-	prog := newProgress(stderr, o.quiet || !isModelOwner)
-	prog.start("secure", o.iterations)
-	start := time.Now()
-	for i := range o.iterations {
-		if err := agg.Run(ctx, iteration); err != nil {
-			// Tell the others this player's own failure; what the others
-			// said, which err also carries, they tell themselves.
-			own := err
-			var ce *session.CascadeError
-			if errors.As(err, &ce) {
-				own = &session.CascadeError{Err: ce.Err, Lost: ce.Lost}
-			}
-			tellOutcome(ctx, t, cfg.Names(), o.player, fmt.Errorf("secure training, iteration %d: %w", i, own))
-			return fmt.Errorf("secure training, iteration %d: %w", i, err)
+	// fail tells the others this player's own failure in iteration i and
+	// returns it; what the others said, which err also carries, they tell
+	// themselves.
+	fail := func(i int, err error) error {
+		own := err
+		var ce *session.CascadeError
+		if errors.As(err, &ce) {
+			own = &session.CascadeError{Err: ce.Err, Lost: ce.Lost}
 		}
-		prog.update(i+1, modelOwner.History())
+		tellOutcome(ctx, t, cfg.Names(), o.player, fmt.Errorf("secure training, iteration %d: %w", i, own))
+		return fmt.Errorf("secure training, iteration %d: %w", i, err)
+	}
+	start := time.Now()
+	ran := o.iterations
+	var rounds roundStats
+	if isModelOwner {
+		// The model owner records the rounds and keeps the checkpoint.
+		d := &driver{o: o, mo: modelOwner, log: log, progress: prog, rounds: &fixedRounds{
+			names: ownerNames(fed.dataOwners), mo: modelOwner, stats: s.Stats,
+			step: func(ctx context.Context) error { return agg.Run(ctx, iteration) },
+		}}
+		if o.checkpointDir != "" {
+			d.run = runFields(o, o.dataOwners, modelOwner.Architecture())
+		}
+		if err := d.resume(); err != nil {
+			return fail(0, err)
+		}
+		defer d.Close()
+		if modelOwner.Iteration() > 0 {
+			return fail(0, &checkpointError{File: checkpointPath(o.checkpointDir), Err: errResumeAcrossHosts})
+		}
+		if err := d.train(ctx, "secure"); err != nil {
+			return fail(modelOwner.Iteration(), err)
+		}
+		if err := d.Close(); err != nil {
+			return fail(modelOwner.Iteration(), err)
+		}
+		ran, rounds = d.ran, d.stats
+	} else {
+		for i := range o.iterations {
+			if err := agg.Run(ctx, iteration); err != nil {
+				return fail(i, err)
+			}
+		}
 	}
 	elapsed := time.Since(start)
-	prog.done()
 
 	// This player's part is done, but the run succeeded only if every
 	// player's did: a player's last step may come before another's last
@@ -343,11 +422,11 @@ func trainRemote(ctx context.Context, o options, stdout, stderr io.Writer) error
 		return err
 	}
 
-	r := &result{mode: "secure (" + o.player + ")", perIter: (elapsed - modelOwner.EvaluationTime()) / time.Duration(o.iterations), stats: s.Stats(), iterations: o.iterations}
+	r := &result{mode: "secure (" + o.player + ")", perIter: (elapsed - modelOwner.EvaluationTime()) / time.Duration(max(ran, 1)), stats: s.Stats(), iterations: ran, steps: modelOwner.Iteration(), rounds: rounds}
 	if isModelOwner {
 		r.loss, r.accuracy = modelOwner.Evaluate()
-		r.history = append(modelOwner.History(), Evaluation{Iteration: o.iterations, Loss: r.loss, Accuracy: r.accuracy})
-		printSummary(stdout, r, o.iterations)
+		r.history = append(modelOwner.History(), Evaluation{Iteration: modelOwner.Iteration(), Loss: r.loss, Accuracy: r.accuracy})
+		printSummary(stdout, r, ran)
 		if o.plot != "" {
 			if err := writePlot(o.plot, nil, r.history); err != nil {
 				return fmt.Errorf("writing the plot: %w", err)

@@ -33,7 +33,7 @@ import (
 
 var (
 	buildOnce sync.Once
-	binary    string
+	builtBin  string
 	buildErr  error
 )
 
@@ -49,10 +49,10 @@ func exampleBinary(t *testing.T) string {
 			buildErr = err
 			return
 		}
-		binary, buildErr = launch.Build(context.Background(), ".", dir)
+		builtBin, buildErr = launch.Build(context.Background(), ".", dir)
 	})
 	require.NoError(t, buildErr)
-	return binary
+	return builtBin
 }
 
 // freePorts returns n distinct loopback ports that were free a moment ago.
@@ -120,12 +120,14 @@ func TestSevenProcessesMatchLocalRun(t *testing.T) {
 	require.NoError(t, err)
 	o, err := parseFlags([]string{"--iterations", strconv.Itoa(iterations), "--seed", "3"}, io.Discard)
 	require.NoError(t, err)
-	local, err := trainOnce(context.Background(), o, "secure", train, test, newProgress(io.Discard, true))
+	local, err := trainOnce(context.Background(), o, "secure", train, test, newProgress(io.Discard, true), nil)
 	require.NoError(t, err)
 	assert.InDelta(t, local.accuracy, remote, 0.001, "seven processes and one agree within 0.1 percentage points")
 
-	// The servers' uploads to the model owner: two shares of 8 bytes per parameter.
-	assert.Contains(t, out.String(), "server0 -> model-owner: 3.26 MB per iteration")
+	// The servers' uploads to the model owner: two shares of 8 bytes per
+	// parameter, every round.
+	assert.Regexp(t, `\[model-owner\]\s+server0\s+-> model-owner\s+3\.26 MB`, out.String())
+	assert.Contains(t, out.String(), fmt.Sprintf("server0 -> model-owner: %s in all", humanBytes(float64(iterations)*3256400)))
 }
 
 // processTimeout is the safety net of the tests that start players
@@ -248,7 +250,7 @@ func TestPeerKilledMidRun(t *testing.T) {
 	hosts := cluster(t, "20s")
 	procs := map[string]*player{}
 	for _, p := range players.Defaults(3) {
-		args := []string{"--iterations", "200", "--timeout", "10s"}
+		args := []string{"--fixed-owners", "--iterations", "200", "--timeout", "10s"}
 		if p != players.ModelOwner {
 			args = append(args, "--quiet")
 		}

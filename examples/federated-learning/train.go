@@ -4,13 +4,18 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"os"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	"gorgonia.org/tensor"
+
 	"github.com/shareflow/shareflow/examples/federated-learning/mnist"
+	"github.com/shareflow/shareflow/examples/federated-learning/model"
 	"github.com/shareflow/shareflow/graph"
 	"github.com/shareflow/shareflow/players"
 	"github.com/shareflow/shareflow/session"
@@ -56,25 +61,165 @@ func buildGraph(modelOwner *ModelOwner, dataOwners []*DataOwner) (*graph.Graph, 
 	return g, iteration, g.Err()
 }
 
+// buildRoundsGraph links the players for rounds with a cohort: the model
+// reaches every data owner of the round's cohort as a public edge, each
+// computes its gradient on its own data, and the servers average the
+// gradients of the round's survivors without decrypting them; only the
+// mean reaches the model owner. With weighted, each gradient counts as
+// many times as its owner has training examples (FedAvg), the count
+// entering as a private input too.
+func buildRoundsGraph(modelOwner *ModelOwner, members *memberSet, weighted bool) (*graph.Graph, *graph.Op, error) {
+	g := graph.New()
+	shapes := make([]graph.Shape, 0, 4)
+	for _, s := range modelOwner.ParamShapes() {
+		shapes = append(shapes, graph.Shape(s))
+	}
+
+	// the current model, sent in the clear to every data owner of the round
+	weights := g.DefinePublicInput(modelOwner.Name, modelOwner.Weights, shapes)
+
+	// a cohort of data owners, chosen anew every round from those connected
+	dataOwners := g.DefineCohort("data-owners")
+
+	// the training step, from which each data owner picks its batch
+	step := g.DefinePublicInput(modelOwner.Name, modelOwner.Step, []graph.Shape{{1}})
+
+	// collect encrypted gradients from the round's cohort
+	modelGrads := g.DefineCohortInput(dataOwners, members.ComputeGradient, shapes, append(weights, step...)...)
+
+	// compute mean of the survivors' gradients (without decrypting)
+	aggregatedGrads := make([]*graph.Private, len(shapes))
+	if weighted {
+		examples := g.DefineCohortInput(dataOwners, members.Examples, []graph.Shape{{1}})[0]
+		for i := range aggregatedGrads {
+			aggregatedGrads[i] = g.WeightedMean(modelGrads[i], examples)
+		}
+	} else {
+		for i := range aggregatedGrads {
+			aggregatedGrads[i] = g.Mean(modelGrads[i])
+		}
+	}
+
+	// send the encrypted aggregated gradients to the model owner for it to decrypt and update
+	iteration := g.DefineOutput(modelOwner.Name, aggregatedGrads, modelOwner.UpdateModel)
+	return g, iteration, g.Err()
+}
+
+// memberSet is the data owners a process hosts as members of the cohort:
+// all of them in a run in one process, its own across hosts. It finds the
+// one a cohort input runs for by graph.Member, and simulates dropouts
+// (--dropout). It is safe for concurrent use.
+type memberSet struct {
+	owners    map[string]*DataOwner
+	seed      uint64
+	dropout   float64
+	maxWeight int
+	round     atomic.Uint64 // the round dropouts are drawn for
+}
+
+func newMemberSet(o options, owners []*DataOwner) *memberSet {
+	m := &memberSet{owners: map[string]*DataOwner{}, seed: o.seed, dropout: o.dropout, maxWeight: o.maxWeight}
+	for _, d := range owners {
+		if d.shard != nil {
+			m.owners[d.Name] = d
+		}
+	}
+	return m
+}
+
+// names returns the members' names, sorted.
+func (m *memberSet) names() []string {
+	out := make([]string, 0, len(m.owners))
+	for name := range m.owners {
+		out = append(out, name)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// member returns the data owner ctx runs for, or an error that drops it
+// out of the round: it is not hosted here, or it fails to answer in this
+// round of a simulation.
+func (m *memberSet) member(ctx context.Context) (*DataOwner, error) {
+	name := graph.Member(ctx)
+	d, ok := m.owners[name]
+	if !ok {
+		return nil, fmt.Errorf("member %q is not hosted in this process", name)
+	}
+	if dropsOut(m.seed, m.round.Load(), name, m.dropout) {
+		return nil, fmt.Errorf("%w: %s", graph.ErrDropout, dropoutReason(m.dropout))
+	}
+	return d, nil
+}
+
+// ComputeGradient is the cohort input of every member: its gradient at
+// the weights the model owner sent, on the batch of the step it sent
+// with them (inputs: W1, b1, W2, b2, step; see DataOwner.GradientAt).
+func (m *memberSet) ComputeGradient(ctx context.Context, inputs []*tensor.Dense) ([]*tensor.Dense, error) {
+	d, err := m.member(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(inputs) != model.NumTensors+1 || inputs[model.NumTensors] == nil {
+		return nil, fmt.Errorf("%s: compute gradient: %d inputs, want the %d weights and the step", d.Name, len(inputs), model.NumTensors)
+	}
+	step, err := model.Float64s(inputs[model.NumTensors], []int{1})
+	if err != nil {
+		return nil, fmt.Errorf("%s: compute gradient: step: %w", d.Name, err)
+	}
+	return d.GradientAt(ctx, inputs[:model.NumTensors], step[0])
+}
+
+// weightUnit is the number of training examples a weight of 1 stands
+// for. The weight and each weighted gradient enter Pond in fixed point,
+// whose range is ±1024 by default: in thousands of examples, the default
+// --max-weight of 100,000 is a weight of 100, and a weighted gradient
+// stays in range as long as no element of a gradient exceeds 10.24. A
+// member whose upload does not fit drops out of the round, saying so.
+const weightUnit = 1000
+
+// Examples is the weight of every member in a weighted mean: its number
+// of local training examples (in thousands, see weightUnit), refused
+// above --max-weight.
+func (m *memberSet) Examples(ctx context.Context, _ []*tensor.Dense) ([]*tensor.Dense, error) {
+	d, err := m.member(ctx)
+	if err != nil {
+		return nil, err
+	}
+	w, err := weightOf(d, m.maxWeight)
+	if err != nil {
+		return nil, err
+	}
+	return []*tensor.Dense{tensor.New(tensor.WithShape(1), tensor.WithBacking([]float64{float64(w) / weightUnit}))}, nil
+}
+
 // federation is the example's players and the graph that links them.
 type federation struct {
 	modelOwner *ModelOwner
 	dataOwners []*DataOwner
+	members    *memberSet // with rounds of a cohort
 	graph      *graph.Graph
 	iteration  *graph.Op
 }
 
-// newFederation builds the players, each with its own data, and the graph.
-// With self empty every player is built for this process; otherwise only
-// player self is, and the others are stand-ins that name them in the graph
-// (see newPlayers).
+// newFederation builds the players, each with its own data, and the graph:
+// the classic one of buildGraph with --fixed-owners, buildRoundsGraph's
+// otherwise. With self empty every player is built for this process;
+// otherwise only player self is, and the others are stand-ins that name
+// them in the graph (see newPlayers).
 func newFederation(o options, self string, shards []*mnist.Dataset, test *mnist.Dataset) (*federation, error) {
 	modelOwner, dataOwners, err := newPlayers(o, self, shards, test)
 	if err != nil {
 		return nil, err
 	}
 	f := &federation{modelOwner: modelOwner, dataOwners: dataOwners}
-	if f.graph, f.iteration, err = buildGraph(modelOwner, dataOwners); err != nil {
+	if o.fixedOwners {
+		f.graph, f.iteration, err = buildGraph(modelOwner, dataOwners)
+	} else {
+		f.members = newMemberSet(o, dataOwners)
+		f.graph, f.iteration, err = buildRoundsGraph(modelOwner, f.members, o.weighted)
+	}
+	if err != nil {
 		f.Close()
 		return nil, err
 	}
@@ -129,8 +274,16 @@ func newPlayers(o options, self string, shards []*mnist.Dataset, test *mnist.Dat
 }
 
 // splitTrain cuts the training set into one shard per data owner, for a
-// run in one process.
+// run in one process: equal shards, or in the proportions of
+// --shard-sizes.
 func splitTrain(o options, train *mnist.Dataset) ([]*mnist.Dataset, error) {
+	if o.shardSizes != nil {
+		shards, err := train.SplitOf(o.shardSizes)
+		if err != nil {
+			return nil, fmt.Errorf("splitting the training set in the proportions of --shard-sizes: %w", err)
+		}
+		return shards, nil
+	}
 	shards, err := train.Split(o.dataOwners)
 	if err != nil {
 		return nil, fmt.Errorf("splitting the training set over %d data owners: %w", o.dataOwners, err)
@@ -179,9 +332,14 @@ func loadPlayerData(o options, player string) (shards []*mnist.Dataset, test *mn
 				continue
 			}
 			var shard *mnist.Dataset
-			if o.dataDir == "" {
+			switch {
+			case o.shardSizes != nil && o.dataDir == "":
+				shard, err = mnist.LoadShardOfFS(mnist.EmbeddedFS(), ".", i, o.shardSizes)
+			case o.shardSizes != nil:
+				shard, err = mnist.LoadShardOf(o.dataDir, i, o.shardSizes)
+			case o.dataDir == "":
 				shard, err = mnist.LoadShardFS(mnist.EmbeddedFS(), ".", i, o.dataOwners)
-			} else {
+			default:
 				shard, err = mnist.LoadShard(o.dataDir, i, o.dataOwners)
 			}
 			if err != nil {
@@ -205,12 +363,25 @@ type result struct {
 	stats      []session.LinkStats
 	history    []Evaluation
 	trainLoss  []float64
-	iterations int
+	iterations int // rounds this process ran, skipped ones included
+	steps      int // the model's updates, over the whole run
+	rounds     roundStats
+	cohorts    bool            // the run sampled cohorts or simulated dropouts
+	model      []*tensor.Dense // the model owner's final parameters
 }
 
-// trainOnce trains from scratch with the given mode ("secure" or
-// "plaintext") and returns what it measured.
-func trainOnce(ctx context.Context, o options, mode string, train, test *mnist.Dataset, progress *progress) (*result, error) {
+// cohortRounds reports whether o runs rounds of a cohort (the default)
+// rather than the classic program of --fixed-owners, in which every data
+// owner answers every iteration.
+func cohortRounds(o options) bool { return !o.fixedOwners }
+
+// trainOnce trains with the given mode ("secure" or "plaintext"), from
+// scratch or from the checkpoint, and returns what it measured. log gets
+// the per-round lines (nil: none).
+func trainOnce(ctx context.Context, o options, mode string, train, test *mnist.Dataset, progress *progress, log *slog.Logger) (*result, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	shards, err := splitTrain(o, train)
 	if err != nil {
 		return nil, err
@@ -222,37 +393,98 @@ func trainOnce(ctx context.Context, o options, mode string, train, test *mnist.D
 	defer f.Close()
 	modelOwner, dataOwners := f.modelOwner, f.dataOwners
 
-	step := func(ctx context.Context) error { return plainIteration(ctx, modelOwner, dataOwners) }
-	var agg aggregation
-	if mode == "secure" {
-		if agg, err = newAggregation(o, f.graph); err != nil {
+	d := &driver{o: o, mo: modelOwner, owners: dataOwners, log: log, progress: progress,
+		everyRound: cohortRounds(o), sampler: sampleStream(o.seed)}
+	if o.checkpointDir != "" {
+		d.run = runFields(o, len(dataOwners), modelOwner.Architecture())
+	}
+	if err := d.resume(); err != nil {
+		return nil, err
+	}
+	defer d.Close()
+
+	var stats func() []session.LinkStats
+	switch {
+	case o.fixedOwners:
+		fixed := &fixedRounds{names: ownerNames(dataOwners), mo: modelOwner, local: true,
+			step: func(ctx context.Context) error { return plainIteration(ctx, modelOwner, dataOwners) }}
+		if mode == "secure" {
+			agg, err := newAggregation(o, f.graph)
+			if err != nil {
+				return nil, err
+			}
+			defer agg.Close()
+			fixed.step = func(ctx context.Context) error { return agg.Run(ctx, f.iteration) }
+			fixed.stats = agg.Stats
+		}
+		d.rounds, stats = fixed, fixed.stats
+	case mode == "secure":
+		if o.weighted {
+			for _, o := range dataOwners { // refused at the door, before any round
+				if _, err := weightOf(o, d.o.maxWeight); err != nil {
+					return nil, err
+				}
+			}
+		}
+		opts := sessionOptions(o)
+		opts.Rounds.Members = f.members.names()
+		opts.Rounds.SampleSeed = d.sampler.Uint64() | 1 // a new sample stream after a resume, drawn from the checkpointed one
+		s, err := session.NewLocal(f.graph, opts)
+		if err != nil {
 			return nil, err
 		}
-		defer agg.Close()
-		step = func(ctx context.Context) error { return agg.Run(ctx, f.iteration) }
+		defer s.Close()
+		d.rounds = &sessionRounds{
+			run:  func(ctx context.Context) error { return s.Run(ctx, f.iteration) },
+			last: s.LastRound, mo: modelOwner, members: f.members, index: ownerIndex(dataOwners), ownNumbers: true,
+		}
+		stats = s.Stats
+	default:
+		plain, err := newPlainRounds(o, modelOwner, dataOwners, d.sampler)
+		if err != nil {
+			return nil, err
+		}
+		d.rounds = plain
 	}
 
-	progress.start(mode, o.iterations)
 	start := time.Now()
-	for i := range o.iterations {
-		if err := step(ctx); err != nil {
-			return nil, fmt.Errorf("%s training, iteration %d: %w", mode, i, err)
-		}
-		progress.update(i+1, modelOwner.History())
+	if err := d.train(ctx, mode); err != nil {
+		return nil, err
 	}
 	elapsed := time.Since(start)
-	progress.done()
+	if err := d.Close(); err != nil {
+		return nil, err
+	}
 
 	// Time per iteration is training time: the periodic evaluations on the
 	// test set are the same in every mode and are left out.
-	r := &result{mode: mode, perIter: (elapsed - modelOwner.EvaluationTime()) / time.Duration(o.iterations), iterations: o.iterations}
+	r := &result{mode: mode, perIter: d.perRound(elapsed), iterations: d.ran, steps: modelOwner.Iteration(), rounds: d.stats, cohorts: cohortRounds(o)}
 	r.loss, r.accuracy = modelOwner.Evaluate()
-	r.history = append(modelOwner.History(), Evaluation{Iteration: o.iterations, Loss: r.loss, Accuracy: r.accuracy})
-	r.trainLoss = meanTrainingLoss(dataOwners)
-	if agg != nil {
-		r.stats = agg.Stats()
+	r.history = append(modelOwner.History(), Evaluation{Iteration: modelOwner.Iteration(), Loss: r.loss, Accuracy: r.accuracy})
+	r.trainLoss = d.trainLoss
+	r.model, _, _ = modelOwner.snapshot()
+	if stats != nil {
+		r.stats = stats()
 	}
 	return r, nil
+}
+
+// ownerIndex maps the data owners' names to their places.
+func ownerIndex(owners []*DataOwner) map[string]int {
+	m := make(map[string]int, len(owners))
+	for i, d := range owners {
+		m[d.Name] = i
+	}
+	return m
+}
+
+// ownerNames returns the data owners' names.
+func ownerNames(owners []*DataOwner) []string {
+	names := make([]string, len(owners))
+	for i, d := range owners {
+		names[i] = d.Name
+	}
+	return names
 }
 
 // train runs the example as the options say and prints the summary.
@@ -267,25 +499,34 @@ func train(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	if o.printPlan || o.dot != "" {
 		return describe(o, trainSet, testSet, stdout)
 	}
-	fmt.Fprintf(stdout, "data: %s, split over %d data owners\n", source, o.dataOwners)
+	split := fmt.Sprintf("split over %d data owners", o.dataOwners)
+	if o.shardSizes != nil {
+		split = fmt.Sprintf("split over %d data owners in the proportions %v", o.dataOwners, o.shardSizes)
+	}
+	fmt.Fprintf(stdout, "data: %s, %s\n", source, split)
 	prog := newProgress(stderr, o.quiet)
+	level := slog.LevelInfo
+	if o.quiet {
+		level = slog.LevelWarn
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
 	mode := "secure"
 	if o.plaintext {
 		mode = "plaintext"
 	}
-	r, err := trainOnce(ctx, o, mode, trainSet, testSet, prog)
+	r, err := trainOnce(ctx, o, mode, trainSet, testSet, prog, log)
 	if err != nil {
 		return err
 	}
-	printSummary(stdout, r, o.iterations)
+	printSummary(stdout, r, r.iterations)
 	results := []*result{r}
 	if o.compare {
-		p, err := trainOnce(ctx, o, "plaintext", trainSet, testSet, prog)
+		p, err := trainOnce(ctx, o, "plaintext", trainSet, testSet, prog, log)
 		if err != nil {
 			return err
 		}
-		printSummary(stdout, p, o.iterations)
+		printSummary(stdout, p, p.iterations)
 		printComparison(stdout, r, p)
 		results = append(results, p)
 	}
@@ -298,13 +539,27 @@ func train(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// printSummary prints what r measured; iterations is the number of
+// rounds the link statistics cover.
 func printSummary(w io.Writer, r *result, iterations int) {
-	fmt.Fprintf(w, "\n%s training: %d iterations, %v per iteration (evaluation excluded)\n", r.mode, iterations, r.perIter.Round(time.Microsecond))
+	if r.steps == iterations {
+		fmt.Fprintf(w, "\n%s training: %d iterations, %v per iteration (evaluation excluded)\n", r.mode, iterations, r.perIter.Round(time.Microsecond))
+	} else {
+		// Skipped rounds, or a resumed run: say both.
+		fmt.Fprintf(w, "\n%s training: %d iterations, %d rounds run here, %v per round (evaluation excluded)\n", r.mode, r.steps, iterations, r.perIter.Round(time.Microsecond))
+	}
 	fmt.Fprintf(w, "  test accuracy %.4f, test loss %.4f\n", r.accuracy, r.loss)
-	if len(r.stats) == 0 {
+	if r.cohorts || r.rounds.Skipped > 0 || r.rounds.Dropouts > 0 {
+		fmt.Fprintf(w, "  rounds: %v\n", r.rounds)
+	}
+	if len(r.stats) == 0 || iterations == 0 {
 		return
 	}
-	fmt.Fprintf(w, "  bytes sent per iteration, by link:\n")
+	unit := "iteration"
+	if r.steps != iterations {
+		unit = "round"
+	}
+	fmt.Fprintf(w, "  bytes sent per %s, by link:\n", unit)
 	stats := append([]session.LinkStats(nil), r.stats...)
 	sort.SliceStable(stats, func(i, j int) bool { return stats[i].Bytes > stats[j].Bytes })
 	var total uint64

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path"
 )
@@ -123,6 +124,79 @@ func shardBounds(count, i, n int) (from, to int, err error) {
 	return i * count / n, (i + 1) * count / n, nil
 }
 
+// CheckProportions checks the proportions a set is cut in by ShardOf:
+// at least one, each positive and finite.
+func CheckProportions(p []float64) error {
+	if len(p) == 0 {
+		return fmt.Errorf("%w: no proportions to cut a set in", ErrRange)
+	}
+	for i, f := range p {
+		if !(f > 0) || math.IsInf(f, 0) {
+			return fmt.Errorf("%w: proportion %d is %v, want a positive number", ErrRange, i, f)
+		}
+	}
+	return nil
+}
+
+// proportionBounds returns the examples [from, to) of shard i of count
+// examples cut in proportions p (normalised by their sum): shard i starts
+// at count·(p₀+…+pᵢ₋₁)/Σp, rounded to the nearest example. Every shard must
+// hold at least one example.
+func proportionBounds(count, i int, p []float64) (from, to int, err error) {
+	if err := CheckProportions(p); err != nil {
+		return 0, 0, err
+	}
+	if i < 0 || i >= len(p) {
+		return 0, 0, fmt.Errorf("%w: shard index %d not in [0, %d)", ErrRange, i, len(p))
+	}
+	var total, before float64
+	for j, f := range p {
+		total += f
+		if j < i {
+			before += f
+		}
+	}
+	at := func(cum float64) int { return int(math.Round(float64(count) * cum / total)) }
+	from, to = at(before), at(before+p[i])
+	if i == len(p)-1 {
+		to = count
+	}
+	if from >= to {
+		return 0, 0, fmt.Errorf("%w: shard %d of proportion %v of %d examples would be empty", ErrRange, i, p[i]/total, count)
+	}
+	return from, to, nil
+}
+
+// ShardOf returns shard i of d cut into len(p) disjoint, contiguous shards
+// in the proportions p (normalised by their sum, so 0.6, 0.3, 0.1 and 6,
+// 3, 1 cut alike): shard i holds examples [round(N·(p₀+…+pᵢ₋₁)/Σp),
+// round(N·(p₀+…+pᵢ)/Σp)). Every shard must hold at least one example. The
+// shard shares d's storage.
+func (d *Dataset) ShardOf(i int, p []float64) (*Dataset, error) {
+	from, to, err := proportionBounds(d.N, i, p)
+	if err != nil {
+		return nil, err
+	}
+	return d.Slice(from, to)
+}
+
+// SplitOf cuts d into len(p) disjoint shards in the proportions p, as
+// ShardOf(0, p) … ShardOf(len(p)-1, p).
+func (d *Dataset) SplitOf(p []float64) ([]*Dataset, error) {
+	if err := CheckProportions(p); err != nil {
+		return nil, err
+	}
+	out := make([]*Dataset, len(p))
+	for i := range p {
+		s, err := d.ShardOf(i, p)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = s
+	}
+	return out, nil
+}
+
 // Split cuts d into n disjoint shards, as Shard(0, n) … Shard(n-1, n).
 func (d *Dataset) Split(n int) ([]*Dataset, error) {
 	out := make([]*Dataset, 0, max(n, 0))
@@ -186,6 +260,28 @@ func loadFS(fsys fs.FS, dir, shown string) (train, test *Dataset, err error) {
 func LoadShard(dir string, i, n int) (*Dataset, error) {
 	return loadPart(os.DirFS(dir), ".", dir, TrainImagesFile, TrainLabelsFile, func(count int) (int, int, error) {
 		return shardBounds(count, i, n)
+	})
+}
+
+// LoadShardOf reads shard i of the training set in dir cut in the
+// proportions p: the examples that ShardOf(i, p) of Load's training set
+// holds, read as LoadShard reads them.
+func LoadShardOf(dir string, i int, p []float64) (*Dataset, error) {
+	return loadShardOf(os.DirFS(dir), ".", dir, i, p)
+}
+
+// LoadShardOfFS is LoadShardOf for a directory inside a file system, such
+// as EmbeddedFS.
+func LoadShardOfFS(fsys fs.FS, dir string, i int, p []float64) (*Dataset, error) {
+	return loadShardOf(fsys, dir, dir, i, p)
+}
+
+func loadShardOf(fsys fs.FS, dir, shown string, i int, p []float64) (*Dataset, error) {
+	if err := CheckProportions(p); err != nil {
+		return nil, err
+	}
+	return loadPart(fsys, dir, shown, TrainImagesFile, TrainLabelsFile, func(count int) (int, int, error) {
+		return proportionBounds(count, i, p)
 	})
 }
 

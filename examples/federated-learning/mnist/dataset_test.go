@@ -1,6 +1,7 @@
 package mnist
 
 import (
+	"math"
 	"os"
 	"path/filepath"
 	"testing"
@@ -281,4 +282,56 @@ func TestLoadShardErrors(t *testing.T) {
 		assert.Contains(t, err.Error(), "6 images, 5 labels")
 		assert.Contains(t, err.Error(), filepath.Join(dir, TrainLabelsFile))
 	})
+}
+
+func TestShardOfProportions(t *testing.T) {
+	img, labels := randomImages(t, 31, 10, 2, 3), randomLabels(31, 10)
+	d, err := NewDataset(img, labels, "mem")
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		p     []float64
+		sizes []int
+	}{
+		{[]float64{0.6, 0.3, 0.1}, []int{6, 3, 1}},
+		{[]float64{6, 3, 1}, []int{6, 3, 1}},
+		{[]float64{1, 1, 1}, []int{3, 4, 3}},
+		{[]float64{0.5}, []int{10}},
+		{[]float64{0.25, 0.25, 0.5}, []int{3, 2, 5}}, // 2.5 rounds away from zero
+	} {
+		shards, err := d.SplitOf(tc.p)
+		require.NoError(t, err, "%v", tc.p)
+		var all []uint8
+		for i, s := range shards {
+			assert.Equal(t, tc.sizes[i], s.N, "%v shard %d", tc.p, i)
+			all = append(all, s.Labels...)
+			one, err := d.ShardOf(i, tc.p)
+			require.NoError(t, err)
+			assert.Equal(t, s, one)
+		}
+		assert.Equal(t, d.Labels, all, "disjoint and covering, in order")
+	}
+	for _, bad := range [][]float64{nil, {0.5, 0}, {0.5, -0.5}, {math.NaN()}, {math.Inf(1), 1}, {0.99, 0.01}} {
+		_, err := d.SplitOf(bad)
+		assert.ErrorIs(t, err, ErrRange, "%v", bad)
+	}
+	_, err = d.ShardOf(3, []float64{1, 1, 1})
+	assert.ErrorIs(t, err, ErrRange)
+}
+
+func TestLoadShardOfMatchesShardOf(t *testing.T) {
+	dir := t.TempDir()
+	writeSet(t, dir, TrainImagesFile, TrainLabelsFile, randomImages(t, 32, 20, 3, 2), randomLabels(32, 20), true)
+	writeSet(t, dir, TestImagesFile, TestLabelsFile, randomImages(t, 33, 4, 3, 2), randomLabels(33, 4), false)
+	train, _, err := Load(dir)
+	require.NoError(t, err)
+	p := []float64{0.6, 0.3, 0.1}
+	for i := range p {
+		want, err := train.ShardOf(i, p)
+		require.NoError(t, err)
+		got, err := LoadShardOf(dir, i, p)
+		require.NoError(t, err)
+		assert.Equal(t, want, got, "shard %d", i)
+	}
+	_, err = LoadShardOf(dir, 0, []float64{1, 0})
+	assert.ErrorIs(t, err, ErrRange)
 }
