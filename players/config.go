@@ -142,6 +142,12 @@ type Spec struct {
 	// MaxMembers bounds the unlisted data owners connected to a player at
 	// once; zero means DefaultMaxMembers.
 	MaxMembers int `json:"max_members,omitempty"`
+	// MinOwners is the privacy floor of rounds of a cohort: the fewest
+	// data owners a revealed sum may cover. Zero means the program's
+	// default; values below 2 are refused, since a mean over one owner is
+	// that owner's input. Every host must agree on it: the servers enforce
+	// it, and the plan fingerprint covers it.
+	MinOwners int `json:"min_owners,omitempty"`
 }
 
 // PlayerSpec is one player of a Spec.
@@ -191,6 +197,7 @@ type Config struct {
 	insecure        bool
 	openMembership  bool
 	maxMembers      int
+	minOwners       int
 	// certDir is the certificate directory (cert_dir or WithCertDir), in
 	// which data owners the config does not list find their files.
 	certDir string
@@ -350,6 +357,10 @@ func (c *Config) OpenMembership() bool { return c.openMembership }
 // MaxMembers returns how many unlisted data owners may be connected to a
 // player at once.
 func (c *Config) MaxMembers() int { return c.maxMembers }
+
+// MinOwners returns the config's privacy floor for rounds of a cohort (see
+// Spec.MinOwners), or 0 when the config sets none.
+func (c *Config) MinOwners() int { return c.minOwners }
 
 // Listens reports whether name is a player of the config with an address:
 // one the others dial. A player listed without an address, and a data
@@ -640,6 +651,10 @@ func build(spec Spec, file, dir string, locate func(field string) (int, int)) (*
 	default:
 		c.maxMembers = spec.MaxMembers
 	}
+	if spec.MinOwners != 0 && spec.MinOwners < 2 {
+		return nil, fail("min_owners", fmt.Errorf("%d: want at least 2; a mean over one data owner is that owner's input", spec.MinOwners))
+	}
+	c.minOwners = spec.MinOwners
 	switch {
 	case c.connectTimeout < 0:
 		return nil, fail("connect_timeout", fmt.Errorf("negative duration %s", c.connectTimeout))

@@ -438,7 +438,7 @@ func TestParseConfigUnknownFields(t *testing.T) {
 		{"player field", "{\"players\": {\"a\": {\n  \"adress\": \"127.0.0.1:1\"}}}",
 			`players: hosts.json:2:3: players.a.adress: unknown field "adress"; did you mean "address"?`},
 		{"nothing close", players + ` "tls": true}`,
-			`players: hosts.json:2:2: tls: unknown field "tls"; known fields are players, ca, cert_dir, connect_timeout, message_timeout, max_message_bytes, insecure, open_membership, max_members`},
+			`players: hosts.json:2:2: tls: unknown field "tls"; known fields are players, ca, cert_dir, connect_timeout, message_timeout, max_message_bytes, insecure, open_membership, max_members, min_owners`},
 		{"player field nothing close", `{"players": {"a": {"address": "127.0.0.1:1", "port": 3}}}`,
 			`players: hosts.json:1:46: players.a.port: unknown field "port"; known fields are address, listen, cert, key`},
 		{"flat with a misspelled players", `{"player": {"a": "127.0.0.1:1"}}`,
@@ -476,6 +476,7 @@ func TestParseConfigMoreErrors(t *testing.T) {
 		{"deep nesting", deep, "a", 1, 22, "nested deeper than 16 levels"},
 		{"truncated in player", "{\"players\": {\"a\": {\"address\": \"127.0.0.1:1\"", "players.a", 1, 44, "unexpected end of input"},
 		{"array in player", `{"players": {"a": {"address": ["127.0.0.1:1"]}}}`, "players.a.address", 1, 31, "want a string, got an array"},
+		{"privacy floor of one", players + `"min_owners": 1}`, "min_owners", 1, 49, "want at least 2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -504,6 +505,7 @@ func TestParseConfigEveryField(t *testing.T) {
 		MaxMessageBytes: 12345,
 		OpenMembership:  new(true),
 		MaxMembers:      7,
+		MinOwners:       3,
 	}
 	data, err := json.Marshal(spec)
 	require.NoError(t, err)
@@ -516,6 +518,7 @@ func TestParseConfigEveryField(t *testing.T) {
 	assert.Equal(t, int64(12345), c.MaxMessageBytes())
 	assert.True(t, c.OpenMembership())
 	assert.Equal(t, 7, c.MaxMembers())
+	assert.Equal(t, 3, c.MinOwners())
 	a, err := c.Player("a")
 	require.NoError(t, err)
 	assert.Equal(t, Player{Name: "a", Address: "10.0.0.1:1", Listen: ":1", Cert: "/etc/shareflow/a.pem", Key: "/k/a-key.pem",

@@ -30,7 +30,8 @@
 //	  "max_message_bytes": 268435456,
 //	  "insecure": false,
 //	  "open_membership": true,
-//	  "max_members": 1000
+//	  "max_members": 1000,
+//	  "min_owners": 2
 //	}
 //
 // A player given as an object without "address", such as
@@ -81,7 +82,9 @@
 // directory, and it only dials out. Unlisted data owners are no part of
 // Config.Fingerprint, so they need not agree with anyone on a list of
 // members; which players only dial out is. IssueCerts mints their
-// certificates with a development CA made earlier.
+// certificates with a development CA made earlier. "min_owners" is the
+// privacy floor of rounds of a cohort (Config.MinOwners): programs pass it
+// to session.RoundOptions, and values below 2 are refused.
 //
 // # Certificates
 //

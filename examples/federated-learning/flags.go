@@ -40,6 +40,7 @@ type options struct {
 	weighted        bool
 	maxWeight       int
 	minOwners       int
+	minOwnersSet    bool // --min-owners given: it overrides the config's min_owners
 	maxSkipped      int
 	sample          int // 0: every data owner
 	dropout         float64
@@ -127,6 +128,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	o.minOwnersSet = set["min-owners"]
 	if shardSizes != "" {
 		var err error
 		if o.shardSizes, err = parseShardSizes(shardSizes); err != nil {

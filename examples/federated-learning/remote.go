@@ -260,6 +260,9 @@ func trainRemote(ctx context.Context, o options, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	if n := cfg.MinOwners(); n != 0 && !o.minOwnersSet && !o.fixedOwners {
+		o.minOwners = n // the config's privacy floor, unless --min-owners says otherwise
+	}
 	listed, err := dataOwnersIn(cfg)
 	switch {
 	case err == nil:
