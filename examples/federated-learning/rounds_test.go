@@ -114,7 +114,7 @@ func TestSimulatedRoundsRecordCohorts(t *testing.T) {
 	logPath := filepath.Join(t.TempDir(), "rounds.jsonl")
 	o := simOptions(t, "--data-owners", "20", "--sample", "5", "--dropout", "0.3", "--iterations", "12", "--round-log", logPath, "--seed", "7")
 	var logs bytes.Buffer
-	r, err := trainOnce(context.Background(), o, "secure", train, test, newProgress(io.Discard, true), slog.New(slog.NewTextHandler(&logs, nil)))
+	r, err := trainOnce(context.Background(), o, "secure", train, test, newProgress(io.Discard, true), slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	require.NoError(t, err)
 
 	recs := readRoundLog(t, logPath)

@@ -394,7 +394,7 @@ func trainOnce(ctx context.Context, o options, mode string, train, test *mnist.D
 	modelOwner, dataOwners := f.modelOwner, f.dataOwners
 
 	d := &driver{o: o, mo: modelOwner, owners: dataOwners, log: log, progress: progress,
-		everyRound: cohortRounds(o), sampler: sampleStream(o.seed)}
+		sampler: sampleStream(o.seed)} // in one process the progress line shows every round; the log, those that lost an owner
 	if o.checkpointDir != "" {
 		d.run = runFields(o, len(dataOwners), modelOwner.Architecture())
 	}
