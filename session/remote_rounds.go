@@ -26,6 +26,10 @@ import (
 // each server tells the coordinator the number its next round must have
 // at least (resume), so that a restarted coordinator continues after the
 // servers' last round: round numbers only increase within a session id.
+// The coordinator answers each with the number of its next round, so that
+// a restarted server takes up the rounds there. While a server is not
+// connected the coordinator does not greet it, and its rounds are
+// skipped (ErrRoundSkipped): nobody is invited to them.
 
 // membership is what the session needs of a transport whose peers join,
 // leave and come back while it runs (transport.Membership).
@@ -187,6 +191,13 @@ func (s *Remote) runCohort(ctx context.Context, plan *Plan) error {
 	t := &counting{Transport: s.t, self: s.self, c: s.stats, recv: true, pool: s.pool}
 	before := sentBytes(s.stats, s.self)
 	rs := &roundState{opts: s.opts.Rounds, number: number, cohort: cohort, notify: greeted}
+	if m, ok := s.t.(membership); ok {
+		for _, srv := range cp.servers {
+			if !m.Connected(srv) {
+				rs.serversGone = append(rs.serversGone, srv)
+			}
+		}
+	}
 	s.log.Debug("round start", "round", number, "cohort", len(cohort), "connected", len(greeted))
 	err = s.runRound(ctx, plan.steps[s.self], s.self, t, rs, 0)
 	if s.mailer != nil {
@@ -205,8 +216,12 @@ func (s *Remote) greetOthers(ctx context.Context, plan *Plan) error {
 	cp := plan.cohort
 	rounds := s.rounds()
 	mine := hello{Session: s.opts.SessionID, Fingerprint: plan.Fingerprint()}
+	m, hasMembership := s.t.(membership)
 	var todo []string
 	for _, p := range cp.others {
+		if hasMembership && slices.Contains(cp.servers[:], p) && !m.Connected(p) {
+			continue // greeted once back; the rounds meanwhile are skipped (announceStep)
+		}
 		if ok, _ := rounds.peers.state(p); !ok {
 			todo = append(todo, p)
 		}
@@ -216,7 +231,9 @@ func (s *Remote) greetOthers(ctx context.Context, plan *Plan) error {
 			return fmt.Errorf("session: hello to %q: %w", p, err)
 		}
 	}
+	s.co.next = max(s.co.next, 1)
 	var errs []error
+	var resumed []string
 	for _, p := range todo {
 		theirs, err := s.recvHello(ctx, p, roundHelloKey)
 		if err == nil {
@@ -232,12 +249,23 @@ func (s *Remote) greetOthers(ctx context.Context, plan *Plan) error {
 				err = fmt.Errorf("session: resume from %q: %w", p, err)
 			}
 			s.co.next = max(s.co.next, r.Next)
+			resumed = append(resumed, p)
 		}
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		rounds.peers.mark(p, false)
+	}
+	// Each server greeted learns the number of the next round, which is
+	// after its own and the other's: a server that restarted (its count
+	// back at 1) waits for the round the coordinator announces next.
+	r := resume{Next: s.co.next}
+	b, _ := r.MarshalBinary()
+	for _, p := range resumed {
+		if err := s.t.Send(ctx, p, resumeKey, b); err != nil {
+			errs = append(errs, fmt.Errorf("session: resume to %q: %w", p, err))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -465,6 +493,15 @@ func (s *Remote) helloCoordinator(ctx context.Context, plan *Plan, server bool) 
 		if err := s.t.Send(ctx, c, resumeKey, b); err != nil {
 			return fmt.Errorf("session: resume to %q: %w", c, err)
 		}
+		// The coordinator answers with the number of its next round, at
+		// least this one's: a server that restarted takes it up there.
+		if b, err = s.t.Recv(ctx, c, resumeKey); err == nil {
+			err = r.UnmarshalBinary(b)
+		}
+		if err != nil {
+			return fmt.Errorf("session: resume from %q: %w", c, err)
+		}
+		s.rounds().next = max(s.rounds().next, r.Next)
 	}
 	s.rounds().peers.mark(c, false)
 	return nil
