@@ -27,9 +27,9 @@ import (
 // at least (resume), so that a restarted coordinator continues after the
 // servers' last round: round numbers only increase within a session id.
 // The coordinator answers each with the number of its next round, so that
-// a restarted server takes up the rounds there. While a server is not
-// connected the coordinator does not greet it, and its rounds are
-// skipped (ErrRoundSkipped): nobody is invited to them.
+// a restarted server takes up the rounds there. A round whose servers are
+// not both connected within Rounds.Deadline of its start is skipped
+// (ErrRoundSkipped): nobody is invited to it.
 
 // membership is what the session needs of a transport whose peers join,
 // leave and come back while it runs (transport.Membership).
@@ -174,7 +174,8 @@ func (s *Remote) runCohort(ctx context.Context, plan *Plan) error {
 		return fmt.Errorf("session: the rounds of %s were finished (Finish)", cp.cohort)
 	}
 	rounds.plan = plan
-	if err := s.greetOthers(ctx, plan); err != nil {
+	gone := s.awaitServers(ctx, plan)
+	if err := s.greetOthers(ctx, plan, gone); err != nil {
 		return err
 	}
 	co := &s.co
@@ -190,14 +191,7 @@ func (s *Remote) runCohort(ctx context.Context, plan *Plan) error {
 	s.rand.prepare(s.self)
 	t := &counting{Transport: s.t, self: s.self, c: s.stats, recv: true, pool: s.pool}
 	before := sentBytes(s.stats, s.self)
-	rs := &roundState{opts: s.opts.Rounds, number: number, cohort: cohort, notify: greeted}
-	if m, ok := s.t.(membership); ok {
-		for _, srv := range cp.servers {
-			if !m.Connected(srv) {
-				rs.serversGone = append(rs.serversGone, srv)
-			}
-		}
-	}
+	rs := &roundState{opts: s.opts.Rounds, number: number, cohort: cohort, notify: greeted, serversGone: gone}
 	s.log.Debug("round start", "round", number, "cohort", len(cohort), "connected", len(greeted))
 	err = s.runRound(ctx, plan.steps[s.self], s.self, t, rs, 0)
 	if s.mailer != nil {
@@ -210,16 +204,48 @@ func (s *Remote) runCohort(ctx context.Context, plan *Plan) error {
 	return err
 }
 
+// awaitServers waits, up to Rounds.Deadline, until the transport reports
+// both servers connected (transport.Membership), and returns those that
+// are not: the round is then skipped. The wait bridges a link being set
+// up or redialled, and makes each round without a server last a deadline,
+// so that MaxSkipped rounds in a row give a restarting server MaxSkipped
+// deadlines to come back. Without membership it returns nil.
+func (s *Remote) awaitServers(ctx context.Context, plan *Plan) []string {
+	m, ok := s.t.(membership)
+	if !ok {
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, s.opts.Rounds.Deadline)
+	defer cancel()
+	for {
+		changed := m.MembershipChanged()
+		var gone []string
+		for _, srv := range plan.cohort.servers {
+			if !m.Connected(srv) {
+				gone = append(gone, srv)
+			}
+		}
+		if len(gone) == 0 {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-wctx.Done():
+			s.log.Warn("servers not connected", "servers", gone, "waited", s.opts.Rounds.Deadline)
+			return gone
+		}
+	}
+}
+
 // greetOthers exchanges hellos with every other player of the plan whose
-// connection is new, and takes the servers' resume.
-func (s *Remote) greetOthers(ctx context.Context, plan *Plan) error {
+// connection is new, but the servers gone, and takes the servers' resume.
+func (s *Remote) greetOthers(ctx context.Context, plan *Plan, gone []string) error {
 	cp := plan.cohort
 	rounds := s.rounds()
 	mine := hello{Session: s.opts.SessionID, Fingerprint: plan.Fingerprint()}
-	m, hasMembership := s.t.(membership)
 	var todo []string
 	for _, p := range cp.others {
-		if hasMembership && slices.Contains(cp.servers[:], p) && !m.Connected(p) {
+		if slices.Contains(gone, p) {
 			continue // greeted once back; the rounds meanwhile are skipped (announceStep)
 		}
 		if ok, _ := rounds.peers.state(p); !ok {

@@ -34,7 +34,9 @@ func TestCohortRestartedServer(t *testing.T) {
 		}
 		return g, op
 	}
-	c := newCohortNet(t, build, Options{Rounds: RoundOptions{MaxSkipped: maxSkipped}})
+	// Each round without server1 lasts a deadline: the coordinator waits
+	// that long for it to be connected.
+	c := newCohortNet(t, build, Options{Rounds: RoundOptions{MaxSkipped: maxSkipped, Deadline: time.Second}})
 	s, op := c.coordinator(nil)
 	for _, p := range []string{"server0", "member-0", "member-1", "member-2"} {
 		c.serve(p, nil, nil)
@@ -206,7 +208,7 @@ func TestCohortRestartedServerOverGRPC(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	opts := Options{SessionID: "grpc-restart", Rounds: RoundOptions{MaxSkipped: maxSkipped}}
+	opts := Options{SessionID: "grpc-restart", Rounds: RoundOptions{MaxSkipped: maxSkipped, Deadline: time.Second}}
 	newTransport := func(p string, ln net.Listener) *grpctransport.Transport {
 		tr, err := grpctransport.New(cfg, p, grpctransport.Options{Listener: ln, ReconnectMin: 5 * time.Millisecond, ReconnectMax: 50 * time.Millisecond})
 		require.NoError(t, err)
