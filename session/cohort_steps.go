@@ -84,6 +84,12 @@ func (s *announceStep) writes() []value { return nil }
 func (s *announceStep) exec(ctx context.Context, r *runner) error {
 	rs := r.round
 	start := roundStart{Round: rs.number, Cohort: rs.cohort}
+	gone := slices.Clone(rs.serversGone)
+	if len(gone) > 0 {
+		// Nobody is invited: the other server gathers nothing, fails to
+		// reach the missing one or skips, and is ready for the next round.
+		start.Cohort = nil
+	}
 	b, err := start.MarshalBinary()
 	if err != nil {
 		return err
@@ -91,9 +97,26 @@ func (s *announceStep) exec(ctx context.Context, r *runner) error {
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rs.opts.Deadline)
 	defer cancel()
 	for _, p := range s.cp.others {
+		if slices.Contains(gone, p) {
+			continue
+		}
 		if err := r.sendBytes(actx, p, s.cp.startEdge, b); err != nil {
+			if slices.Contains(s.cp.servers[:], p) && errors.Is(err, transport.ErrPeerGone) {
+				gone = append(gone, p) // lost since the round began
+				continue
+			}
 			return fmt.Errorf("announcing round %d: %w", rs.number, err)
 		}
+	}
+	if len(gone) > 0 {
+		// A server that is not connected (crashed, restarting) cannot
+		// take its part: the round is skipped, not failed, and every
+		// member is told it is not invited, so that it waits for the next.
+		notice := roundNotice{Round: rs.number, Kind: noticeNotInvited}
+		nb, _ := notice.MarshalBinary()
+		sendToMembers(actx, r, rs.notify, s.cp.noticeEdge, nb)
+		rs.cohort = nil
+		return &SkippedError{Round: rs.number, Reason: fmt.Sprintf("%s not connected: a round needs both servers", strings.Join(quoteAll(gone), " and "))}
 	}
 	var invited, others []string
 	for _, m := range rs.notify {
@@ -145,6 +168,9 @@ func (s *roundStartStep) exec(ctx context.Context, r *runner) error {
 	// A player of the plan is no member: the coordinator could otherwise
 	// meet the floor with shares of its own, known to it.
 	r.round.cohort = m.Cohort // the round has started, refused or not
+	if r.round.cohort == nil {
+		r.round.cohort = []string{} // a round nobody is invited to (a server is missing) has started too
+	}
 	for _, p := range m.Cohort {
 		if p == s.cp.coordinator || slices.Contains(s.cp.others, p) {
 			return fmt.Errorf("the cohort of round %d names %q, a player of the plan: refused", m.Round, p)
@@ -399,6 +425,12 @@ func (s *gatherStep) writes() []value {
 func (s *gatherStep) exec(ctx context.Context, r *runner) error {
 	rs := r.round
 	cohort := rs.cohort
+	if len(cohort) == 0 {
+		// A round nobody is invited to (the coordinator found the other
+		// server not connected) has no survivors to agree on: the other
+		// server, restarted meanwhile, may never have heard of it.
+		return &roundSkip{reason: "nobody was invited (a server was not connected)"}
+	}
 	gctx, cancel := context.WithDeadline(ctx, rs.started.Add(rs.opts.Deadline))
 	defer cancel()
 	parts := make([][]memberPart, len(cohort))

@@ -185,7 +185,12 @@
 // the number its next round must have at least, so that a restarted
 // coordinator continues after the servers' last round: round numbers only
 // increase within a session id, and key the round's messages and mask
-// domains apart from the session's iterations. Members invited are those
+// domains apart from the session's iterations. The coordinator answers
+// with its next round's number, from which a restarted server takes up
+// the rounds. A round whose two servers are not both connected within
+// RoundOptions.Deadline of its start is skipped (ErrRoundSkipped; it
+// counts towards MaxSkipped): nobody is invited to it. A restarting
+// server thus has about MaxSkipped deadlines to come back. Members invited are those
 // the transport reports (transport.Membership: open membership over gRPC)
 // and RoundOptions.Members; a member that (re)connects joins from the next
 // round, one that leaves is dropped from its round on. A player waiting

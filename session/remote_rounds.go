@@ -26,6 +26,10 @@ import (
 // each server tells the coordinator the number its next round must have
 // at least (resume), so that a restarted coordinator continues after the
 // servers' last round: round numbers only increase within a session id.
+// The coordinator answers each with the number of its next round, so that
+// a restarted server takes up the rounds there. A round whose servers are
+// not both connected within Rounds.Deadline of its start is skipped
+// (ErrRoundSkipped): nobody is invited to it.
 
 // membership is what the session needs of a transport whose peers join,
 // leave and come back while it runs (transport.Membership).
@@ -170,7 +174,8 @@ func (s *Remote) runCohort(ctx context.Context, plan *Plan) error {
 		return fmt.Errorf("session: the rounds of %s were finished (Finish)", cp.cohort)
 	}
 	rounds.plan = plan
-	if err := s.greetOthers(ctx, plan); err != nil {
+	gone := s.awaitServers(ctx, plan)
+	if err := s.greetOthers(ctx, plan, gone); err != nil {
 		return err
 	}
 	co := &s.co
@@ -186,7 +191,7 @@ func (s *Remote) runCohort(ctx context.Context, plan *Plan) error {
 	s.rand.prepare(s.self)
 	t := &counting{Transport: s.t, self: s.self, c: s.stats, recv: true, pool: s.pool}
 	before := sentBytes(s.stats, s.self)
-	rs := &roundState{opts: s.opts.Rounds, number: number, cohort: cohort, notify: greeted}
+	rs := &roundState{opts: s.opts.Rounds, number: number, cohort: cohort, notify: greeted, serversGone: gone}
 	s.log.Debug("round start", "round", number, "cohort", len(cohort), "connected", len(greeted))
 	err = s.runRound(ctx, plan.steps[s.self], s.self, t, rs, 0)
 	if s.mailer != nil {
@@ -199,14 +204,50 @@ func (s *Remote) runCohort(ctx context.Context, plan *Plan) error {
 	return err
 }
 
+// awaitServers waits, up to Rounds.Deadline, until the transport reports
+// both servers connected (transport.Membership), and returns those that
+// are not: the round is then skipped. The wait bridges a link being set
+// up or redialled, and makes each round without a server last a deadline,
+// so that MaxSkipped rounds in a row give a restarting server MaxSkipped
+// deadlines to come back. Without membership it returns nil.
+func (s *Remote) awaitServers(ctx context.Context, plan *Plan) []string {
+	m, ok := s.t.(membership)
+	if !ok {
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, s.opts.Rounds.Deadline)
+	defer cancel()
+	for {
+		changed := m.MembershipChanged()
+		var gone []string
+		for _, srv := range plan.cohort.servers {
+			if !m.Connected(srv) {
+				gone = append(gone, srv)
+			}
+		}
+		if len(gone) == 0 {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-wctx.Done():
+			s.log.Warn("servers not connected", "servers", gone, "waited", s.opts.Rounds.Deadline)
+			return gone
+		}
+	}
+}
+
 // greetOthers exchanges hellos with every other player of the plan whose
-// connection is new, and takes the servers' resume.
-func (s *Remote) greetOthers(ctx context.Context, plan *Plan) error {
+// connection is new, but the servers gone, and takes the servers' resume.
+func (s *Remote) greetOthers(ctx context.Context, plan *Plan, gone []string) error {
 	cp := plan.cohort
 	rounds := s.rounds()
 	mine := hello{Session: s.opts.SessionID, Fingerprint: plan.Fingerprint()}
 	var todo []string
 	for _, p := range cp.others {
+		if slices.Contains(gone, p) {
+			continue // greeted once back; the rounds meanwhile are skipped (announceStep)
+		}
 		if ok, _ := rounds.peers.state(p); !ok {
 			todo = append(todo, p)
 		}
@@ -216,7 +257,9 @@ func (s *Remote) greetOthers(ctx context.Context, plan *Plan) error {
 			return fmt.Errorf("session: hello to %q: %w", p, err)
 		}
 	}
+	s.co.next = max(s.co.next, 1)
 	var errs []error
+	var resumed []string
 	for _, p := range todo {
 		theirs, err := s.recvHello(ctx, p, roundHelloKey)
 		if err == nil {
@@ -232,12 +275,23 @@ func (s *Remote) greetOthers(ctx context.Context, plan *Plan) error {
 				err = fmt.Errorf("session: resume from %q: %w", p, err)
 			}
 			s.co.next = max(s.co.next, r.Next)
+			resumed = append(resumed, p)
 		}
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		rounds.peers.mark(p, false)
+	}
+	// Each server greeted learns the number of the next round, which is
+	// after its own and the other's: a server that restarted (its count
+	// back at 1) waits for the round the coordinator announces next.
+	r := resume{Next: s.co.next}
+	b, _ := r.MarshalBinary()
+	for _, p := range resumed {
+		if err := s.t.Send(ctx, p, resumeKey, b); err != nil {
+			errs = append(errs, fmt.Errorf("session: resume to %q: %w", p, err))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -465,6 +519,15 @@ func (s *Remote) helloCoordinator(ctx context.Context, plan *Plan, server bool) 
 		if err := s.t.Send(ctx, c, resumeKey, b); err != nil {
 			return fmt.Errorf("session: resume to %q: %w", c, err)
 		}
+		// The coordinator answers with the number of its next round, at
+		// least this one's: a server that restarted takes it up there.
+		if b, err = s.t.Recv(ctx, c, resumeKey); err == nil {
+			err = r.UnmarshalBinary(b)
+		}
+		if err != nil {
+			return fmt.Errorf("session: resume from %q: %w", c, err)
+		}
+		s.rounds().next = max(s.rounds().next, r.Next)
 	}
 	s.rounds().peers.mark(c, false)
 	return nil

@@ -69,6 +69,7 @@ type roundState struct {
 
 	// The coordinator's.
 	notify      []string // the members to notify, sorted
+	serversGone []string // the servers not connected when the round began: it is skipped
 	results     [2]roundResult
 	totalWeight float64
 
@@ -227,7 +228,7 @@ func (b *base) finishRound(rs *roundState, err error, start time.Time, bytes uin
 // the number of rounds each missed, most first.
 func describeMissing(missing map[string]int, rounds int) string {
 	if len(missing) == 0 {
-		return "nobody (too few members were connected)"
+		return "no member (too few members were connected, or a server was not)"
 	}
 	names := make([]string, 0, len(missing))
 	for m := range missing {

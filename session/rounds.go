@@ -36,7 +36,9 @@ type RoundOptions struct {
 	// Deadline is how long the servers wait for a round's shares after
 	// they learn of the round; a member whose shares have not all arrived
 	// by then drops out of the round. Members give up their round after
-	// it too. Zero means DefaultDeadline.
+	// it too. The coordinator waits as long at a round's start for both
+	// servers to be connected, and skips the round without them. Zero
+	// means DefaultDeadline.
 	Deadline time.Duration
 	// CoordinatorTimeout is how long Serve waits for a coordinator that
 	// lost its connection to come back before it fails. Zero means
