@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/shareflow/shareflow/graph"
+	"github.com/shareflow/shareflow/internal/multihost"
 	"github.com/shareflow/shareflow/players"
 	"github.com/shareflow/shareflow/session"
 	"github.com/shareflow/shareflow/session/transport/grpctransport"
@@ -36,7 +37,7 @@ type cohortRun struct {
 }
 
 func (c *cohortRun) run(ctx context.Context, stdout io.Writer) error {
-	if c.o.player == c.fed.modelOwner.Name {
+	if c.o.Player == c.fed.modelOwner.Name {
 		return c.coordinate(ctx, stdout)
 	}
 	return c.serve(ctx, stdout)
@@ -64,7 +65,7 @@ func (c *cohortRun) coordinate(ctx context.Context, stdout io.Writer) error {
 			err = d.Close()
 		}
 		if err == nil {
-			r := &result{mode: "secure (" + c.o.player + ")", perIter: d.perRound(time.Since(start)), stats: c.s.Stats(),
+			r := &result{mode: "secure (" + c.o.Player + ")", perIter: d.perRound(time.Since(start)), stats: c.s.Stats(),
 				iterations: d.ran, steps: mo.Iteration(), rounds: d.stats, cohorts: true}
 			r.loss, r.accuracy = mo.Evaluate()
 			r.history = append(mo.History(), Evaluation{Iteration: mo.Iteration(), Loss: r.loss, Accuracy: r.accuracy})
@@ -103,14 +104,14 @@ func (c *cohortRun) awaitOwners(ctx context.Context, stdout io.Writer) {
 		changed := c.t.MembershipChanged()
 		n := len(c.connectedOwners())
 		if n >= c.o.dataOwners {
-			fmt.Fprintf(stdout, "%s: %d data owners connected; running %d iterations in rounds\n", c.o.player, n, c.o.iterations)
+			fmt.Fprintf(stdout, "%s: %d data owners connected; running %d iterations in rounds\n", c.o.Player, n, c.o.iterations)
 			return
 		}
 		select {
 		case <-changed:
 		case <-timer.C:
 			fmt.Fprintf(stdout, "%s: %d of %d data owners connected after %v; running %d iterations in rounds, the others join when they come\n",
-				c.o.player, n, c.o.dataOwners, c.cfg.ConnectTimeout(), c.o.iterations)
+				c.o.Player, n, c.o.dataOwners, c.cfg.ConnectTimeout(), c.o.iterations)
 			return
 		case <-ctx.Done():
 			return
@@ -153,10 +154,10 @@ func (c *cohortRun) connectedOwners() []string {
 // tellOutcome tells every other player connected now, at once, how the
 // run ended: runErr is nil for success. Sends are best effort.
 func (c *cohortRun) tellOutcome(ctx context.Context, runErr error) {
-	msg := outcomeMessage(runErr)
+	msg := multihost.OutcomeMessage(runErr)
 	var wg sync.WaitGroup
 	for _, p := range append(slices.Clone(c.cfg.Names()), c.t.Members()...) {
-		if p == c.o.player || !c.t.Connected(p) {
+		if p == c.o.Player || !c.t.Connected(p) {
 			continue
 		}
 		wg.Go(func() { c.t.Send(ctx, p, outcomeKey, msg) })
@@ -169,7 +170,7 @@ func (c *cohortRun) tellOutcome(ctx context.Context, runErr error) {
 // as the model owner tells it. A failure the model owner tells before
 // then ends this player's part at once.
 func (c *cohortRun) serve(ctx context.Context, stdout io.Writer) error {
-	self := c.o.player
+	self := c.o.Player
 	if c.o.weighted {
 		for _, d := range c.fed.dataOwners {
 			if d.Name == self {
@@ -230,7 +231,7 @@ func (c *cohortRun) awaitOutcome(ctx context.Context, from string) error {
 		changed := c.t.MembershipChanged()
 		b, err := c.t.Recv(ctx, from, outcomeKey)
 		if err == nil {
-			return decodeOutcome(from, b)
+			return multihost.DecodeOutcome(from, b)
 		}
 		if ctx.Err() != nil {
 			return nil // Serve's end or this player's: not the model owner's word
@@ -241,24 +242,4 @@ func (c *cohortRun) awaitOutcome(ctx context.Context, from string) error {
 			return nil
 		}
 	}
-}
-
-// outcomeMessage encodes how a player's part ended (see tellOutcome).
-func outcomeMessage(runErr error) []byte {
-	if runErr == nil {
-		return []byte{outcomeSucceeded}
-	}
-	return append([]byte{outcomeFailed}, truncateReason(runErr.Error())...)
-}
-
-// decodeOutcome decodes a player's word on how its part ended: nil for
-// success, an error naming the player and its reason otherwise.
-func decodeOutcome(from string, b []byte) error {
-	switch {
-	case len(b) == 1 && b[0] == outcomeSucceeded:
-		return nil
-	case len(b) >= 1 && b[0] == outcomeFailed && len(b) <= 1+maxOutcomeReason:
-		return fmt.Errorf("%q failed: %s", from, printable(b[1:]))
-	}
-	return fmt.Errorf("%q sent a malformed outcome of %d bytes", from, len(b))
 }

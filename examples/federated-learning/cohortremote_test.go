@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/shareflow/shareflow/examples/federated-learning/mnist"
+	"github.com/shareflow/shareflow/internal/multihost/multihosttest"
 	"github.com/shareflow/shareflow/players"
 )
 
@@ -34,7 +35,7 @@ var fixedPlayers = []string{players.Server0, players.Server1, players.CryptoProd
 // and returns its path.
 func openCluster(t *testing.T, owners int, connectTimeout string) string {
 	dir := t.TempDir()
-	ports := freePorts(t, len(fixedPlayers))
+	ports := multihosttest.FreePorts(t, len(fixedPlayers))
 	hosts := map[string]any{}
 	for i, n := range fixedPlayers {
 		hosts[n] = fmt.Sprintf("127.0.0.1:%d", ports[i])
@@ -62,13 +63,13 @@ type federationRun struct {
 	bin   string
 	hosts string
 	args  []string
-	procs map[string]*player
+	procs map[string]*multihosttest.Process
 }
 
 // startAll starts the fixed players and data owners 0 to owners-1, each
 // with args.
 func startFederation(t *testing.T, hosts string, owners int, args ...string) *federationRun {
-	f := &federationRun{t: t, bin: exampleBinary(t), hosts: hosts, args: args, procs: map[string]*player{}}
+	f := &federationRun{t: t, bin: example.Binary(t), hosts: hosts, args: args, procs: map[string]*multihosttest.Process{}}
 	for _, p := range fixedPlayers {
 		f.start(p)
 	}
@@ -79,12 +80,12 @@ func startFederation(t *testing.T, hosts string, owners int, args ...string) *fe
 }
 
 // start starts (or restarts) one player.
-func (f *federationRun) start(name string) *player {
+func (f *federationRun) start(name string) *multihosttest.Process {
 	args := append([]string{}, f.args...)
 	if name != players.ModelOwner {
 		args = append(args, "--quiet")
 	}
-	p := start(f.t, f.bin, f.hosts, name, args...)
+	p := multihosttest.Start(f.t, f.bin, f.hosts, name, args...)
 	f.procs[name] = p
 	return p
 }
@@ -128,18 +129,18 @@ func TestDataOwnerKilledMidRun(t *testing.T) {
 	hosts := openCluster(t, 4, "20s")
 	logPath := filepath.Join(t.TempDir(), "rounds.jsonl")
 	f := startFederation(t, hosts, 4, "--iterations", "60", "--data-owners", "4", "--round-log", logPath, "--round-deadline", "5s")
-	ctx, cancel := context.WithTimeout(context.Background(), processTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), multihosttest.ProcessTimeout)
 	defer cancel()
-	f.procs[players.ModelOwner].waitFor(t, ctx, roundLine(10))
+	f.procs[players.ModelOwner].WaitFor(t, ctx, roundLine(10))
 
-	socks, err := listeningSockets(f.procs["data-owner-0"].cmd.Process.Pid)
+	socks, err := listeningSockets(f.procs["data-owner-0"].Cmd.Process.Pid)
 	require.NoError(t, err)
 	assert.Empty(t, socks, "a data owner only dials out")
-	socks, err = listeningSockets(f.procs[players.ModelOwner].cmd.Process.Pid)
+	socks, err = listeningSockets(f.procs[players.ModelOwner].Cmd.Process.Pid)
 	require.NoError(t, err)
 	assert.NotEmpty(t, socks, "the model owner listens at its address")
 
-	require.NoError(t, f.procs["data-owner-1"].cmd.Process.Kill())
+	require.NoError(t, f.procs["data-owner-1"].Cmd.Process.Kill())
 	f.checkExits("data-owner-1")
 
 	recs := readRoundLog(t, logPath)
@@ -170,9 +171,9 @@ func TestLateDataOwnerJoins(t *testing.T) {
 	hosts := openCluster(t, 4, "5s")
 	logPath := filepath.Join(t.TempDir(), "rounds.jsonl")
 	f := startFederation(t, hosts, 3, "--iterations", "100", "--data-owners", "4", "--round-log", logPath)
-	ctx, cancel := context.WithTimeout(context.Background(), processTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), multihosttest.ProcessTimeout)
 	defer cancel()
-	f.procs[players.ModelOwner].waitFor(t, ctx, roundLine(50))
+	f.procs[players.ModelOwner].WaitFor(t, ctx, roundLine(50))
 	f.start("data-owner-3")
 	f.checkExits()
 
@@ -188,7 +189,7 @@ func TestLateDataOwnerJoins(t *testing.T) {
 	}
 	assert.Positive(t, joined, "data-owner-3 took part in rounds after it joined")
 	assert.Contains(t, recs[len(recs)-1].Survivors, "data-owner-3")
-	out, _ := f.procs["data-owner-3"].wait()
+	out, _ := f.procs["data-owner-3"].Wait()
 	assert.Contains(t, out, "data-owner-3: done")
 }
 
@@ -211,21 +212,21 @@ func TestModelOwnerRestartResumes(t *testing.T) {
 
 	dir := t.TempDir()
 	f = startFederation(t, openCluster(t, 3, "20s"), 3, args(dir)...)
-	ctx, cancel := context.WithTimeout(context.Background(), processTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), multihosttest.ProcessTimeout)
 	defer cancel()
-	f.procs[players.ModelOwner].waitFor(t, ctx, roundLine(105))
-	require.NoError(t, f.procs[players.ModelOwner].cmd.Process.Kill())
-	f.procs[players.ModelOwner].wait()
+	f.procs[players.ModelOwner].WaitFor(t, ctx, roundLine(105))
+	require.NoError(t, f.procs[players.ModelOwner].Cmd.Process.Kill())
+	f.procs[players.ModelOwner].Wait()
 	// The servers notice, and wait for it.
 	for _, s := range []string{players.Server0, players.Server1} {
-		f.procs[s].waitFor(t, ctx, regexp.MustCompile(`msg="waiting for the coordinator"`))
+		f.procs[s].WaitFor(t, ctx, regexp.MustCompile(`msg="waiting for the coordinator"`))
 	}
 	f.start(players.ModelOwner)
 	f.checkExits()
 	got := f.finalAccuracy()
 	assert.InDelta(t, want, got, 0.01, "resumed and uninterrupted runs agree within 1 percentage point")
 
-	out, _ := f.procs[players.ModelOwner].wait()
+	out, _ := f.procs[players.ModelOwner].Wait()
 	assert.Contains(t, out, "resumed from checkpoint")
 	assert.Contains(t, out, "step=100")
 	recs := readRoundLog(t, filepath.Join(dir, "rounds.jsonl"))
@@ -245,21 +246,21 @@ func TestMinOwnersSkipsAndFails(t *testing.T) {
 	logPath := filepath.Join(t.TempDir(), "rounds.jsonl")
 	f := startFederation(t, hosts, 3, "--iterations", "200", "--data-owners", "3", "--min-owners", "3", "--max-skipped", "3",
 		"--round-deadline", "5s", "--round-log", logPath)
-	ctx, cancel := context.WithTimeout(context.Background(), processTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), multihosttest.ProcessTimeout)
 	defer cancel()
-	f.procs[players.ModelOwner].waitFor(t, ctx, roundLine(5))
-	require.NoError(t, f.procs["data-owner-2"].cmd.Process.Kill())
+	f.procs[players.ModelOwner].WaitFor(t, ctx, roundLine(5))
+	require.NoError(t, f.procs["data-owner-2"].Cmd.Process.Kill())
 
-	out, err := f.procs[players.ModelOwner].wait()
+	out, err := f.procs[players.ModelOwner].Wait()
 	var exit *exec.ExitError
 	require.ErrorAs(t, err, &exit, out)
 	assert.Contains(t, out, "too many rounds skipped")
-	assert.Contains(t, out, `"data-owner-2"`, "the error names the owner who left:\n%s", lastLines(out, 5))
+	assert.Contains(t, out, `"data-owner-2"`, "the error names the owner who left:\n%s", multihosttest.LastLines(out, 5))
 	assert.NotContains(t, out, "test loss", "no result")
 	for _, name := range []string{players.Server0, players.Server1, players.CryptoProducer, "data-owner-0", "data-owner-1"} {
-		out, err := f.procs[name].wait()
-		require.ErrorAs(t, err, &exit, "%s exited 0 after a failed run:\n%s", name, lastLines(out, 5))
-		assert.Contains(t, out, `"model-owner" failed: secure training`, "%s:\n%s", name, lastLines(out, 5))
+		out, err := f.procs[name].Wait()
+		require.ErrorAs(t, err, &exit, "%s exited 0 after a failed run:\n%s", name, multihosttest.LastLines(out, 5))
+		assert.Contains(t, out, `"model-owner" failed: secure training`, "%s:\n%s", name, multihosttest.LastLines(out, 5))
 	}
 
 	recs := readRoundLog(t, logPath)
@@ -284,14 +285,14 @@ func (f *federationRun) checkExits(skip ...string) {
 		if slices.Contains(skip, name) {
 			continue
 		}
-		out, err := p.wait()
-		require.NoError(f.t, err, "%s:\n%s", name, lastLines(out, 15))
+		out, err := p.Wait()
+		require.NoError(f.t, err, "%s:\n%s", name, multihosttest.LastLines(out, 15))
 	}
 }
 
 // finalAccuracy returns the test accuracy the model owner printed.
 func (f *federationRun) finalAccuracy() float64 {
-	out, _ := f.procs[players.ModelOwner].wait()
+	out, _ := f.procs[players.ModelOwner].Wait()
 	m := regexp.MustCompile(`(?m)^\s+test accuracy ([0-9.]+)`).FindStringSubmatch(out)
 	require.NotNil(f.t, m, out)
 	acc, err := strconv.ParseFloat(m[1], 64)

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shareflow/shareflow/internal/multihost"
 	"github.com/shareflow/shareflow/protocol/pond"
 )
 
@@ -47,13 +48,8 @@ type options struct {
 	roundDeadline   time.Duration
 	fixedOwners     bool
 
-	// Multi-host runs.
-	config    string
-	player    string
-	sessionID string
-	certs     string
-	insecure  bool
-	timeout   time.Duration
+	// Runs across processes or hosts.
+	multihost.Flags
 }
 
 // usageError is a bad command line: exit status 2.
@@ -85,12 +81,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.printPlan, "print-plan", false, "print what every player does and sends each iteration, then exit")
 	fs.StringVar(&o.dot, "dot", "", "write the graph in Graphviz DOT to this file, then exit")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
-	fs.StringVar(&o.config, "config", "", "hosts file (TF Encrypted's hostmap JSON) for a run across processes or hosts")
-	fs.StringVar(&o.player, "player", "", "with --config: the player this process is")
-	fs.StringVar(&o.sessionID, "session-id", "federated-learning", "with --config: the session id, the same on every player")
-	fs.StringVar(&o.certs, "certs", "", "with --config: directory of ca.pem, NAME.pem and NAME-key.pem (see shareflow certs); default: the config's TLS settings or, if it has none, the certs directory next to it")
-	fs.BoolVar(&o.insecure, "insecure", false, "with --config: plaintext connections, no authentication (INSECURE, for trying things out)")
-	fs.DurationVar(&o.timeout, "timeout", 0, "with --config: deadline of one iteration; zero means the config's message timeout")
+	o.Register(fs, "federated-learning", "iteration")
 	var shardSizes string
 	fs.StringVar(&o.checkpointDir, "checkpoint", "", "directory where the model owner keeps its checkpoint (model, round, random-number state); a run restarted with the same flags resumes from it")
 	fs.IntVar(&o.checkpointEvery, "checkpoint-every", 50, "with --checkpoint: write the checkpoint every this many rounds, and once more at the end")
@@ -138,7 +129,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 			o.dataOwners = len(o.shardSizes)
 		}
 	}
-	switch {
+	switch err := o.Check(); {
 	case o.iterations < 1:
 		return o, usageError{fmt.Sprintf("--iterations %d: want at least 1", o.iterations)}
 	case o.batchSize < 1 || o.batchSize > 10000:
@@ -151,14 +142,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, usageError{fmt.Sprintf("--eval-every %d: want at least 1", o.evalEvery)}
 	case o.plaintext && o.compare:
 		return o, usageError{"--plaintext and --compare exclude each other"}
-	case o.config != "" && o.player == "":
-		return o, usageError{"--config needs --player NAME: the player this process is"}
-	case o.config == "" && o.player != "":
-		return o, usageError{"--player needs --config FILE"}
-	case o.config != "" && (o.plaintext || o.compare):
+	case err != nil:
+		return o, usageError{err.Error()}
+	case o.Config != "" && (o.plaintext || o.compare):
 		return o, usageError{"--plaintext and --compare run in one process; drop --config"}
-	case o.timeout < 0:
-		return o, usageError{fmt.Sprintf("--timeout %v: want a positive duration", o.timeout)}
 	}
 	return o, checkRoundFlags(o, set)
 }
@@ -222,7 +209,7 @@ func checkRoundFlags(o options, set map[string]bool) error {
 		return usageError{fmt.Sprintf("--sample %d is below --min-owners %d: every round would be skipped", o.sample, o.minOwners)}
 	case !(o.dropout >= 0 && o.dropout < 1):
 		return usageError{fmt.Sprintf("--dropout %v: want a probability in [0, 1)", o.dropout)}
-	case o.dropout > 0 && o.config != "":
+	case o.dropout > 0 && o.Config != "":
 		return usageError{"--dropout simulates dropouts in a run in one process; across hosts owners drop out for real: drop --config or --dropout"}
 	case o.roundDeadline < 0:
 		return usageError{fmt.Sprintf("--round-deadline %v: want a positive duration", o.roundDeadline)}
@@ -231,7 +218,7 @@ func checkRoundFlags(o options, set map[string]bool) error {
 	case (o.plaintext || o.compare) && o.checkpointDir != "":
 		return usageError{"--checkpoint resumes secure training; drop --plaintext and --compare"}
 	}
-	if o.config != "" {
+	if o.Config != "" {
 		return nil // the data owners are the hosts file's; see checkOwnerCount
 	}
 	return checkOwnerCount(o, o.dataOwners, "--data-owners")

@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/shareflow/shareflow/internal/multihost/multihosttest"
 	"github.com/shareflow/shareflow/players"
 )
 
@@ -88,7 +89,7 @@ func runNetnsDemo(t *testing.T, args ...string) string {
 	var exit *exec.ExitError
 	if errors.As(err, &exit) && exit.ExitCode() == 2 && !strings.Contains(out.String(), "[netns] starting") {
 		// Refused before any player started: the machine cannot do this.
-		t.Skipf("netns-demo.sh refused to run here:\n%s", lastLines(out.String(), 5))
+		t.Skipf("netns-demo.sh refused to run here:\n%s", multihosttest.LastLines(out.String(), 5))
 	}
 	require.NoError(t, err, out.String())
 	return out.String()

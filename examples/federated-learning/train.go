@@ -489,7 +489,7 @@ func ownerNames(owners []*DataOwner) []string {
 
 // train runs the example as the options say and prints the summary.
 func train(ctx context.Context, o options, stdout, stderr io.Writer) error {
-	if o.config != "" && !o.printPlan && o.dot == "" {
+	if o.Config != "" && !o.printPlan && o.dot == "" {
 		return trainRemote(ctx, o, stdout, stderr) // loads only this player's data
 	}
 	trainSet, testSet, source, err := loadData(o)

@@ -53,17 +53,8 @@ type Outcomes struct {
 // peer that has already gone does not need to know. A failure is told
 // within a second of its own, since ctx may be what failed.
 func (o Outcomes) Tell(ctx context.Context, runErr error) {
-	msg := []byte{outcomeSucceeded}
+	msg := OutcomeMessage(runErr)
 	if runErr != nil {
-		reason := runErr.Error()
-		if len(reason) > MaxOutcomeReason {
-			n := MaxOutcomeReason
-			for n > 0 && !utf8.RuneStart(reason[n]) {
-				n--
-			}
-			reason = reason[:n]
-		}
-		msg = append([]byte{outcomeFailed}, reason...)
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 		defer cancel()
@@ -99,11 +90,10 @@ func (o Outcomes) Await(ctx context.Context) error {
 				verdicts[i] = fmt.Sprintf("%q: no word: %v", p, context.Cause(ctx))
 			case err != nil:
 				verdicts[i] = fmt.Sprintf("%q went away without a word: %v", p, err)
-			case len(b) == 1 && b[0] == outcomeSucceeded:
-			case len(b) >= 1 && b[0] == outcomeFailed && len(b) <= 1+MaxOutcomeReason:
-				verdicts[i] = fmt.Sprintf("%q failed: %s", p, printable(b[1:]))
 			default:
-				verdicts[i] = fmt.Sprintf("%q sent a malformed outcome of %d bytes", p, len(b))
+				if err := DecodeOutcome(p, b); err != nil {
+					verdicts[i] = err.Error()
+				}
 			}
 		})
 	}
@@ -118,6 +108,39 @@ func (o Outcomes) Await(ctx context.Context) error {
 		return fmt.Errorf("the run failed on %d of the other %d players:\n  %s", len(failed), len(o.Players)-1, strings.Join(failed, "\n  "))
 	}
 	return nil
+}
+
+// OutcomeMessage encodes how a player's part of the run ended, as Tell
+// sends it: runErr is nil for success, the reason otherwise, cut to
+// MaxOutcomeReason bytes on a rune boundary. It is for a program that
+// sends its outcome itself (to the players connected now, say).
+func OutcomeMessage(runErr error) []byte {
+	if runErr == nil {
+		return []byte{outcomeSucceeded}
+	}
+	reason := runErr.Error()
+	if len(reason) > MaxOutcomeReason {
+		n := MaxOutcomeReason
+		for n > 0 && !utf8.RuneStart(reason[n]) {
+			n--
+		}
+		reason = reason[:n]
+	}
+	return append([]byte{outcomeFailed}, reason...)
+}
+
+// DecodeOutcome decodes player from's word b on how its part ended, as
+// Await does: nil for success, otherwise an error naming the player and
+// its reason (its unprintable runes replaced), or saying that b is not an
+// outcome any honest player sends.
+func DecodeOutcome(from string, b []byte) error {
+	switch {
+	case len(b) == 1 && b[0] == outcomeSucceeded:
+		return nil
+	case len(b) >= 1 && b[0] == outcomeFailed && len(b) <= 1+MaxOutcomeReason:
+		return fmt.Errorf("%q failed: %s", from, printable(b[1:]))
+	}
+	return fmt.Errorf("%q sent a malformed outcome of %d bytes", from, len(b))
 }
 
 // Finish ends a run whose every step succeeded here: this player's part

@@ -160,3 +160,19 @@ func (h *recvHook) Recv(ctx context.Context, from string, key transport.Key) ([]
 	}
 	return b, err
 }
+
+func TestOutcomeMessage(t *testing.T) {
+	assert.NoError(t, DecodeOutcome("a", OutcomeMessage(nil)))
+	err := DecodeOutcome("b", OutcomeMessage(errors.New("round 4: lost \"x\"\x1b[2J")))
+	assert.EqualError(t, err, `"b" failed: round 4: lost "x"?[2J`, "the escape is replaced")
+
+	reason := "x" + strings.Repeat("é", MaxOutcomeReason) // é is two bytes: the limit falls inside one
+	msg := OutcomeMessage(errors.New(reason))
+	assert.Len(t, msg, MaxOutcomeReason, "one status byte and the reason cut before the split rune")
+	assert.EqualError(t, DecodeOutcome("b", msg), `"b" failed: `+reason[:MaxOutcomeReason-1])
+
+	assert.EqualError(t, DecodeOutcome("c", nil), `"c" sent a malformed outcome of 0 bytes`)
+	long := append([]byte{outcomeFailed}, make([]byte, MaxOutcomeReason+1)...)
+	assert.EqualError(t, DecodeOutcome("c", long), fmt.Sprintf(`"c" sent a malformed outcome of %d bytes`, MaxOutcomeReason+2))
+	assert.EqualError(t, DecodeOutcome("c", []byte{7}), `"c" sent a malformed outcome of 1 bytes`)
+}
