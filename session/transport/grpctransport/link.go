@@ -42,6 +42,9 @@ type link struct {
 	up atomic.Bool
 	// conns counts the connections made to the peer (see alertConn).
 	conns atomic.Uint64
+	// kick, with room for one, cuts short a reconnection's backoff: the
+	// peer greeted this player, so it is back (see peerIsBack).
+	kick chan struct{}
 
 	mu          sync.Mutex
 	err         error              // why the link is down; nil while up or before it was first opened
@@ -439,9 +442,20 @@ func (t *Transport) goodbye(l *link, stream grpc.ClientStream, gen, epoch uint64
 	}
 }
 
+// peerIsBack is called when the peer greets this player: it is back, so
+// a reconnection waiting out its backoff dials it at once.
+func (l *link) peerIsBack() {
+	select {
+	case l.kick <- struct{}{}:
+	default: // a kick is pending already
+	}
+}
+
 // reconnect dials l again after its stream ended, with capped
 // exponential backoff and jitter, until the link is up, fails for good,
-// or Close starts.
+// or Close starts. A greeting from the peer (peerIsBack) ends the wait at
+// once: a restarted player is redialled as soon as it is heard from, not
+// after a backoff of up to ReconnectMax.
 func (t *Transport) reconnect(l *link) {
 	wait := t.reconnectMin
 	for attempt := 1; ; attempt++ {
@@ -451,8 +465,13 @@ func (t *Transport) reconnect(l *link) {
 			timer.Stop()
 			return
 		case <-timer.C:
+			wait = min(2*wait, t.reconnectMax)
+		case <-l.kick:
+			// The peer greeted us: it is back, dial it now and start the
+			// backoff afresh should that fail.
+			timer.Stop()
+			wait = t.reconnectMin
 		}
-		wait = min(2*wait, t.reconnectMax)
 		ctx, cancel := context.WithTimeout(t.stopping, t.cfg.ConnectTimeout())
 		err, retry := t.redial(ctx, l)
 		cancel()

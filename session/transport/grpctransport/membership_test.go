@@ -602,3 +602,30 @@ func TestIssue9SendToAMemberThatStopsReading(t *testing.T) {
 	m.Mailbox().Forget("flood", 1000)
 	exchange(t, ctx, m, s0, transport.Key{Session: "after"})
 }
+
+// TestRestartedPeerIsRedialledWhenItGreets: a player waiting out a long
+// reconnection backoff to a lost peer dials it at once when the restarted
+// peer greets it, so that a restarted model owner or server is reachable
+// both ways as soon as it is up, not after a backoff of up to
+// ReconnectMax (here an hour, longer than the test may run).
+func TestRestartedPeerIsRedialledWhenItGreets(t *testing.T) {
+	n := newNetwork(t, three...)
+	cfg := n.config(t, nil, "")
+	slow := Options{ReconnectMin: time.Hour, ReconnectMax: time.Hour}
+	ts := n.startAll(t, cfg, slow)
+	s0 := ts["server0"]
+	ctx := testCtx(t)
+	exchange(t, ctx, s0, ts["server1"], transport.Key{Session: "s"})
+
+	require.NoError(t, ts["server1"].Close())
+	waitChange(t, ctx, s0, "server0 to see server1 gone", func() bool { return !s0.Connected("server1") })
+
+	ln, err := net.Listen("tcp", n.addrs["server1"])
+	require.NoError(t, err)
+	s1 := n.start(t, cfg, "server1", fast(Options{Listener: ln}))
+	require.NoError(t, s1.Connect(ctx)) // greets server0 and server2
+	for _, name := range []string{"server0", "server2"} {
+		waitChange(t, ctx, ts[name], name+" to redial server1 once greeted", func() bool { return ts[name].Connected("server1") })
+	}
+	exchange(t, ctx, s0, s1, transport.Key{Session: "s", Iteration: 2})
+}

@@ -211,6 +211,9 @@ func (t *Transport) hello(ctx context.Context, in *inMsg) (*Hello, error) {
 		return nil, err
 	}
 	t.log.Debug("hello", "peer", from)
+	if l := t.links[from]; l != nil && !l.up.Load() {
+		l.peerIsBack() // redial it now rather than after the backoff
+	}
 	return &Hello{Player: t.self, Fingerprint: t.fingerprint}, nil
 }
 

@@ -366,7 +366,7 @@ func New(cfg *players.Config, self string, opts Options) (_ *Transport, err erro
 
 	for _, n := range peers {
 		addr, _ := cfg.Address(n)
-		l := &link{name: n, addr: addr, bidi: dialOnly, sem: make(chan struct{}, 1)}
+		l := &link{name: n, addr: addr, bidi: dialOnly, sem: make(chan struct{}, 1), kick: make(chan struct{}, 1)}
 		clientCreds[n] = &linkCreds{TransportCredentials: clientCreds[n], l: l}
 		conn, err := grpc.NewClient("passthrough:///"+addr,
 			grpc.WithTransportCredentials(clientCreds[n]),
