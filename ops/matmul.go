@@ -69,8 +69,11 @@ func overlap(x, y []uint64) bool {
 
 // matMulAdd is MatMulAdd without the checks: i-k-j order over tiles of
 // b, four rows of b at a time so that each word of dst is loaded and
-// stored once for four multiply-adds.
-func matMulAdd(dst, a, b []uint64, m, k, n int) {
+// stored once for four multiply-adds. It is generic so that the
+// benchmarks can run the very same loop on float64, the plaintext cost
+// the ring kernel is compared with; each element type gets its own
+// compiled copy.
+func matMulAdd[T uint64 | float64](dst, a, b []T, m, k, n int) {
 	for j0 := 0; j0 < n; j0 += mmTileN {
 		j1 := min(j0+mmTileN, n)
 		w := j1 - j0

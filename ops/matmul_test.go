@@ -101,40 +101,6 @@ func TestMulAndReduceSum(t *testing.T) {
 	assert.Panics(t, func() { ReduceSum(a[:2], a, 2, 3, 1) })
 }
 
-// floatMatMulAdd is matMulAdd on float64, the same tiles and unrolling:
-// the plaintext cost the ring kernel is compared with.
-func floatMatMulAdd(dst, a, b []float64, m, k, n int) {
-	for j0 := 0; j0 < n; j0 += mmTileN {
-		j1 := min(j0+mmTileN, n)
-		w := j1 - j0
-		for l0 := 0; l0 < k; l0 += mmTileK {
-			l1 := min(l0+mmTileK, k)
-			for i := range m {
-				d := dst[i*n+j0 : i*n+j1]
-				ar := a[i*k : i*k+k]
-				l := l0
-				for ; l+4 <= l1; l += 4 {
-					a0, a1, a2, a3 := ar[l], ar[l+1], ar[l+2], ar[l+3]
-					b0 := b[l*n+j0:][:w]
-					b1 := b[(l+1)*n+j0:][:w]
-					b2 := b[(l+2)*n+j0:][:w]
-					b3 := b[(l+3)*n+j0:][:w]
-					for j := range d {
-						d[j] += a0*b0[j] + a1*b1[j] + a2*b2[j] + a3*b3[j]
-					}
-				}
-				for ; l < l1; l++ {
-					al := ar[l]
-					bl := b[l*n+j0:][:w]
-					for j := range d {
-						d[j] += al * bl[j]
-					}
-				}
-			}
-		}
-	}
-}
-
 // BenchmarkMatMul multiplies a batch of 100 MNIST images by the first
 // layer's weights, 100×784 · 784×512, in the ring and in float64 with the
 // same loops.
@@ -159,7 +125,7 @@ func BenchmarkMatMul(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			clear(z)
-			floatMatMulAdd(z, x, y, m, k, n)
+			matMulAdd(z, x, y, m, k, n)
 		}
 	})
 }
