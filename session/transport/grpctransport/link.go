@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -443,11 +444,31 @@ func (t *Transport) goodbye(l *link, stream grpc.ClientStream, gen, epoch uint64
 }
 
 // peerIsBack is called when the peer greets this player: it is back, so
-// a reconnection waiting out its backoff dials it at once.
+// a reconnection waiting out its backoff, or the next one to start, dials
+// it at once. A kick left over from a greeting while the link was up only
+// makes the next reconnection's first attempt come sooner.
 func (l *link) peerIsBack() {
 	select {
 	case l.kick <- struct{}{}:
 	default: // a kick is pending already
+	}
+}
+
+// awaitReady makes gRPC dial l's peer now, skipping the backoff gRPC
+// keeps of its own for the connection, and waits a little for the
+// connection to be ready: a call on a connection still marked as failing
+// would fail at once.
+func (t *Transport) awaitReady(l *link) {
+	l.conn.ResetConnectBackoff()
+	ctx, cancel := context.WithTimeout(t.stopping, t.cfg.ConnectTimeout())
+	defer cancel()
+	for s := l.conn.GetState(); s != connectivity.Ready && s != connectivity.Shutdown; s = l.conn.GetState() {
+		if s == connectivity.Idle {
+			l.conn.Connect()
+		}
+		if !l.conn.WaitForStateChange(ctx, s) {
+			return // the redial that follows says why
+		}
 	}
 }
 
@@ -468,9 +489,11 @@ func (t *Transport) reconnect(l *link) {
 			wait = min(2*wait, t.reconnectMax)
 		case <-l.kick:
 			// The peer greeted us: it is back, dial it now and start the
-			// backoff afresh should that fail.
+			// backoff afresh should that fail. gRPC keeps a backoff of its
+			// own for the connection, which would fail the call at once.
 			timer.Stop()
 			wait = t.reconnectMin
+			t.awaitReady(l)
 		}
 		ctx, cancel := context.WithTimeout(t.stopping, t.cfg.ConnectTimeout())
 		err, retry := t.redial(ctx, l)

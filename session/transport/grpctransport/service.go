@@ -211,8 +211,11 @@ func (t *Transport) hello(ctx context.Context, in *inMsg) (*Hello, error) {
 		return nil, err
 	}
 	t.log.Debug("hello", "peer", from)
-	if l := t.links[from]; l != nil && !l.up.Load() {
-		l.peerIsBack() // redial it now rather than after the backoff
+	if l := t.links[from]; l != nil {
+		// Redial it now rather than after the backoff. The kick is kept
+		// even while the link looks up: this player may not yet have
+		// noticed that the old connection died.
+		l.peerIsBack()
 	}
 	return &Hello{Player: t.self, Fingerprint: t.fingerprint}, nil
 }
