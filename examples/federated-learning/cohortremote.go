@@ -11,6 +11,7 @@ import (
 
 	"github.com/shareflow/shareflow/graph"
 	"github.com/shareflow/shareflow/internal/multihost"
+	"github.com/shareflow/shareflow/internal/units"
 	"github.com/shareflow/shareflow/players"
 	"github.com/shareflow/shareflow/session"
 	"github.com/shareflow/shareflow/session/transport/grpctransport"
@@ -216,7 +217,7 @@ func (c *cohortRun) serve(ctx context.Context, stdout io.Writer) error {
 	fmt.Fprintf(stdout, "%s: done after %v; the last round it took part in: %d\n", self, elapsed.Round(time.Millisecond), c.s.LastRound().Round)
 	for _, l := range c.s.Stats() {
 		if l.From == self {
-			fmt.Fprintf(stdout, "  %s -> %s: %s in all\n", l.From, l.To, humanBytes(float64(l.Bytes)))
+			fmt.Fprintf(stdout, "  %s -> %s: %s in all\n", l.From, l.To, units.Bytes(float64(l.Bytes)))
 		}
 	}
 	return nil

@@ -96,11 +96,6 @@ func TestMissingDataDirectoryIsNamed(t *testing.T) {
 	assert.Contains(t, err.Error(), "nowhere")
 }
 
-func TestHumanBytes(t *testing.T) {
-	assert.Equal(t, "32 B", humanBytes(32))
-	assert.Equal(t, "3.26 MB", humanBytes(3256400))
-}
-
 // TestPrintPlanShowsWhereGradientsAreShared: users can see, before running,
 // that every gradient leaves its owner only as a seed and a masked tensor
 // and that only the servers' shares reach the model owner.

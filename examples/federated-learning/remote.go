@@ -13,6 +13,7 @@ import (
 
 	"github.com/shareflow/shareflow/graph"
 	"github.com/shareflow/shareflow/internal/multihost"
+	"github.com/shareflow/shareflow/internal/units"
 	"github.com/shareflow/shareflow/players"
 	"github.com/shareflow/shareflow/protocol/pond"
 	"github.com/shareflow/shareflow/session"
@@ -295,7 +296,7 @@ func trainRemote(ctx context.Context, o options, stdout, stderr io.Writer) error
 	}
 	fmt.Fprintf(stdout, "%s: done, %v per iteration\n", o.Player, r.perIter.Round(time.Microsecond))
 	for _, l := range r.stats {
-		fmt.Fprintf(stdout, "  %s -> %s: %s per iteration\n", l.From, l.To, humanBytes(float64(l.Bytes)/float64(o.iterations)))
+		fmt.Fprintf(stdout, "  %s -> %s: %s per iteration\n", l.From, l.To, units.Bytes(float64(l.Bytes)/float64(o.iterations)))
 	}
 	return nil
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/shareflow/shareflow/internal/launch"
 	"github.com/shareflow/shareflow/internal/multihost"
 	"github.com/shareflow/shareflow/internal/multihost/multihosttest"
+	"github.com/shareflow/shareflow/internal/units"
 	"github.com/shareflow/shareflow/players"
 )
 
@@ -65,7 +66,7 @@ func TestSevenProcessesMatchLocalRun(t *testing.T) {
 	// The servers' uploads to the model owner: two shares of 8 bytes per
 	// parameter, every round.
 	assert.Regexp(t, `\[model-owner\]\s+server0\s+-> model-owner\s+3\.26 MB`, out.String())
-	assert.Contains(t, out.String(), fmt.Sprintf("server0 -> model-owner: %s in all", humanBytes(float64(iterations)*3256400)))
+	assert.Contains(t, out.String(), fmt.Sprintf("server0 -> model-owner: %s in all", units.Bytes(float64(iterations)*3256400)))
 }
 
 // TestMissingPeerIsNamed starts some players but not data-owner-2: the

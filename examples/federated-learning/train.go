@@ -8,7 +8,6 @@ import (
 	"math"
 	"os"
 	"sort"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"github.com/shareflow/shareflow/examples/federated-learning/mnist"
 	"github.com/shareflow/shareflow/examples/federated-learning/model"
 	"github.com/shareflow/shareflow/graph"
+	"github.com/shareflow/shareflow/internal/units"
 	"github.com/shareflow/shareflow/players"
 	"github.com/shareflow/shareflow/session"
 )
@@ -566,9 +566,9 @@ func printSummary(w io.Writer, r *result, iterations int) {
 	for _, l := range stats {
 		total += l.Bytes
 		fmt.Fprintf(w, "    %-14s -> %-14s %10s  (%d messages)\n", l.From, l.To,
-			humanBytes(float64(l.Bytes)/float64(iterations)), l.Messages/uint64(iterations))
+			units.Bytes(float64(l.Bytes)/float64(iterations)), l.Messages/uint64(iterations))
 	}
-	fmt.Fprintf(w, "    %-32s %10s\n", "total", humanBytes(float64(total)/float64(iterations)))
+	fmt.Fprintf(w, "    %-32s %10s\n", "total", units.Bytes(float64(total)/float64(iterations)))
 }
 
 func printComparison(w io.Writer, secure, plain *result) {
@@ -578,19 +578,6 @@ func printComparison(w io.Writer, secure, plain *result) {
 		float64(secure.perIter)/float64(plain.perIter))
 	fmt.Fprintf(w, "  test accuracy: secure %.4f, plaintext %.4f (difference %.2f percentage points)\n",
 		secure.accuracy, plain.accuracy, 100*math.Abs(secure.accuracy-plain.accuracy))
-}
-
-func humanBytes(b float64) string {
-	units := []string{"B", "kB", "MB", "GB"}
-	i := 0
-	for b >= 1000 && i < len(units)-1 {
-		b /= 1000
-		i++
-	}
-	if i == 0 {
-		return fmt.Sprintf("%.0f %s", b, units[i])
-	}
-	return strings.TrimSuffix(fmt.Sprintf("%.2f", b), ".00") + " " + units[i]
 }
 
 // describe prints the compiled plan or writes the graph, without training:

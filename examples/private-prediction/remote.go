@@ -11,6 +11,7 @@ import (
 	"github.com/shareflow/shareflow/examples/federated-learning/mnist"
 	"github.com/shareflow/shareflow/examples/federated-learning/model"
 	"github.com/shareflow/shareflow/internal/multihost"
+	"github.com/shareflow/shareflow/internal/units"
 	"github.com/shareflow/shareflow/players"
 	"github.com/shareflow/shareflow/session"
 	"github.com/shareflow/shareflow/session/transport/grpctransport"
@@ -188,7 +189,7 @@ func predictRemote(ctx context.Context, o options, stdout, stderr io.Writer) err
 		fmt.Fprintf(stdout, "%s: done\n", o.Player)
 	}
 	for _, l := range stats {
-		fmt.Fprintf(stdout, "  %s -> %s: %s per batch\n", l.From, l.To, humanBytes(float64(l.Bytes)/float64(batches)))
+		fmt.Fprintf(stdout, "  %s -> %s: %s per batch\n", l.From, l.To, units.Bytes(float64(l.Bytes)/float64(batches)))
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/shareflow/shareflow/examples/federated-learning/mnist"
 	"github.com/shareflow/shareflow/examples/federated-learning/model"
+	"github.com/shareflow/shareflow/internal/units"
 	"github.com/shareflow/shareflow/players"
 	"github.com/shareflow/shareflow/protocol/pond"
 	"github.com/shareflow/shareflow/session"
@@ -309,7 +310,7 @@ func printPlayerBytes(w io.Writer, stats []session.LinkStats, batches int) {
 	fmt.Fprintf(w, "  bytes per batch, by player:\n")
 	for _, p := range bytesByPlayer(stats) {
 		fmt.Fprintf(w, "    %-14s sent %10s, received %10s\n", p.Player,
-			humanBytes(float64(p.Sent)/float64(batches)), humanBytes(float64(p.Received)/float64(batches)))
+			units.Bytes(float64(p.Sent)/float64(batches)), units.Bytes(float64(p.Received)/float64(batches)))
 	}
 }
 
@@ -326,22 +327,9 @@ func printLinkBytes(w io.Writer, stats []session.LinkStats, batches int) {
 	for _, l := range stats {
 		total += l.Bytes
 		fmt.Fprintf(w, "    %-14s -> %-14s %10s  (%d messages)\n", l.From, l.To,
-			humanBytes(float64(l.Bytes)/float64(batches)), l.Messages/uint64(batches))
+			units.Bytes(float64(l.Bytes)/float64(batches)), l.Messages/uint64(batches))
 	}
-	fmt.Fprintf(w, "    %-32s %10s\n", "total", humanBytes(float64(total)/float64(batches)))
-}
-
-func humanBytes(b float64) string {
-	units := []string{"B", "kB", "MB", "GB"}
-	i := 0
-	for b >= 1000 && i < len(units)-1 {
-		b /= 1000
-		i++
-	}
-	if i == 0 {
-		return fmt.Sprintf("%.0f %s", b, units[i])
-	}
-	return strings.TrimSuffix(fmt.Sprintf("%.2f", b), ".00") + " " + units[i]
+	fmt.Fprintf(w, "    %-32s %10s\n", "total", units.Bytes(float64(total)/float64(batches)))
 }
 
 // progressLines returns a progress function that prints a line every
