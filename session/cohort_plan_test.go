@@ -79,15 +79,19 @@ func TestCohortFingerprint(t *testing.T) {
 		"MaxSkipped": {MaxSkipped: 4},
 		"Sample":     {Sample: 5},
 		"Deadline":   {Deadline: time.Second},
+		"MaxCohort":  {MaxCohort: 5},
 	} {
 		assert.NotEqual(t, base, fp(o), name)
 	}
+	// A Local session's Members bound its cohorts when MaxCohort does not:
+	// with MaxCohort set, they are the session's own.
+	bounded := fp(RoundOptions{MaxCohort: 2})
 	for name, o := range map[string]RoundOptions{
-		"SampleSeed":         {SampleSeed: 9},
-		"CoordinatorTimeout": {CoordinatorTimeout: time.Hour},
-		"Members":            {Members: []string{"x"}},
+		"SampleSeed":         {SampleSeed: 9, MaxCohort: 2},
+		"CoordinatorTimeout": {CoordinatorTimeout: time.Hour, MaxCohort: 2},
+		"Members":            {Members: []string{"x"}, MaxCohort: 2},
 	} {
-		assert.Equal(t, base, fp(o), "%s is one player's own", name)
+		assert.Equal(t, bounded, fp(o), "%s is one player's own", name)
 	}
 }
 

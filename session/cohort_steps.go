@@ -171,6 +171,10 @@ func (s *roundStartStep) exec(ctx context.Context, r *runner) error {
 	if r.round.cohort == nil {
 		r.round.cohort = []string{} // a round nobody is invited to (a server is missing) has started too
 	}
+	if bound := r.round.opts.cohortBound(); len(m.Cohort) > bound {
+		// The plan's input range holds sums of no more (Z_2^32 could wrap).
+		return fmt.Errorf("the cohort of round %d has %d members, more than the %d the plan allows (RoundOptions.MaxCohort): refused", m.Round, len(m.Cohort), bound)
+	}
 	for _, p := range m.Cohort {
 		if p == s.cp.coordinator || slices.Contains(s.cp.others, p) {
 			return fmt.Errorf("the cohort of round %d names %q, a player of the plan: refused", m.Round, p)
@@ -340,11 +344,13 @@ func (s *contributeStep) exec(ctx context.Context, r *runner) error {
 				r.pool.putUint64s(masked)
 			}
 			release()
-			return fmt.Errorf("upload %s: %w", u, err)
+			return fmt.Errorf("upload %s: %w%s", u, err, r.rangeNote(err))
 		}
 		if b == nil {
-			b, _ = masked.AppendBinary(r.pool.byteBuf(8 + 8*len(masked)))
+			b = r.proto.AppendShare(r.pool.byteBuf(r.proto.ShareSize(len(masked))), masked)
 			r.pool.putUint64s(masked)
+		} else {
+			b = r.shareOf(b, masked)
 		}
 		msgs = append(msgs, message{seed: seed, masked: b})
 	}
@@ -553,16 +559,16 @@ func (s *gatherStep) receive(ctx context.Context, r *runner, pos int, m string) 
 			continue
 		}
 		n := u.x.Shape().Size()
-		if len(b) != 8+8*n || binary.LittleEndian.Uint64(b) != uint64(n) {
+		if size := r.proto.ShareSize(n); len(b) != size || binary.LittleEndian.Uint64(b) != uint64(n) {
 			r.pool.putBytes(b)
-			return fail(fmt.Sprintf("masked %s has %d bytes, want %d", u, len(b), 8+8*n))
+			return fail(fmt.Sprintf("masked %s has %d bytes, want %d", u, len(b), size))
 		}
-		if w, ok := le.Words(b[8:]); ok {
+		if w, ok := le.Words(b[8:]); ok && r.proto.WordSize() == 8 {
 			parts = append(parts, memberPart{share: w, backing: b})
 			continue
 		}
-		share := pond.Share(r.pool.uint64s(n))[:0]
-		err = share.UnmarshalBinary(b)
+		share := pond.Share(r.pool.uint64s(n))
+		err = r.proto.DecodeShare(share, b)
 		r.pool.putBytes(b)
 		if err != nil {
 			r.pool.putUint64s(share)

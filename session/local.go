@@ -132,7 +132,7 @@ func (b *base) runnable(op *graph.Op) (*Plan, error) {
 // runPlayer executes player's steps of plan for one iteration. The
 // player's random stream must have been made (b.rand.prepare) before.
 func (b *base) runPlayer(ctx context.Context, plan *Plan, player string, t *counting, iter uint64) error {
-	r := b.newRunner(player, t, iter, b.opts.SessionID)
+	r := b.newRunner(plan, player, t, iter, b.opts.SessionID)
 	defer r.release()
 	for _, s := range plan.steps[player] {
 		if err := b.execStep(ctx, r, player, s); err != nil {
@@ -144,9 +144,9 @@ func (b *base) runPlayer(ctx context.Context, plan *Plan, player string, t *coun
 
 // newRunner returns a runner of player's steps for iteration iter, whose
 // messages are keyed under session.
-func (b *base) newRunner(player string, t *counting, iter uint64, session string) *runner {
+func (b *base) newRunner(plan *Plan, player string, t *counting, iter uint64, session string) *runner {
 	return &runner{
-		player: player, proto: b.proto, t: t, rng: b.rand.of(player),
+		player: player, proto: plan.proto, terms: plan.terms, t: t, rng: b.rand.of(player),
 		session: session, iter: iter,
 		public: map[graph.Ref][]float64{}, shares: map[graph.Ref]pond.Share{}, seeds: map[graph.Ref]pond.SeededShare{},
 		wire: map[graph.Ref][]byte{}, triples: map[graph.Ref]*pond.TripleShare{}, backing: map[*uint64][]byte{}, pool: b.pool,
@@ -190,6 +190,9 @@ func NewLocal(g *graph.Graph, opts Options) (*Local, error) {
 	b, err := newBase(g, opts, nil)
 	if err != nil {
 		return nil, err
+	}
+	if b.opts.Rounds.MaxCohort == 0 {
+		b.opts.Rounds.MaxCohort = len(b.opts.Rounds.Members) // a round invites no more
 	}
 	names := graphPlayers(g, b.opts)
 	for _, m := range b.opts.Rounds.Members {
@@ -308,7 +311,7 @@ func (s *Local) runRoundOf(ctx context.Context, plan *Plan) error {
 	}
 	s.log.Debug("round start", "round", number, "cohort", len(cohort))
 	err = runRound(ctx, func(ctx context.Context) error {
-		return s.runRound(ctx, plan.steps[cp.coordinator], cp.coordinator, transportOf(cp.coordinator), crs, 0)
+		return s.runRound(ctx, plan, plan.steps[cp.coordinator], cp.coordinator, transportOf(cp.coordinator), crs, 0)
 	}, rest)
 	key := roundSession(s.opts.SessionID)
 	for _, e := range s.endpoints {

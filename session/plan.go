@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"slices"
 	"sort"
@@ -31,6 +32,10 @@ type Plan struct {
 	edges       uint64
 	fingerprint string
 	cohort      *cohortPlan // nil but for rounds of a cohort
+	proto       *pond.Protocol
+	ring        string        // the ring and input range, for the text (describeRing)
+	terms       int           // in Z_2^32, the most inputs a sum adds; 0 in Z_2^64
+	nodes       []*graph.Node // the nodes the plan computes, in graph order
 }
 
 // Players returns the players that take part, sorted.
@@ -57,6 +62,7 @@ func (p *Plan) WriteTo(w io.Writer) (int64, error) {
 	} else {
 		fmt.Fprintf(&b, "plan for %s: %d players, %d messages per iteration\n", p.op.Node(), len(p.players), p.edges)
 	}
+	fmt.Fprintf(&b, "%s\n", p.ring)
 	for _, pl := range p.players {
 		fmt.Fprintf(&b, "player %s:\n", pl)
 		for _, s := range p.steps[pl] {
@@ -110,8 +116,37 @@ func (c *compiler) newEdge() uint64 {
 	return e
 }
 
-// compile lowers the part of g that op needs.
+// compile lowers the part of g that op needs, in the ring the plan allows
+// and Options.Protocol.Ring asks for (ring.go): it compiles in proto's
+// ring, Z_2^64 unless forced otherwise, then again in Z_2^32 if the plan
+// only adds.
 func compile(g *graph.Graph, op *graph.Op, proto *pond.Protocol, opts Options) (*Plan, error) {
+	plan, err := compileIn(g, op, ringChoice{proto: proto}, opts)
+	if err != nil {
+		return nil, err
+	}
+	steps := slices.Concat(slices.Collect(maps.Values(plan.steps))...)
+	if plan.cohort != nil {
+		steps = append(steps, plan.cohort.member...)
+	}
+	m, ok := sumTerms(plan.nodes, opts.Rounds.cohortBound())
+	choice, err := chooseRing(proto, opts.Protocol, additive(steps), m, ok)
+	if err != nil {
+		return nil, fmt.Errorf("%w (plan for %s)", err, op.Node())
+	}
+	if choice.proto == proto {
+		return plan, nil
+	}
+	plan32, err := compileIn(g, op, choice, opts)
+	if err != nil && opts.Protocol.Ring == 0 {
+		return plan, nil // a constant Z_2^32's narrower range cannot hold
+	}
+	return plan32, err
+}
+
+// compileIn lowers the part of g that op needs with the protocol of ring.
+func compileIn(g *graph.Graph, op *graph.Op, ring ringChoice, opts Options) (*Plan, error) {
+	proto := ring.proto
 	if err := g.Err(); err != nil {
 		return nil, fmt.Errorf("session: graph has build errors: %w", err)
 	}
@@ -155,7 +190,7 @@ func compile(g *graph.Graph, op *graph.Op, proto *pond.Protocol, opts Options) (
 		return nil, fmt.Errorf("session: %s: %w", op.Node(), err)
 	}
 	markLastUses(c.steps)
-	plan := &Plan{op: op, servers: c.servers, steps: c.steps, edges: c.edge, cohort: c.cohort}
+	plan := &Plan{op: op, servers: c.servers, steps: c.steps, edges: c.edge, cohort: c.cohort, proto: proto, ring: describeRing(ring), terms: ring.terms, nodes: nodes}
 	var rounds []byte
 	if c.cohort != nil {
 		c.cohort.member = c.steps[cohortMember]
@@ -173,9 +208,10 @@ func compile(g *graph.Graph, op *graph.Op, proto *pond.Protocol, opts Options) (
 
 // fingerprintLabel names the fingerprint's encoding; change its version
 // whenever the encoding changes, or the wire form of a step's messages
-// (v4: public tensors and masked inputs travel as bare words), so that
+// (v4: public tensors and masked inputs travel as bare words; v5: shares
+// in Z_2^32 travel as 4-byte words), so that
 // players of two versions refuse each other at the handshake.
-const fingerprintLabel = "shareflow/plan-fingerprint/v4"
+const fingerprintLabel = "shareflow/plan-fingerprint/v5"
 
 // fingerprint hashes, in one canonical encoding, everything that decides
 // what a plan computes: the protocol's configuration (every field of

@@ -94,6 +94,7 @@ var configChanges = map[string]func(*pond.Config){
 	"StatGap":    func(c *pond.Config) { c.StatGap = 16 },
 	"Truncation": func(c *pond.Config) { c.Truncation = pond.Local },
 	"MaskPRG":    func(c *pond.Config) { c.MaskPRG = pond.MaskAES256 },
+	"Ring":       func(c *pond.Config) { c.Ring = pond.Ring64 },
 }
 
 // optionChanges says, for every field of Options, how to change it and
@@ -124,7 +125,8 @@ func TestFingerprintCoversEverySetting(t *testing.T) {
 	assert.Equal(t, want, fingerprintOf(t, 3, base), "same program, same fingerprint")
 	assert.NotEqual(t, want, fingerprintOf(t, 2, base), "another graph")
 	spelt := base
-	spelt.Protocol = pond.Config{FracBits: pond.DefaultFracBits, IntBits: 10, StatGap: pond.DefaultStatGap}
+	// The mean of 3 computes in Z_2^32, with 30 − 16 − ⌊log2 3⌋ integer bits.
+	spelt.Protocol = pond.Config{FracBits: pond.DefaultFracBits, IntBits: 13, StatGap: pond.DefaultStatGap, Ring: pond.Ring32}
 	spelt.Servers = [2]string{players.Server0, players.Server1}
 	assert.Equal(t, want, fingerprintOf(t, 3, spelt), "the defaults spelt out compute alike")
 

@@ -193,7 +193,7 @@ func (s *Remote) runCohort(ctx context.Context, plan *Plan) error {
 	before := sentBytes(s.stats, s.self)
 	rs := &roundState{opts: s.opts.Rounds, number: number, cohort: cohort, notify: greeted, serversGone: gone}
 	s.log.Debug("round start", "round", number, "cohort", len(cohort), "connected", len(greeted))
-	err = s.runRound(ctx, plan.steps[s.self], s.self, t, rs, 0)
+	err = s.runRound(ctx, plan, plan.steps[s.self], s.self, t, rs, 0)
 	if s.mailer != nil {
 		s.mailer.Forget(roundSession(s.opts.SessionID), number)
 	}

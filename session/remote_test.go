@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/shareflow/shareflow/graph"
+	"github.com/shareflow/shareflow/protocol/pond"
 	"github.com/shareflow/shareflow/session/transport"
 )
 
@@ -191,7 +192,8 @@ func TestRemoteSenderAheadWaits(t *testing.T) {
 			revealed = got
 		}
 		ep.Mailbox().SetPendingLimit(3 * (8 + 8*n)) // under three masked tensors
-		ps := playerSetup{g: g, ops: []*graph.Op{op}, opts: Options{SessionID: "ahead"}}
+		// Z_2^64, whose masked tensors the sizes above count.
+		ps := playerSetup{g: g, ops: []*graph.Op{op}, opts: Options{SessionID: "ahead", Protocol: pond.Config{Ring: pond.Ring64}}}
 		if strings.HasPrefix(p, "data-owner-") {
 			ps.t = &watchedSends{Transport: ep, onSend: func(to string, key transport.Key, size int) {
 				if to == "server1" && size >= 8*n {

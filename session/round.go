@@ -124,8 +124,8 @@ func (o RoundOptions) roundBound() time.Duration { return 2*o.Deadline + o.Coord
 // receives the round's start or a member's notice, waits as long as ctx
 // allows; on players other than the coordinator the rest must end within
 // bound.
-func (b *base) runRound(ctx context.Context, steps []step, player string, t *counting, rs *roundState, bound time.Duration) error {
-	r := b.newRunner(player, t, rs.number, roundSession(b.opts.SessionID))
+func (b *base) runRound(ctx context.Context, plan *Plan, steps []step, player string, t *counting, rs *roundState, bound time.Duration) error {
+	r := b.newRunner(plan, player, t, rs.number, roundSession(b.opts.SessionID))
 	r.round = rs
 	defer r.release()
 	for i, s := range steps {
@@ -170,10 +170,9 @@ func (b *base) pick(self string, candidates []string, round uint64) ([]string, e
 		k := sampleKey(seed)
 		co.sampleKey = &k
 	}
-	if len(candidates) > MaxMembers {
-		candidates = candidates[:MaxMembers]
-	}
-	return sampleCohort(candidates, b.opts.Rounds.Sample, *co.sampleKey, round), nil
+	// A sample of the bound when more are connected (Sample, if set, is
+	// no more than the bound).
+	return sampleCohort(candidates, b.opts.Rounds.cohortBound(), *co.sampleKey, round), nil
 }
 
 // finishRound records a round the coordinator ran and turns its error
@@ -262,7 +261,7 @@ func (b *base) LastRound() RoundInfo {
 // round's failure, or nil.
 func (b *base) serverRound(ctx context.Context, plan *Plan, player string, t *counting, rs *roundState) error {
 	cp := plan.cohort
-	err := b.runRound(ctx, plan.steps[player], player, t, rs, rs.opts.roundBound())
+	err := b.runRound(ctx, plan, plan.steps[player], player, t, rs, rs.opts.roundBound())
 	party := slices.Index(cp.servers[:], player)
 	if err == nil || party < 0 || rs.cohort == nil || errors.Is(err, errRunEnded) {
 		b.recordServerRound(rs, "")
@@ -302,7 +301,7 @@ func (b *base) memberRound(ctx context.Context, plan *Plan, member string, t *co
 	cp := plan.cohort
 	rs.member, rs.position = member, -1
 	mctx := graph.WithMember(ctx, member)
-	err := b.runRound(mctx, cp.member, member, t, rs, rs.opts.Deadline)
+	err := b.runRound(mctx, plan, cp.member, member, t, rs, rs.opts.Deadline)
 	if err == nil || rs.position < 0 || errors.Is(err, errNotInvited) || errors.Is(err, errRunEnded) || errors.Is(err, ErrMismatch) {
 		return err
 	}

@@ -28,6 +28,13 @@ type RoundOptions struct {
 	// Sample is how many of the connected members each round's cohort
 	// takes, drawn at random; 0 (or more than are connected) takes all.
 	Sample int
+	// MaxCohort is the most members a round's cohort may have: the
+	// coordinator invites a sample of that many when more are connected,
+	// and the servers refuse a larger cohort. It bounds the sums a round
+	// forms, and so the input range of a plan in Z_2^32 (see
+	// Options.Protocol). Zero means Sample when set; in a Local session,
+	// the number of Members; otherwise MaxMembers.
+	MaxCohort int
 	// SampleSeed seeds the draw of every round's sample, which then
 	// depends only on the seed, the round number and the members
 	// connected; 0 means a seed drawn from the coordinator's random
@@ -87,6 +94,10 @@ func (o RoundOptions) withDefaults() (RoundOptions, error) {
 		return o, fmt.Errorf("session: Rounds.Sample is %d, below Rounds.MinOwners (%d): every round would be skipped", o.Sample, o.MinOwners)
 	case o.Sample > MaxMembers:
 		return o, fmt.Errorf("session: Rounds.Sample is %d, more than a round may have (%d)", o.Sample, MaxMembers)
+	case o.MaxCohort < 0 || o.MaxCohort > MaxMembers:
+		return o, fmt.Errorf("session: Rounds.MaxCohort is %d, want 0 (the default) to %d", o.MaxCohort, MaxMembers)
+	case o.MaxCohort > 0 && o.MaxCohort < o.MinOwners:
+		return o, fmt.Errorf("session: Rounds.MaxCohort is %d, below Rounds.MinOwners (%d): every round would be skipped", o.MaxCohort, o.MinOwners)
 	case o.Deadline < 0:
 		return o, fmt.Errorf("session: Rounds.Deadline is %v, want a positive duration", o.Deadline)
 	case o.CoordinatorTimeout < 0:
@@ -108,13 +119,27 @@ func (o RoundOptions) withDefaults() (RoundOptions, error) {
 	return o, nil
 }
 
+// cohortBound returns the most members a round's cohort may have: the
+// smaller of MaxCohort and Sample where set, MaxMembers otherwise.
+func (o RoundOptions) cohortBound() int {
+	b := MaxMembers
+	if o.MaxCohort > 0 {
+		b = o.MaxCohort
+	}
+	if o.Sample > 0 {
+		b = min(b, o.Sample)
+	}
+	return b
+}
+
 // appendFingerprint encodes the options every player of a round must
-// agree on: the floor and the deadline, which the servers apply, and the
-// sample and skip limit, which shape the run.
+// agree on: the floor, the deadline and the cohort's bound, which the
+// servers apply, and the sample and skip limit, which shape the run.
 func (o RoundOptions) appendFingerprint(b []byte) []byte {
 	b = binary.LittleEndian.AppendUint64(b, uint64(o.MinOwners))
 	b = binary.LittleEndian.AppendUint64(b, uint64(o.MaxSkipped))
 	b = binary.LittleEndian.AppendUint64(b, uint64(o.Sample))
+	b = binary.LittleEndian.AppendUint64(b, uint64(o.cohortBound()))
 	return binary.LittleEndian.AppendUint64(b, uint64(o.Deadline))
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"sync"
 	"unsafe"
@@ -136,6 +137,17 @@ type runner struct {
 	pool    *pool
 	trace   func(v value, write bool)
 	round   *roundState // the round, in a plan for rounds of a cohort
+	terms   int         // in Z_2^32, the most inputs a sum of the plan adds (ring.go)
+}
+
+// rangeNote explains a *pond.RangeError in Z_2^32, whose range follows
+// from the plan's sums: what the range is for, and how to widen it.
+func (r *runner) rangeNote(err error) string {
+	var re *pond.RangeError
+	if r.terms == 0 || !errors.As(err, &re) || math.IsNaN(re.Value) || math.IsInf(re.Value, 0) {
+		return ""
+	}
+	return fmt.Sprintf(" (the plan computes in Z_2^32, where a sum of up to %d inputs of this range cannot wrap; Options.Protocol.Ring = pond.Ring64 gives a wider range)", r.terms)
 }
 
 func (r *runner) touch(kind valueKind, ref graph.Ref, write bool) {
@@ -512,13 +524,9 @@ func (s *shareStep) exec(ctx context.Context, r *runner) error {
 		default:
 			r.pool.putUint64s(masked)
 		}
-		return fmt.Errorf("private input %s: %w", s.ref, err)
+		return fmt.Errorf("private input %s: %w%s", s.ref, err, r.rangeNote(err))
 	}
-	if b == nil {
-		b = r.pool.byteBuf(8 * len(masked))[:8*len(masked)]
-		le.PutUint64s(b, masked)
-		r.pool.putUint64s(masked)
-	}
+	b = r.wordsOf(b, masked)
 	if err := r.send(ctx, s.seedTo, s.seedEdge, pond.SeedSize, seed); err != nil {
 		r.pool.putBytes(b)
 		return err
@@ -543,6 +551,25 @@ func (r *runner) shareMessage(n int) (b []byte, words pond.Share) {
 	return nil, r.shareBuf(n)
 }
 
+// wordsOf returns the message of a share's words without a header, in
+// the plan's ring (pond.Protocol.PutWords): b, the message the words were
+// computed in (wordsMessage, or the input's own memory, wireView), or nil
+// when words is a pooled buffer, which it then encodes and releases. In
+// Z_2^32 the words pack to the front of b, in place.
+func (r *runner) wordsOf(b []byte, words pond.Share) []byte {
+	size := r.proto.WordSize() * len(words)
+	if b == nil {
+		b = r.pool.byteBuf(size)[:size]
+		r.proto.PutWords(b, words)
+		r.pool.putUint64s(words)
+		return b
+	}
+	if size != len(b) {
+		r.proto.PutWords(b[:size], words)
+	}
+	return b[:size]
+}
+
 // wordsMessage returns a wire buffer of n words without a header, and
 // the words inside it, to be filled in place. Where the byte order does
 // not allow it, b is nil and the words are a pooled buffer to encode
@@ -564,17 +591,17 @@ func (r *runner) recvWords(ctx context.Context, from string, edge uint64, want i
 	if err != nil {
 		return nil, fmt.Errorf("receiving from %q: %w", from, err)
 	}
-	if len(b) != 8*want {
+	if size := r.proto.WordSize() * want; len(b) != size {
 		r.pool.putBytes(b)
-		return nil, fmt.Errorf("message from %q (edge %d): %w: share of %d elements needs %d bytes, got %d", from, edge, ErrWire, want, 8*want, len(b))
+		return nil, fmt.Errorf("message from %q (edge %d): %w: share of %d elements needs %d bytes, got %d", from, edge, ErrWire, want, size, len(b))
 	}
-	if w, ok := le.Words(b); ok && want > 0 {
+	if w, ok := le.Words(b); ok && want > 0 && r.proto.WordSize() == 8 {
 		// Not a view of a message with a share's header (r.backing): it is
 		// released as words, and sent as a copy.
 		return w, nil
 	}
 	share := r.shareBuf(want)
-	le.Uint64s(share, b)
+	r.proto.Words(share, b)
 	r.pool.putBytes(b)
 	return share, nil
 }
@@ -598,7 +625,7 @@ func (r *runner) recvShare(ctx context.Context, from string, edge uint64, want i
 	if err != nil {
 		return nil, fmt.Errorf("receiving from %q: %w", from, err)
 	}
-	if len(b) == 8+8*want && binary.LittleEndian.Uint64(b) == uint64(want) {
+	if r.proto.WordSize() == 8 && len(b) == 8+8*want && binary.LittleEndian.Uint64(b) == uint64(want) {
 		if w, ok := le.Words(b[8:]); ok {
 			if want > 0 {
 				r.backing[&w[0]] = b
@@ -606,12 +633,9 @@ func (r *runner) recvShare(ctx context.Context, from string, edge uint64, want i
 			return w, nil
 		}
 	}
-	share := r.shareBuf(want)[:0]
-	err = share.UnmarshalBinary(b)
+	share := r.shareBuf(want)
+	err = r.proto.DecodeShare(share, b)
 	r.pool.putBytes(b)
-	if err == nil && len(share) != want {
-		err = fmt.Errorf("share has %d elements, want %d", len(share), want)
-	}
 	if err != nil {
 		r.pool.putUint64s(share)
 		return nil, fmt.Errorf("message from %q (edge %d): %w", from, edge, err)
@@ -835,13 +859,34 @@ func (s *sendShareStep) exec(ctx context.Context, r *runner) error {
 		if b, ok := r.backing[&sh[0]]; ok {
 			delete(r.backing, &sh[0])
 			delete(r.shares, s.ref)
-			if err := r.t.SendOwned(ctx, s.to, r.key(s.edge), b); err != nil {
+			if err := r.t.SendOwned(ctx, s.to, r.key(s.edge), r.shareOf(b, sh)); err != nil {
 				return fmt.Errorf("sending to %q: %w", s.to, err)
 			}
 			return nil
 		}
 	}
-	return r.send(ctx, s.to, s.edge, 8+8*len(sh), sh)
+	return r.send(ctx, s.to, s.edge, r.proto.ShareSize(len(sh)), ringShare{r.proto, sh})
+}
+
+// ringShare is a share to encode in a plan's ring (pond.Protocol.AppendShare).
+type ringShare struct {
+	proto *pond.Protocol
+	share pond.Share
+}
+
+func (s ringShare) AppendBinary(b []byte) ([]byte, error) {
+	return s.proto.AppendShare(b, s.share), nil
+}
+
+// shareOf returns the message of a share computed inside b (shareMessage),
+// in the plan's ring: in Z_2^32 its words pack to the front of their
+// place in b, after the header, in place.
+func (r *runner) shareOf(b []byte, words pond.Share) []byte {
+	size := r.proto.ShareSize(len(words))
+	if size != len(b) {
+		r.proto.PutWords(b[8:size], words)
+	}
+	return b[:size]
 }
 
 // revealStep receives both servers' shares of every output tensor on the

@@ -114,3 +114,83 @@ func AsFloat64s(w []uint64) []float64 {
 	}
 	return unsafe.Slice((*float64)(unsafe.Pointer(&w[0])), len(w))
 }
+
+// asUint32s views b's memory as 32-bit words, or returns nil when the
+// machine is not little-endian or b is not 4-byte aligned.
+func asUint32s(b []byte) []uint32 {
+	if !native || len(b) < 4 {
+		return nil
+	}
+	p := unsafe.Pointer(&b[0])
+	if uintptr(p)%4 != 0 {
+		return nil
+	}
+	return unsafe.Slice((*uint32)(p), len(b)/4)
+}
+
+// PutLow32s writes the low 32 bits of each word of src into dst, which
+// must hold 4·len(src) bytes, little-endian. dst may be src's own memory
+// viewed as bytes (Bytes): each word is read before its 4 bytes are
+// written, and no write reaches a word not yet read, so the words pack to
+// the front in place. It must then run on the whole slice at once, not
+// on ranges in parallel.
+func PutLow32s(dst []byte, src []uint64) {
+	_ = dst[:4*len(src)]
+	if d := asUint32s(dst); d != nil {
+		d = d[:len(src)]
+		for i, v := range src {
+			d[i] = uint32(v)
+		}
+		return
+	}
+	for i, v := range src {
+		binary.LittleEndian.PutUint32(dst[4*i:], uint32(v))
+	}
+}
+
+// Uint32sTo64 reads len(dst) little-endian 32-bit words from src, which
+// must hold 4·len(dst) bytes, into the low halves of dst's words.
+func Uint32sTo64(dst []uint64, src []byte) {
+	_ = src[:4*len(dst)]
+	if s := asUint32s(src); s != nil {
+		s = s[:len(dst)]
+		for i, v := range s {
+			dst[i] = uint64(v)
+		}
+		return
+	}
+	for i := range dst {
+		dst[i] = uint64(binary.LittleEndian.Uint32(src[4*i:]))
+	}
+}
+
+// AddUint32sTo64 adds len(dst) little-endian 32-bit words read from src,
+// which must hold 4·len(dst) bytes, to dst's words.
+func AddUint32sTo64(dst []uint64, src []byte) {
+	_ = src[:4*len(dst)]
+	if s := asUint32s(src); s != nil {
+		s = s[:len(dst)]
+		for i, v := range s {
+			dst[i] += uint64(v)
+		}
+		return
+	}
+	for i := range dst {
+		dst[i] += uint64(binary.LittleEndian.Uint32(src[4*i:]))
+	}
+}
+
+// AddUint64s adds len(dst) little-endian words read from src, which must
+// hold 8·len(dst) bytes, to dst.
+func AddUint64s(dst []uint64, src []byte) {
+	_ = src[:8*len(dst)]
+	if w, ok := Words(src[:8*len(dst)]); ok {
+		for i, v := range w {
+			dst[i] += v
+		}
+		return
+	}
+	for i := range dst {
+		dst[i] += binary.LittleEndian.Uint64(src[8*i:])
+	}
+}

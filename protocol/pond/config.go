@@ -34,12 +34,28 @@ func (t Truncation) String() string {
 	return fmt.Sprintf("Truncation(%d)", int(t))
 }
 
-// Defaults of Config. The integer bits default to what the ring leaves
-// once the fractional bits (twice, for a product) and the statistical gap
-// are taken: 62 − 2·16 − 20 = 10, so |x| < 1024 by default.
+// Defaults of Config. In Z_2^64 the integer bits default to what the ring
+// leaves once the fractional bits (twice, for a product) and the
+// statistical gap are taken: 62 − 2·16 − 20 = 10, so |x| < 1024 by
+// default. In Z_2^32 they default to 30 − FracBits: a sum of two values
+// still fits (package session derives the bound from the largest sum its
+// plan forms).
 const (
 	DefaultFracBits = 16
 	DefaultStatGap  = 20
+)
+
+// The rings Pond computes in (Config.Ring).
+const (
+	// Ring64 is Z_2^64, the default: every step of the protocol, products
+	// and truncation included.
+	Ring64 = 64
+	// Ring32 is Z_2^32, for computations that only add: private inputs,
+	// sums, differences, public constants added, and reveals. A share
+	// travels as 4 bytes an element instead of 8. It has no room for the
+	// doubled fractional bits of a product, so MulPublic and truncation
+	// are Ring64's alone.
+	Ring32 = 32
 )
 
 // ErrConfig is wrapped by every configuration error.
@@ -65,6 +81,16 @@ type Config struct {
 	// DefaultMaskPRG, AES-128-CTR). Every player of a run must use the
 	// same; Protocol.Domain puts it in the domains of a run.
 	MaskPRG MaskPRG
+	// Ring is the bit width of the ring the shares live in: Ring64 or
+	// Ring32. Zero means Ring64 to this package; package session reads
+	// zero as "choose for each plan" and picks Ring32 where the plan only
+	// adds (see session.Options.Protocol). In Z_2^32 the shares are held
+	// in memory as uint64 words too, of which only the low 32 bits count:
+	// dropping the high 32 bits maps Z_2^64 onto Z_2^32 and keeps every sum
+	// and difference, so the same kernels compute in both rings, and the
+	// reduction happens where a share leaves a player (AppendShare,
+	// PutWords) or is revealed.
+	Ring int
 }
 
 func (c Config) withDefaults() Config {
@@ -74,8 +100,15 @@ func (c Config) withDefaults() Config {
 	if c.StatGap == 0 {
 		c.StatGap = DefaultStatGap
 	}
+	if c.Ring == 0 {
+		c.Ring = Ring64
+	}
 	if c.IntBits == 0 {
-		c.IntBits = 62 - 2*c.FracBits - c.StatGap
+		if c.Ring == Ring32 {
+			c.IntBits = 30 - c.FracBits
+		} else {
+			c.IntBits = 62 - 2*c.FracBits - c.StatGap
+		}
 	}
 	c.MaskPRG = c.MaskPRG.resolve()
 	return c
@@ -85,8 +118,13 @@ func (c Config) validate() error {
 	switch {
 	case c.FracBits < 1 || c.FracBits > 30:
 		return fmt.Errorf("%w: FracBits is %d, want 1 to 30", ErrConfig, c.FracBits)
+	case c.Ring != Ring64 && c.Ring != Ring32:
+		return fmt.Errorf("%w: Ring is %d, want %d (Z_2^64) or %d (Z_2^32)", ErrConfig, c.Ring, Ring64, Ring32)
 	case c.StatGap < 8 || c.StatGap > 40:
 		return fmt.Errorf("%w: StatGap is %d, want 8 to 40", ErrConfig, c.StatGap)
+	case c.IntBits < 1 && c.Ring == Ring32:
+		return fmt.Errorf("%w: IntBits is %d: with FracBits %d the ring Z_2^32 leaves no integer bits (30 − FracBits); use fewer fractional bits",
+			ErrConfig, c.IntBits, c.FracBits)
 	case c.IntBits < 1:
 		return fmt.Errorf("%w: IntBits is %d: with FracBits %d and StatGap %d no integer bits are left (62 − 2·FracBits − StatGap); use fewer fractional bits",
 			ErrConfig, c.IntBits, c.FracBits, c.StatGap)
@@ -95,6 +133,14 @@ func (c Config) validate() error {
 	case c.MaskPRG != MaskAES256 && c.MaskPRG != MaskAES128:
 		return fmt.Errorf("%w: unknown MaskPRG %d, want %d (%v) or %d (%v)",
 			ErrConfig, c.MaskPRG, MaskAES256, MaskAES256, MaskAES128, MaskAES128)
+	}
+	if c.Ring == Ring32 {
+		// One value must leave room for a sum of two: |x·2^f| < 2^30.
+		if need := c.IntBits + c.FracBits; need > 30 {
+			return fmt.Errorf("%w: IntBits %d + FracBits %d = %d bits, but the ring Z_2^32 leaves 30 for a value that is added to another",
+				ErrConfig, c.IntBits, c.FracBits, need)
+		}
+		return nil
 	}
 	if need := c.IntBits + 2*c.FracBits + c.StatGap; need > 62 {
 		return fmt.Errorf("%w: IntBits %d + 2·FracBits %d + StatGap %d = %d bits, but the ring Z_2^64 leaves 62 for a truncated product",
@@ -111,15 +157,19 @@ func (c Config) Resolution() float64 { return math.Ldexp(1, -c.FracBits) }
 
 // configVersion is the first byte of a Config's encoding. Change it, and
 // the encoding, whenever a field is added.
-// Version 1 had no MaskPRG (its streams were MaskAES256's).
-const configVersion = 2
+// Version 1 had no MaskPRG (its streams were MaskAES256's); version 2 no
+// Ring (it was Z_2^64).
+const configVersion = 3
 
-// configSize is the length of a Config's encoding: the version, then five
+// configFields is the number of fields a Config encodes.
+const configFields = 6
+
+// configSize is the length of a Config's encoding: the version, then six
 // uint32 fields.
-const configSize = 1 + 5*4
+const configSize = 1 + configFields*4
 
 // AppendBinary appends the canonical encoding of c to b: a version byte,
-// then FracBits, IntBits, StatGap, Truncation and MaskPRG as little-endian
+// then FracBits, IntBits, StatGap, Truncation, MaskPRG and Ring as little-endian
 // uint32s, with the defaults filled in, so that two configurations encode
 // alike exactly when they compute alike (Config{} and the defaults spelt
 // out, say). Package session hashes it into a plan's fingerprint, so that hosts
@@ -128,7 +178,7 @@ const configSize = 1 + 5*4
 func (c Config) AppendBinary(b []byte) ([]byte, error) {
 	c = c.withDefaults()
 	b = append(b, configVersion)
-	for _, v := range [...]int{c.FracBits, c.IntBits, c.StatGap, int(c.Truncation), int(c.MaskPRG)} {
+	for _, v := range [...]int{c.FracBits, c.IntBits, c.StatGap, int(c.Truncation), int(c.MaskPRG), c.Ring} {
 		b = binary.LittleEndian.AppendUint32(b, uint32(v))
 	}
 	return b, nil
@@ -148,7 +198,7 @@ func (c *Config) UnmarshalBinary(data []byte) error {
 	if data[0] != configVersion {
 		return fmt.Errorf("%w: config encoding version %d, want %d", ErrWire, data[0], configVersion)
 	}
-	var f [5]int
+	var f [configFields]int
 	for i := range f {
 		v := binary.LittleEndian.Uint32(data[1+4*i:])
 		if v > math.MaxInt32 {
@@ -159,7 +209,7 @@ func (c *Config) UnmarshalBinary(data []byte) error {
 	if f[4] > math.MaxUint8 {
 		return fmt.Errorf("%w: config MaskPRG is %d", ErrWire, f[4])
 	}
-	got := Config{FracBits: f[0], IntBits: f[1], StatGap: f[2], Truncation: Truncation(f[3]), MaskPRG: MaskPRG(f[4])}
+	got := Config{FracBits: f[0], IntBits: f[1], StatGap: f[2], Truncation: Truncation(f[3]), MaskPRG: MaskPRG(f[4]), Ring: f[5]}
 	if err := got.validate(); err != nil {
 		return fmt.Errorf("%w: %w", ErrWire, err)
 	}

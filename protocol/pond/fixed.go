@@ -41,14 +41,15 @@ func (p *Protocol) Encode(dst []uint64, x []float64) error {
 	return nil
 }
 
-// Decode sets dst to the values encoded in x.
+// Decode sets dst to the values encoded in x (of the low 32 bits of each
+// word in Z_2^32).
 func (p *Protocol) Decode(dst []float64, x []uint64) {
 	if len(dst) != len(x) {
 		panic(fmt.Sprintf("pond: Decode: dst has %d elements, x has %d", len(dst), len(x)))
 	}
 	inv := 1 / p.scale
 	for i, v := range x {
-		dst[i] = float64(int64(v)) * inv
+		dst[i] = float64(p.signed(v)) * inv
 	}
 }
 

@@ -13,9 +13,10 @@ import (
 // sends; they touch no network and keep no state between calls, so a
 // Protocol is safe for concurrent use.
 type Protocol struct {
-	cfg   Config
-	scale float64 // 2^FracBits
-	bound float64 // 2^IntBits
+	cfg    Config
+	scale  float64 // 2^FracBits
+	bound  float64 // 2^IntBits
+	ring32 bool    // the ring is Z_2^32: only the low 32 bits of a word count
 }
 
 // New checks cfg, fills in its defaults and returns the protocol.
@@ -24,7 +25,25 @@ func New(cfg Config) (*Protocol, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Protocol{cfg: cfg, scale: math.Ldexp(1, cfg.FracBits), bound: cfg.Bound()}, nil
+	return &Protocol{cfg: cfg, scale: math.Ldexp(1, cfg.FracBits), bound: cfg.Bound(), ring32: cfg.Ring == Ring32}, nil
+}
+
+// signed returns the integer a word of the ring stands for: its two's
+// complement value, of the low 32 bits in Z_2^32.
+func (p *Protocol) signed(v uint64) int64 {
+	if p.ring32 {
+		return int64(int32(uint32(v)))
+	}
+	return int64(v)
+}
+
+// require64 panics when the protocol computes in Z_2^32, which has no
+// room for a product's doubled fractional bits: a bug of the caller, who
+// planned a product in the wrong ring.
+func (p *Protocol) require64(step string) {
+	if p.ring32 {
+		panic(fmt.Sprintf("pond: %s needs the ring Z_2^64, but the configuration's is Z_2^32", step))
+	}
 }
 
 // Config returns the configuration in force, defaults filled in.
@@ -222,7 +241,8 @@ func AddSeedShare(dst Share, seed Seed, d Domain) {
 
 // MulPublic sets dst = x · c for a constant encoded by EncodeConstant. The
 // product carries 2·FracBits fractional bits: truncate it before further
-// use (TruncateSend/TruncateReceive or TruncateLocal).
+// use (TruncateSend/TruncateReceive or TruncateLocal). It computes in
+// Z_2^64: a Ring32 protocol has no truncation to follow it.
 func MulPublic(dst Product, x Share, c uint64) { ops.Scale(dst, x, c) }
 
 // truncBits returns k, the bit length bound of a product of two in-range
@@ -267,6 +287,7 @@ func (p *Protocol) TruncateSendAt(dst Share, c0 Masked, x0 Product, mask, fresh 
 	if len(dst) != len(x0) || len(c0) != len(x0) {
 		panic(fmt.Sprintf("pond: TruncateSendAt: dst, c0 and x0 have %d, %d and %d elements", len(dst), len(c0), len(x0)))
 	}
+	p.require64("TruncateSendAt")
 	p.checkDomain("TruncateSendAt", d)
 	k, f := p.truncBits(), uint(p.cfg.FracBits)
 	maskBits := k + 1 + uint(p.cfg.StatGap)
@@ -310,6 +331,7 @@ func (p *Protocol) TruncateReceiveAt(dst Share, x1 Product, c0 Masked, fresh See
 	if len(dst) != len(x1) || len(c0) != len(x1) {
 		panic(fmt.Sprintf("pond: TruncateReceiveAt: dst, x1 and c0 have %d, %d and %d elements", len(dst), len(x1), len(c0)))
 	}
+	p.require64("TruncateReceiveAt")
 	p.checkDomain("TruncateReceiveAt", d)
 	k, f := p.truncBits(), uint(p.cfg.FracBits)
 	d.Purpose = PurposeRerandom
@@ -326,6 +348,7 @@ func (p *Protocol) TruncateReceiveAt(dst Share, x1 Product, c0 Masked, fresh See
 // negates. It works element by element, so a caller may split a tensor
 // into ranges freely.
 func (p *Protocol) TruncateLocal(party Server, dst Share, x Product) {
+	p.require64("TruncateLocal")
 	f := uint(p.cfg.FracBits)
 	switch party {
 	case Server0:
@@ -358,6 +381,12 @@ func (p *Protocol) RevealQuotient(dst []float64, s0, s1 Share, d float64) error 
 		return fmt.Errorf("pond: reveal: divisor %v must be a finite non-zero number", d)
 	}
 	div := p.scale * d
+	if p.ring32 {
+		for i := range dst {
+			dst[i] = float64(int32(uint32(s0[i]+s1[i]))) / div
+		}
+		return nil
+	}
 	for i := range dst {
 		dst[i] = float64(int64(s0[i]+s1[i])) / div
 	}

@@ -25,7 +25,7 @@ func newProtocol(t testing.TB, cfg Config) *Protocol {
 
 func TestConfigDefaultsAndValidation(t *testing.T) {
 	p := newProtocol(t, Config{})
-	assert.Equal(t, Config{FracBits: 16, IntBits: 10, StatGap: 20, Truncation: Interactive, MaskPRG: MaskAES128}, p.Config())
+	assert.Equal(t, Config{FracBits: 16, IntBits: 10, StatGap: 20, Truncation: Interactive, MaskPRG: MaskAES128, Ring: Ring64}, p.Config())
 	assert.Equal(t, 1024.0, p.Config().Bound())
 	assert.Equal(t, 1.0/65536, p.Config().Resolution())
 
@@ -39,6 +39,9 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 		"gap too small":             {StatGap: 4},
 		"unknown truncation":        {Truncation: 7},
 		"unknown mask PRG":          {MaskPRG: 3},
+		"unknown ring":              {Ring: 16},
+		"Z_2^32 sum over 30 bits":   {Ring: Ring32, IntBits: 15},
+		"Z_2^32 without integers":   {Ring: Ring32, FracBits: 30},
 	} {
 		_, err := New(cfg)
 		assert.ErrorIs(t, err, ErrConfig, name)

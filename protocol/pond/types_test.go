@@ -19,12 +19,13 @@ var configAlternatives = map[string]func(*Config){
 	"StatGap":    func(c *Config) { c.StatGap = 16 },
 	"Truncation": func(c *Config) { c.Truncation = Local },
 	"MaskPRG":    func(c *Config) { c.MaskPRG = MaskAES256 },
+	"Ring":       func(c *Config) { c.Ring = Ring32 },
 }
 
 func TestConfigEncodingCoversEveryField(t *testing.T) {
 	base, err := Config{}.MarshalBinary()
 	require.NoError(t, err)
-	spelt, err := Config{FracBits: DefaultFracBits, IntBits: 10, StatGap: DefaultStatGap, Truncation: Interactive, MaskPRG: MaskAES128}.MarshalBinary()
+	spelt, err := Config{FracBits: DefaultFracBits, IntBits: 10, StatGap: DefaultStatGap, Truncation: Interactive, MaskPRG: MaskAES128, Ring: Ring64}.MarshalBinary()
 	require.NoError(t, err)
 	assert.Equal(t, base, spelt, "the zero config and the defaults spelt out compute alike, so encode alike")
 
@@ -67,6 +68,9 @@ func TestConfigUnmarshalRefusesBadData(t *testing.T) {
 		"long":            append(append([]byte(nil), b...), 0),
 		"other version":   append([]byte{configVersion + 1}, b[1:]...),
 		"version 1":       append([]byte{1}, b[1:1+4*4]...), // before MaskPRG
+		"version 2":       append([]byte{2}, b[1:1+5*4]...), // before Ring
+		"Ring zero":       field(5, 0),
+		"Ring 48":         field(5, 48),
 		"invalid":         append([]byte{configVersion}, make([]byte, len(b)-1)...),
 		"huge field":      field(0, 0xffffffff),
 		"MaskPRG zero":    field(4, 0),

@@ -126,3 +126,79 @@ func (m *TruncationMessage) UnmarshalBinary(data []byte) error {
 	copy(m.Seed[:], data)
 	return m.Masked.UnmarshalBinary(data[SeedSize:])
 }
+
+// WordSize returns the bytes an element of a share takes on the wire in
+// the protocol's ring: 8 in Z_2^64, 4 in Z_2^32.
+func (p *Protocol) WordSize() int {
+	if p.ring32 {
+		return 4
+	}
+	return 8
+}
+
+// PutWords writes the elements of s, reduced to the ring, into b as
+// little-endian words of WordSize bytes: b must hold WordSize·len(s)
+// bytes. Calls on disjoint ranges of a share may run in parallel, except
+// in place: in Z_2^32 b may be s's own memory viewed as bytes, and the
+// elements then pack to its front (le.PutLow32s), in one call.
+func (p *Protocol) PutWords(b []byte, s []uint64) {
+	if p.ring32 {
+		le.PutLow32s(b, s)
+		return
+	}
+	le.PutUint64s(b, s)
+}
+
+// Words sets dst to len(dst) elements read from b, as PutWords wrote
+// them: b must hold WordSize·len(dst) bytes.
+func (p *Protocol) Words(dst []uint64, b []byte) {
+	if p.ring32 {
+		le.Uint32sTo64(dst, b)
+		return
+	}
+	le.Uint64s(dst, b)
+}
+
+// AddWords adds to dst len(dst) elements read from b, as PutWords wrote
+// them: a server adds a share it received to a sum without decoding it
+// first.
+func (p *Protocol) AddWords(dst []uint64, b []byte) {
+	if p.ring32 {
+		le.AddUint32sTo64(dst, b)
+		return
+	}
+	le.AddUint64s(dst, b)
+}
+
+// ShareSize returns the length of the wire form of a share of n elements
+// (AppendShare).
+func (p *Protocol) ShareSize(n int) int { return 8 + p.WordSize()*n }
+
+// AppendShare appends the wire form of s in the protocol's ring to b: its
+// element count as a little-endian uint64, then its elements (PutWords).
+// In Z_2^64 it is s.AppendBinary's encoding.
+func (p *Protocol) AppendShare(b []byte, s Share) []byte {
+	b = binary.LittleEndian.AppendUint64(b, uint64(len(s)))
+	n := len(b)
+	b = slices.Grow(b, p.WordSize()*len(s))[:n+p.WordSize()*len(s)]
+	p.PutWords(b[n:], s)
+	return b
+}
+
+// DecodeShare decodes the wire form of a share (AppendShare) of exactly
+// len(dst) elements into dst. A count other than len(dst), or a length
+// that does not match the count, is an error wrapping ErrWire: the data
+// came from another player.
+func (p *Protocol) DecodeShare(dst Share, data []byte) error {
+	if len(data) < 8 {
+		return fmt.Errorf("%w: share of %d bytes has no length", ErrWire, len(data))
+	}
+	if n := binary.LittleEndian.Uint64(data); n != uint64(len(dst)) {
+		return fmt.Errorf("%w: share announces %d elements, want %d", ErrWire, n, len(dst))
+	}
+	if want := p.ShareSize(len(dst)); len(data) != want {
+		return fmt.Errorf("%w: share of %d elements in Z_2^%d needs %d bytes, got %d", ErrWire, len(dst), 8*p.WordSize(), want, len(data))
+	}
+	p.Words(dst, data[8:])
+	return nil
+}

@@ -1,0 +1,184 @@
+package pond
+
+import (
+	"math"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/shareflow/shareflow/internal/le"
+)
+
+func TestRing32Defaults(t *testing.T) {
+	p := newProtocol(t, Config{Ring: Ring32})
+	assert.Equal(t, 14, p.Config().IntBits, "30 − FracBits: one value leaves room for a sum of two")
+	assert.Equal(t, 4, p.WordSize())
+	assert.Equal(t, 8, newProtocol(t, Config{}).WordSize())
+	assert.Equal(t, 8+4*10, p.ShareSize(10))
+}
+
+// A sum of private inputs computed in Z_2^32 reveals exactly what the
+// same sum gives in Z_2^64, as long as it stays inside the range: the
+// shares' high 32 bits, which the uint64 words carry but the ring does
+// not, change nothing, and only 4 bytes an element cross the wire.
+func TestRing32SumMatchesRing64(t *testing.T) {
+	const owners, n = 7, 1001
+	// Inputs at the edge of the range a sum of 7 leaves: 7·2^11·2^16 < 2^31.
+	p32 := newProtocol(t, Config{Ring: Ring32, IntBits: 11})
+	p64 := newProtocol(t, Config{IntBits: 11, StatGap: 19})
+	rng := newTestRand(3)
+	inputs := make([][]float64, owners)
+	for i := range inputs {
+		inputs[i] = make([]float64, n)
+		for j := range inputs[i] {
+			inputs[i][j] = (2*float64((i*n+j)%997)/997 - 1) * 2047.99
+		}
+		inputs[i][0] = 2047.99 // all at the top of the range, element 0
+		inputs[i][1] = -2047.99
+	}
+	reveal := func(p *Protocol) []float64 {
+		var shares []Share
+		var seeded []SeededShare
+		for i, x := range inputs {
+			d := p.Domain("s", 1, uint64(i))
+			masked := make(Share, n)
+			seed, err := p.EncodeAndShare(rng, d, masked, x)
+			require.NoError(t, err)
+			// Over the wire: WordSize bytes an element, reduced to the ring.
+			wire := p.AppendShare(nil, masked)
+			require.Len(t, wire, p.ShareSize(n))
+			got := make(Share, n)
+			require.NoError(t, p.DecodeShare(got, wire))
+			shares = append(shares, got)
+			seeded = append(seeded, SeededShare{Seed: seed, Domain: d})
+		}
+		s0, s1 := make(Share, n), make(Share, n)
+		SumShares(s0, shares, nil)
+		SumShares(s1, nil, seeded)
+		out := make([]float64, n)
+		require.NoError(t, p.RevealQuotient(out, s0, s1, owners))
+		return out
+	}
+	want, got := reveal(p64), reveal(p32)
+	assert.Equal(t, want, got)
+	assert.InDelta(t, 2047.99, got[0], 1e-4)
+	assert.InDelta(t, -2047.99, got[1], 1e-4)
+}
+
+func TestRing32RefusesOutOfRange(t *testing.T) {
+	p := newProtocol(t, Config{Ring: Ring32, IntBits: 5})
+	masked := make(Share, 3)
+	_, err := p.EncodeAndShare(newTestRand(1), p.Domain("s", 0, 0), masked, []float64{1, 32, 2})
+	var re *RangeError
+	require.ErrorAs(t, err, &re)
+	assert.Equal(t, 1, re.Index)
+	assert.Equal(t, 32.0, re.Bound)
+}
+
+func TestRing32Decode(t *testing.T) {
+	p := newProtocol(t, Config{Ring: Ring32})
+	enc := make([]uint64, 3)
+	require.NoError(t, p.Encode(enc, []float64{-1.5, 3.25, -16383}))
+	// Garbage in the high halves, as a sum of 64-bit words leaves it.
+	for i := range enc {
+		enc[i] += 0xdead_beef << 32
+	}
+	got := make([]float64, 3)
+	p.Decode(got, enc)
+	assert.Equal(t, []float64{-1.5, 3.25, -16383}, got)
+}
+
+func TestWordsRoundTrip(t *testing.T) {
+	for _, ring := range []int{Ring64, Ring32} {
+		p := newProtocol(t, Config{Ring: ring})
+		s := Share{0, 1, math.MaxUint64, 0x1234_5678_9abc_def0, 1 << 32}
+		b := make([]byte, p.WordSize()*len(s)+1)
+		for _, off := range []int{0, 1} { // aligned, and not
+			buf := b[off : off+p.WordSize()*len(s)]
+			p.PutWords(buf, s)
+			got := make(Share, len(s))
+			p.Words(got, buf)
+			sum := Share{1, 1, 1, 1, 1}
+			p.AddWords(sum, buf)
+			for i, v := range s {
+				want := v
+				if ring == Ring32 {
+					want = uint64(uint32(v))
+				}
+				assert.Equal(t, want, got[i], "ring %d, offset %d, element %d", ring, off, i)
+				assert.Equal(t, want+1, sum[i], "ring %d, offset %d, element %d", ring, off, i)
+			}
+		}
+	}
+}
+
+// In Z_2^32 a share packs into the front of its own memory, as an input
+// owner that gives its tensor up sends it.
+func TestPutWordsInPlace(t *testing.T) {
+	p := newProtocol(t, Config{Ring: Ring32})
+	s := make(Share, 4099)
+	want := make([]uint32, len(s))
+	for i := range s {
+		s[i] = uint64(i)*0x9e37_79b9_7f4a_7c15 + 7
+		want[i] = uint32(s[i])
+	}
+	b, ok := le.Bytes(s)
+	if !ok {
+		t.Skip("not a little-endian machine")
+	}
+	p.PutWords(b[:4*len(s)], s)
+	got := make(Share, len(s))
+	p.Words(got, b[:4*len(s)])
+	for i := range got {
+		require.Equal(t, uint64(want[i]), got[i], "element %d", i)
+	}
+}
+
+func TestDecodeShareRefusesBadData(t *testing.T) {
+	p := newProtocol(t, Config{Ring: Ring32})
+	good := p.AppendShare(nil, Share{1, 2, 3})
+	dst := make(Share, 3)
+	require.NoError(t, p.DecodeShare(dst, good))
+	assert.Equal(t, Share{1, 2, 3}, dst)
+	for name, data := range map[string][]byte{
+		"empty":             nil,
+		"truncated":         good[:len(good)-1],
+		"long":              append(append([]byte(nil), good...), 0),
+		"64-bit words":      Share{1, 2, 3}.mustMarshal(t),
+		"another count":     newProtocol(t, Config{Ring: Ring32}).AppendShare(nil, Share{1, 2}),
+		"huge count header": append([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, good[8:]...),
+	} {
+		assert.ErrorIs(t, p.DecodeShare(dst, data), ErrWire, name)
+	}
+}
+
+func (s Share) mustMarshal(t *testing.T) []byte {
+	b, err := s.MarshalBinary()
+	require.NoError(t, err)
+	return b
+}
+
+func TestRing32HasNoTruncation(t *testing.T) {
+	p := newProtocol(t, Config{Ring: Ring32})
+	assert.PanicsWithValue(t, "pond: TruncateLocal needs the ring Z_2^64, but the configuration's is Z_2^32", func() {
+		p.TruncateLocal(Server0, make(Share, 2), make(Product, 2))
+	})
+}
+
+func FuzzDecodeShare(f *testing.F) {
+	p32 := newProtocol(f, Config{Ring: Ring32})
+	p64 := newProtocol(f, Config{})
+	f.Add(p32.AppendShare(nil, Share{1, 2, 3}), uint8(3))
+	f.Add(p64.AppendShare(nil, Share{1, 2, 3}), uint8(3))
+	f.Fuzz(func(t *testing.T, data []byte, n uint8) {
+		for _, p := range []*Protocol{p32, p64} {
+			dst := make(Share, n)
+			if err := p.DecodeShare(dst, data); err != nil {
+				continue
+			}
+			again := p.AppendShare(nil, dst)
+			assert.Equal(t, data, again, "a share that decodes encodes back to its bytes")
+		}
+	})
+}
