@@ -47,6 +47,8 @@ type cohortPlan struct {
 	// The edges of the round's own messages.
 	startEdge     uint64    // coordinator → every other player of the plan
 	noticeEdge    uint64    // coordinator → every connected member
+	seedEdges     [2]uint64 // member → server k: its seeds (memberSeeds)
+	heldEdges     [2]uint64 // server k → the other server: seeds-held notices, one per member (heldEdge)
 	statusEdges   [2]uint64 // member → server k: a contribution
 	exchangeEdges [2]uint64 // server k → the other server: its arrived set
 	resultEdges   [2]uint64 // server k → coordinator: its roundResult
@@ -163,6 +165,8 @@ func (c *compiler) lowerAggregation(n *graph.Node) error {
 	s0, s1 := c.servers[0], c.servers[1]
 	if !c.gathered {
 		c.gathered = true
+		cp.seedEdges = [2]uint64{c.newEdge(), c.newEdge()}
+		cp.heldEdges = [2]uint64{c.newEdge(), c.newEdge()}
 		cp.statusEdges = [2]uint64{c.newEdge(), c.newEdge()}
 		for _, u := range cp.uploads {
 			u.edges = [2]uint64{c.newEdge(), c.newEdge()}
@@ -230,7 +234,7 @@ func (c *compiler) finishCohort() {
 		c.steps[cp.coordinator] = []step{&announceStep{cp: cp}}
 	}
 	slices.Sort(cp.others)
-	member := append([]step{&noticeStep{cp: cp}}, c.steps[cohortMember]...)
+	member := append([]step{&noticeStep{cp: cp}, &seedsStep{cp: cp}}, c.steps[cohortMember]...)
 	c.steps[cohortMember] = append(member, &contributeStep{cp: cp})
 }
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/shareflow/shareflow/graph"
+	"github.com/shareflow/shareflow/protocol/pond"
 	"github.com/shareflow/shareflow/session/transport"
 )
 
@@ -74,15 +75,20 @@ type roundState struct {
 	totalWeight float64
 
 	// A member's.
-	member   string
-	position int
-	invited  func(ctx context.Context) error // called once invited, before the round's steps go on; may be nil
+	member    string
+	position  int
+	invited   func(ctx context.Context) error // called once invited, before the round's steps go on; may be nil
+	seedsSent bool                            // its seeds went to its seed server (seedsStep)
+	ahead     *masksAhead                     // its masks, drawn ahead
 
 	// A server's.
 	greet   func(ctx context.Context, member string) error // greets a member on first sight; nil when there is nothing to greet
 	agreed  []string
 	dropped map[string]string
-	parts   map[graph.Ref][]memberPart
+	sums    map[graph.Ref]pond.Share // each upload summed over the survivors, until an aggregate step takes it
+	// heldPeak is the most the gather step held at once of members'
+	// masked tensors and its sums, in bytes (for memory benchmarks).
+	heldPeak int64
 }
 
 // result returns the round's result on a server.
@@ -106,13 +112,16 @@ func (rs *roundState) missing(agreed []string) []string {
 	return out
 }
 
-// releaseParts gives back the memory of the uploads a server gathered.
-func (rs *roundState) releaseParts(r *runner) {
-	for id, ps := range rs.parts {
-		for _, p := range ps {
-			releasePart(r, p)
-		}
-		delete(rs.parts, id)
+// releaseHeld gives back the memory a round left: a server's sums not
+// taken, a member's masks not sent.
+func (rs *roundState) releaseHeld(r *runner) {
+	for id, s := range rs.sums {
+		r.releaseShare(s)
+		delete(rs.sums, id)
+	}
+	if rs.ahead != nil {
+		rs.ahead.release(r)
+		rs.ahead = nil
 	}
 }
 
@@ -310,8 +319,14 @@ func (b *base) memberRound(ctx context.Context, plan *Plan, member string, t *co
 	msg, _ := drop.MarshalBinary()
 	nctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rs.opts.Deadline)
 	defer cancel()
-	for k, srv := range cp.servers {
-		t.Send(nctx, srv, transportKey(b.opts.SessionID, rs.number, cp.statusEdges[k]), msg)
+	// Its masked server learns why; its seed server, which holds its
+	// seeds, learns it from the survivors the servers agree on, unless
+	// the seeds never went: then it is told here.
+	k := seedServer(rs.position)
+	t.Send(nctx, cp.servers[1-k], transportKey(b.opts.SessionID, rs.number, cp.statusEdges[1-k]), msg)
+	if !rs.seedsSent {
+		none, _ := (&memberSeeds{Round: rs.number, Reason: drop.Reason}).MarshalBinary()
+		t.Send(nctx, cp.servers[k], transportKey(b.opts.SessionID, rs.number, cp.seedEdges[k]), none)
 	}
 	b.log.Info("dropped out of a round", "member", member, "round", rs.number, "reason", drop.Reason)
 	return nil
