@@ -272,6 +272,9 @@ func (b *base) LastRound() RoundInfo {
 func (b *base) serverRound(ctx context.Context, plan *Plan, player string, t *counting, rs *roundState) error {
 	cp := plan.cohort
 	err := b.runRound(ctx, plan.steps[player], player, t, rs, rs.opts.roundBound())
+	if b.roundHeld != nil && rs.heldPeak > 0 {
+		b.roundHeld(player, rs.heldPeak)
+	}
 	party := slices.Index(cp.servers[:], player)
 	if err == nil || party < 0 || rs.cohort == nil || errors.Is(err, errRunEnded) {
 		b.recordServerRound(rs, "")
