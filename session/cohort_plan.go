@@ -22,11 +22,13 @@ import (
 // with the servers: each cohort tensor that a mean or sum takes, and for
 // each weighted mean w·x (computed on the member) and w. Which server gets
 // a member's seeds and which its masked tensors alternates with its
-// position in the round's cohort. The servers gather the uploads until
-// the deadline, agree on the survivors, and sum each upload over them
-// (aggregateStep); a mean revealed to the output player is revealed as
-// its sum and divided by the number of survivors in the clear, a weighted
-// mean as Σw·x and Σw.
+// position in the round's cohort; the seeds go first, when the member is
+// invited (seedsStep), the masked tensors last (contributeStep). The
+// servers sum the uploads as they arrive until the deadline, agree on the
+// survivors, take back the streams of members that did not survive
+// (gatherStep), and hand each sum on (aggregateStep); a mean revealed to
+// the output player is revealed as its sum and divided by the number of
+// survivors in the clear, a weighted mean as Σw·x and Σw.
 
 // cohortMember keys the members' steps while the compiler emits them; it
 // is no player's name (players.CheckName refuses it).

@@ -22,21 +22,29 @@ import (
 //     the other players of the plan the round's number and cohort
 //     (roundStart), and each connected member whether it is invited, and
 //     at which position (roundNotice).
-//  2. The holders of the cohort inputs' public inputs (the model) send
-//     them to every invited member. Each member calls its functions and
-//     contributes: a contribution message to each server, then the seed
-//     of every upload to one server and the masked tensor to the other,
-//     alternating by position. A member whose function fails sends a
-//     contribution saying it dropped out, and why.
-//  3. Each server waits until every member's shares arrived or failed, or
-//     until the deadline after it learned of the round, then sends the
-//     other server its arrived set and the digest of the cohort it was
-//     told, and receives the other's. The survivors are the intersection.
-//     A server with fewer survivors than MinOwners sends the coordinator
-//     a result saying it skips the round, and no share. Otherwise it sums
-//     every upload over the survivors, runs the rest of its plan, and
-//     sends the coordinator its result (the survivors, and why each other
-//     member is missing) and then its shares.
+//  2. Each invited member sends its seed server (by position) a fresh
+//     seed per upload at once (memberSeeds) and expands the masks while
+//     the holders of the cohort inputs' public inputs (the model) send
+//     them and its functions run. It then sends its masked server a
+//     contribution message and its masked tensors, encode(x) minus the
+//     mask drawn ahead. A member whose function fails sends its masked
+//     server a contribution saying it dropped out, and why (and its seed
+//     server an empty memberSeeds, if its seeds had not gone yet).
+//  3. The seed server adds the streams of a member's seeds into its
+//     running sums as they come and tells the masked server it holds
+//     them (seedsHeld): the member counts as arrived there from then on.
+//     The masked server adds all of a member's masked tensors once they
+//     and the notice are there, and lets them go. Each server waits until
+//     every member's shares arrived or failed, or until the deadline
+//     after it learned of the round, then sends the other server its
+//     arrived set and the digest of the cohort it was told, and receives
+//     the other's. The survivors are the intersection; a seed server
+//     takes back the streams of the members it holds seeds of who did
+//     not survive. A server with fewer survivors than MinOwners sends the
+//     coordinator a result saying it skips the round, and no share.
+//     Otherwise it runs the rest of its plan on its sums, and sends the
+//     coordinator its result (the survivors, and why each other member
+//     is missing) and then its shares.
 //  4. The coordinator reveals only if both servers sent shares over the
 //     same survivors; otherwise the round is skipped (ErrRoundSkipped) or
 //     aborted (ErrSurvivorMismatch), and the output function is not
