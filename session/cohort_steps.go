@@ -665,9 +665,9 @@ func (s *gatherStep) receiveSeeds(ctx context.Context, r *runner, sums *roundSum
 }
 
 // receiveMasked receives the status and masked tensors of member m, at
-// position pos of the cohort, whose masked server this is, and the seed
-// server's notice about its seeds. Once it holds all the member's masked
-// tensors and the notice that the seeds are held, it queues the tensors to
+// position pos of the cohort, whose masked server this is, after the seed
+// server's notice about its seeds. Once it holds the notice that the seeds
+// are held and all the member's masked tensors, it queues the tensors to
 // be added into the sums, and the member has arrived; otherwise it returns
 // why the member is missing, and nothing of it is added. It runs in a
 // goroutine of its own, as receiveSeeds does.
@@ -679,24 +679,12 @@ func (s *gatherStep) receiveMasked(ctx context.Context, r *runner, sums *roundSu
 			return missing(ctx, r, err)
 		}
 	}
-	b, err := r.t.Recv(ctx, m, r.key(s.cp.statusEdges[s.party]))
-	if err != nil {
-		return missing(ctx, r, err)
-	}
-	var c contribution
-	err = c.UnmarshalBinary(b)
-	r.pool.putBytes(b)
-	if err != nil {
-		return err.Error()
-	}
-	if c.Dropped {
-		return "dropped out: " + c.Reason
-	}
-	// The seeds went out when the member was invited: their notice is
-	// here long before the masked tensors, whose messages wait for it
-	// unread.
+	// The notice first: the seeds went out when the member was invited,
+	// so their notice is here long before the status and masked tensors,
+	// whose messages wait for it unread; and every notice is read at once,
+	// so that notices of members that drop out do not pile up unread.
 	notAll := fmt.Sprintf("its shares did not all reach %s", peer)
-	b, err = r.t.Recv(ctx, peer, r.key(heldEdge(s.cp.heldEdges[1-s.party], pos)))
+	b, err := r.t.Recv(ctx, peer, r.key(heldEdge(s.cp.heldEdges[1-s.party], pos)))
 	if err != nil {
 		if ctx.Err() != nil {
 			return notAll
@@ -713,7 +701,20 @@ func (s *gatherStep) receiveMasked(ctx context.Context, r *runner, sums *roundSu
 		return fmt.Sprintf("%s's notice of its seeds names %q at position %d of round %d, not position %d of round %d: refused",
 			peer, n.Member, n.Position, n.Round, pos, rs.number)
 	case !n.Held:
-		return notAll
+		return notAll // the seed server says why
+	}
+	b, err = r.t.Recv(ctx, m, r.key(s.cp.statusEdges[s.party]))
+	if err != nil {
+		return missing(ctx, r, err)
+	}
+	var c contribution
+	err = c.UnmarshalBinary(b)
+	r.pool.putBytes(b)
+	if err != nil {
+		return err.Error()
+	}
+	if c.Dropped {
+		return "dropped out: " + c.Reason
 	}
 	job := sumJob{shares: make([]pond.Share, 0, len(s.cp.uploads)), backing: make([][]byte, 0, len(s.cp.uploads))}
 	for _, u := range s.cp.uploads {
