@@ -22,11 +22,13 @@ import (
 // with the servers: each cohort tensor that a mean or sum takes, and for
 // each weighted mean w·x (computed on the member) and w. Which server gets
 // a member's seeds and which its masked tensors alternates with its
-// position in the round's cohort. The servers gather the uploads until
-// the deadline, agree on the survivors, and sum each upload over them
-// (aggregateStep); a mean revealed to the output player is revealed as
-// its sum and divided by the number of survivors in the clear, a weighted
-// mean as Σw·x and Σw.
+// position in the round's cohort; the seeds go first, when the member is
+// invited (seedsStep), the masked tensors last (contributeStep). The
+// servers sum the uploads as they arrive until the deadline, agree on the
+// survivors, take back the streams of members that did not survive
+// (gatherStep), and hand each sum on (aggregateStep); a mean revealed to
+// the output player is revealed as its sum and divided by the number of
+// survivors in the clear, a weighted mean as Σw·x and Σw.
 
 // cohortMember keys the members' steps while the compiler emits them; it
 // is no player's name (players.CheckName refuses it).
@@ -47,6 +49,8 @@ type cohortPlan struct {
 	// The edges of the round's own messages.
 	startEdge     uint64    // coordinator → every other player of the plan
 	noticeEdge    uint64    // coordinator → every connected member
+	seedEdges     [2]uint64 // member → server k: its seeds (memberSeeds)
+	heldEdges     [2]uint64 // server k → the other server: seeds-held notices, one per member (heldEdge)
 	statusEdges   [2]uint64 // member → server k: a contribution
 	exchangeEdges [2]uint64 // server k → the other server: its arrived set
 	resultEdges   [2]uint64 // server k → coordinator: its roundResult
@@ -163,6 +167,8 @@ func (c *compiler) lowerAggregation(n *graph.Node) error {
 	s0, s1 := c.servers[0], c.servers[1]
 	if !c.gathered {
 		c.gathered = true
+		cp.seedEdges = [2]uint64{c.newEdge(), c.newEdge()}
+		cp.heldEdges = [2]uint64{c.newEdge(), c.newEdge()}
 		cp.statusEdges = [2]uint64{c.newEdge(), c.newEdge()}
 		for _, u := range cp.uploads {
 			u.edges = [2]uint64{c.newEdge(), c.newEdge()}
@@ -230,7 +236,7 @@ func (c *compiler) finishCohort() {
 		c.steps[cp.coordinator] = []step{&announceStep{cp: cp}}
 	}
 	slices.Sort(cp.others)
-	member := append([]step{&noticeStep{cp: cp}}, c.steps[cohortMember]...)
+	member := append([]step{&noticeStep{cp: cp}, &seedsStep{cp: cp}}, c.steps[cohortMember]...)
 	c.steps[cohortMember] = append(member, &contributeStep{cp: cp})
 }
 

@@ -29,11 +29,6 @@ func memberDomain(r *runner, u *upload, member string) pond.Domain {
 	return d
 }
 
-// seedServer returns the index of the server that receives the seeds of
-// the member at position pos of a round's cohort; the other receives its
-// masked tensors.
-func seedServer(pos int) int { return pos % 2 }
-
 // sendToMembers sends b to every member of members on edge, a few at a
 // time, each within the round's deadline, and returns the number that
 // failed. A member that cannot be reached drops out of the round, which is
@@ -253,13 +248,150 @@ func (s *sendMembersStep) exec(ctx context.Context, r *runner) error {
 	return nil
 }
 
+// seedServer returns the index of the server that receives the seeds of
+// the member at position pos of a round's cohort (its seed server); the
+// other receives its status and masked tensors (its masked server).
+func seedServer(pos int) int { return pos % 2 }
+
+// heldEdge is the edge of the seeds-held notice (seedsHeld) about the
+// member at position pos, from the server whose notices go on edge e:
+// each member's notice has a key of its own, so that the masked server
+// waits for each member's alone. The position sits above the plan's
+// edges, which number far fewer than 2^32.
+func heldEdge(e uint64, pos int) uint64 { return e | uint64(pos+1)<<32 }
+
+// maskedMessage returns the message of a masked tensor of n elements and
+// the share inside it, to be filled in place; sealMasked returns the
+// message once the share is filled. Where the byte order does not let
+// the share live in the message, msg is nil and the share a pooled
+// buffer, which sealMasked encodes and gives back.
+func maskedMessage(r *runner, n int) (msg []byte, share pond.Share) {
+	return r.shareMessage(n)
+}
+
+// sealMasked returns the message of a masked tensor filled in place (see
+// maskedMessage), in the plan's ring: msg itself, its words packed to the
+// front in Z_2^32 (runner.shareOf), or the encoding of share.
+func sealMasked(r *runner, msg []byte, share pond.Share) []byte {
+	if msg != nil {
+		return r.shareOf(msg, share)
+	}
+	b := r.proto.AppendShare(r.pool.byteBuf(r.proto.ShareSize(len(share))), share)
+	r.pool.putUint64s(share)
+	return b
+}
+
+// parseMasked reads a masked tensor of n elements from message b, which
+// it takes over: the share is a view of b (backing, to release once the
+// share is used) where the ring and byte order allow, else a pooled copy
+// (backing nil). On error it releases b.
+func parseMasked(r *runner, b []byte, n int) (share pond.Share, backing []byte, err error) {
+	if size := r.proto.ShareSize(n); len(b) != size || binary.LittleEndian.Uint64(b) != uint64(n) {
+		r.pool.putBytes(b)
+		return nil, nil, fmt.Errorf("%d bytes, want %d", len(b), size)
+	}
+	if w, ok := le.Words(b[8:]); ok && r.proto.WordSize() == 8 {
+		return w, b, nil
+	}
+	share = pond.Share(r.pool.uint64s(n))
+	err = r.proto.DecodeShare(share, b)
+	r.pool.putBytes(b)
+	if err != nil {
+		r.pool.putUint64s(share)
+		return nil, nil, err
+	}
+	return share, nil, nil
+}
+
+// masksAhead are a member's masks of a round, drawn before its functions
+// run: the seeds it sent its seed server, and each upload's mask stream,
+// expanded in the background into the message that will carry the
+// masked tensor. done is closed once every mask is expanded; until then
+// only the expanding goroutine touches msgs and shares.
+type masksAhead struct {
+	seeds  []pond.Seed
+	msgs   [][]byte     // per upload: the message (see maskedMessage), or nil
+	shares []pond.Share // per upload: the mask, then the masked tensor, in place
+	done   chan struct{}
+}
+
+// release gives back the buffers not handed over, once the expansion
+// ended.
+func (m *masksAhead) release(r *runner) {
+	<-m.done
+	for i := range m.shares {
+		switch {
+		case m.msgs[i] != nil:
+			r.pool.putBytes(m.msgs[i])
+		case m.shares[i] != nil:
+			r.pool.putUint64s(m.shares[i])
+		}
+		m.msgs[i], m.shares[i] = nil, nil
+	}
+}
+
+// seedsStep is a member's step right after it learns it is invited, before
+// its functions run: it draws a seed for each upload, sends them all to
+// its seed server at once, and expands their masks in the background
+// while the functions compute, so that after them only a subtraction is
+// left (contributeStep).
+type seedsStep struct {
+	lastUse
+	cp *cohortPlan
+}
+
+func (s *seedsStep) String() string {
+	return fmt.Sprintf("seeds ahead: a fresh seed per upload -> %s (edge %d) at even positions in the cohort, %s (edge %d) at odd; expand their masks while the functions run",
+		s.cp.servers[0], s.cp.seedEdges[0], s.cp.servers[1], s.cp.seedEdges[1])
+}
+
+func (s *seedsStep) reads() []value  { return nil }
+func (s *seedsStep) writes() []value { return nil }
+
+func (s *seedsStep) exec(ctx context.Context, r *runner) error {
+	rs := r.round
+	m := &masksAhead{
+		seeds:  make([]pond.Seed, len(s.cp.uploads)),
+		msgs:   make([][]byte, len(s.cp.uploads)),
+		shares: make([]pond.Share, len(s.cp.uploads)),
+		done:   make(chan struct{}),
+	}
+	for i, u := range s.cp.uploads {
+		seed, err := pond.NewSeed(r.rng)
+		if err != nil {
+			return fmt.Errorf("upload %s: %w", u, err)
+		}
+		m.seeds[i] = seed
+	}
+	k := seedServer(rs.position)
+	msg := &memberSeeds{Round: rs.number, Seeds: m.seeds}
+	if err := r.send(ctx, s.cp.servers[k], s.cp.seedEdges[k], 11+pond.SeedSize*len(m.seeds), msg); err != nil {
+		return err
+	}
+	rs.seedsSent = true
+	streams := make([]pond.SeededShare, len(s.cp.uploads))
+	for i, u := range s.cp.uploads {
+		m.msgs[i], m.shares[i] = maskedMessage(r, u.x.Shape().Size())
+		streams[i] = pond.SeededShare{Seed: m.seeds[i], Domain: memberDomain(r, u, rs.member)}
+	}
+	rs.ahead = m
+	go func() {
+		defer close(m.done)
+		for i, st := range streams {
+			sh := m.shares[i]
+			parallel(len(sh), func(lo, hi int) { st.ExpandAt(sh[lo:hi], lo) })
+		}
+	}()
+	return nil
+}
+
 // contributeStep is a member's last step of a round: it computes its
-// uploads (w·x for a weighted mean), masks each with a fresh seed in its
-// own domain, tells both servers that its shares follow and sends them:
-// the seeds to one server and the masked tensors to the other, by its
-// position in the cohort. Everything is computed before anything is sent,
+// uploads (w·x for a weighted mean), masks each with the mask it drew
+// ahead (seedsStep), in one pass, tells its masked server that its shares
+// follow and sends them. Everything is computed before anything is sent,
 // so that a weight refused or a value out of range drops the member out
-// before a server has heard from it.
+// before its masked server has heard from it; its seeds are then never
+// used.
 type contributeStep struct {
 	lastUse
 	cp *cohortPlan
@@ -267,11 +399,11 @@ type contributeStep struct {
 
 func (s *contributeStep) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "contribute: status -> %s (edge %d), %s (edge %d)", s.cp.servers[0], s.cp.statusEdges[0], s.cp.servers[1], s.cp.statusEdges[1])
+	fmt.Fprintf(&b, "contribute: status -> %s (edge %d) or %s (edge %d)", s.cp.servers[0], s.cp.statusEdges[0], s.cp.servers[1], s.cp.statusEdges[1])
 	for _, u := range s.cp.uploads {
-		fmt.Fprintf(&b, "; %s -> %s (edge %d), %s (edge %d)", u, s.cp.servers[0], u.edges[0], s.cp.servers[1], u.edges[1])
+		fmt.Fprintf(&b, "; masked %s -> %s (edge %d) or %s (edge %d)", u, s.cp.servers[0], u.edges[0], s.cp.servers[1], u.edges[1])
 	}
-	fmt.Fprintf(&b, "; seeds to %s and masked tensors to %s at even positions in the cohort, the other way at odd", s.cp.servers[0], s.cp.servers[1])
+	fmt.Fprintf(&b, "; to the server without the seeds: %s at even positions in the cohort, %s at odd", s.cp.servers[1], s.cp.servers[0])
 	return b.String()
 }
 
@@ -290,7 +422,7 @@ func (s *contributeStep) writes() []value { return nil }
 
 func (s *contributeStep) exec(ctx context.Context, r *runner) error {
 	rs := r.round
-	// Weights first: a member whose weight is refused sends nothing.
+	// Weights first: a member whose weight is refused sends nothing more.
 	for _, u := range s.cp.uploads {
 		if u.weight == nil {
 			continue
@@ -303,20 +435,18 @@ func (s *contributeStep) exec(ctx context.Context, r *runner) error {
 			return fmt.Errorf("%w: weight %s of %s is %v", ErrWeight, *u.weight, u.id.Node, w[0])
 		}
 	}
-	type message struct {
-		seed   pond.Seed
-		masked []byte
+	m := rs.ahead
+	if m == nil {
+		return fmt.Errorf("session: contribute without masks drawn ahead (compiler bug)")
 	}
-	msgs := make([]message, 0, len(s.cp.uploads))
-	release := func() {
-		for _, m := range msgs {
-			r.pool.putBytes(m.masked)
-		}
+	select {
+	case <-m.done:
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	for _, u := range s.cp.uploads {
+	for i, u := range s.cp.uploads {
 		x, err := r.publicTensor(u.x)
 		if err != nil {
-			release()
 			return err
 		}
 		if u.weight != nil {
@@ -327,74 +457,43 @@ func (s *contributeStep) exec(ctx context.Context, r *runner) error {
 			}
 			x = wx
 		}
-		seed, err := pond.NewSeed(r.rng)
-		if err != nil {
-			release()
-			return fmt.Errorf("upload %s: %w", u, err)
-		}
-		b, masked := r.shareMessage(len(x)) // b == nil: masked is a pooled buffer
-		d := memberDomain(r, u, rs.member)
+		sh := m.shares[i]
 		err = parallelErr(len(x), func(lo, hi int) error {
-			return r.proto.EncodeAndMaskAt(masked[lo:hi], x[lo:hi], seed, d, lo)
+			return r.proto.EncodeAndSubtractAt(sh[lo:hi], x[lo:hi], sh[lo:hi], lo)
 		})
 		if err != nil {
-			if b != nil {
-				r.pool.putBytes(b)
-			} else {
-				r.pool.putUint64s(masked)
-			}
-			release()
 			return fmt.Errorf("upload %s: %w%s", u, err, r.rangeNote(err))
 		}
-		if b == nil {
-			b = r.proto.AppendShare(r.pool.byteBuf(r.proto.ShareSize(len(masked))), masked)
-			r.pool.putUint64s(masked)
-		} else {
-			b = r.shareOf(b, masked)
-		}
-		msgs = append(msgs, message{seed: seed, masked: b})
 	}
+	to := 1 - seedServer(rs.position)
 	ok, _ := (&contribution{}).MarshalBinary()
-	seeds := seedServer(rs.position)
-	for k, srv := range s.cp.servers {
-		if err := r.sendBytes(ctx, srv, s.cp.statusEdges[k], ok); err != nil {
-			release()
-			return err
-		}
+	if err := r.sendBytes(ctx, s.cp.servers[to], s.cp.statusEdges[to], ok); err != nil {
+		return err
 	}
 	for i, u := range s.cp.uploads {
-		m := msgs[i]
-		msgs[i].masked = nil // handed over below, or released here
-		if err := r.send(ctx, s.cp.servers[seeds], u.edges[seeds], pond.SeedSize, m.seed); err != nil {
-			r.pool.putBytes(m.masked)
-			release()
-			return err
-		}
-		if err := r.t.SendOwned(ctx, s.cp.servers[1-seeds], r.key(u.edges[1-seeds]), m.masked); err != nil {
-			release()
-			return fmt.Errorf("sending to %q: %w", s.cp.servers[1-seeds], err)
+		b := sealMasked(r, m.msgs[i], m.shares[i])
+		m.msgs[i], m.shares[i] = nil, nil // handed over with the message
+		if err := r.t.SendOwned(ctx, s.cp.servers[to], r.key(u.edges[to]), b); err != nil {
+			return fmt.Errorf("sending to %q: %w", s.cp.servers[to], err)
 		}
 	}
 	return nil
 }
 
-// memberPart is a server's share of one member's upload: the seed it
-// sent, or the masked tensor, a view of the message it came in.
-type memberPart struct {
-	seeded  pond.SeededShare
-	share   pond.Share // nil for a seed
-	backing []byte     // the message share is a view of, or nil
-}
-
-// gatherStep is a server's step that collects a round's uploads and
-// agrees on its survivors. From every member of the cohort it receives a
-// contribution, then, if the member did not drop out, its share of every
-// upload, until every member's have arrived or failed or the deadline
-// passes. It then sends the other server the members whose every share
-// arrived (its arrived set, with the digest of the cohort it was told),
-// receives the other's, and takes the intersection: the survivors, over
-// which the round's sums run. With fewer survivors than MinOwners it
-// skips the round: the server sends no share.
+// gatherStep is a server's step that collects a round's uploads into
+// running sums and agrees on its survivors. Each member's seed server
+// receives its seeds (at once: the member sends them when invited), adds
+// their streams into its sums in the background, counts the member as
+// arrived from then on and tells the other server so (seedsHeld). The
+// member's masked server receives its status and, unless it dropped out,
+// its masked tensors; once it holds all of them and the seed server's
+// notice, it adds them into its sums and lets them go. When every
+// member's shares arrived or failed, or the deadline passed, the server
+// sends the other its arrived set (with the digest of the cohort it was
+// told), receives the other's, and takes the intersection: the survivors.
+// It takes back the streams of the members it holds seeds of who did not
+// survive. With fewer survivors than MinOwners it skips the round: the
+// server sends no share.
 type gatherStep struct {
 	lastUse
 	cp    *cohortPlan
@@ -405,16 +504,17 @@ func (s *gatherStep) String() string {
 	var b strings.Builder
 	from, to := s.cp.exchangeEdges[1-s.party], s.cp.exchangeEdges[s.party]
 	peer := s.cp.servers[1-s.party]
-	fmt.Fprintf(&b, "gather from every member of the round: status (edge %d)", s.cp.statusEdges[s.party])
-	for _, u := range s.cp.uploads {
-		fmt.Fprintf(&b, ", %s (edge %d)", u, u.edges[s.party])
-	}
-	what := "seeds from even positions, masked tensors from odd"
+	even, odd := "seeds", "status and masked tensors"
 	if s.party == 1 {
-		what = "masked tensors from even positions, seeds from odd"
+		even, odd = odd, even
 	}
-	fmt.Fprintf(&b, ": %s, until all arrived or failed or the deadline; arrived set -> %s (edge %d), <- %s (edge %d); survivors: both sets' intersection; skip the round below MinOwners",
-		what, peer, to, peer, from)
+	fmt.Fprintf(&b, "gather from every member of the round: from even positions its %s, from odd its %s: seeds (edge %d)", even, odd, s.cp.seedEdges[s.party])
+	fmt.Fprintf(&b, ", summed as they come, each told -> %s (edge %d, one key per position); status (edge %d)", peer, s.cp.heldEdges[s.party], s.cp.statusEdges[s.party])
+	for _, u := range s.cp.uploads {
+		fmt.Fprintf(&b, ", masked %s (edge %d)", u, u.edges[s.party])
+	}
+	fmt.Fprintf(&b, ", summed once all came and %s holds the seeds (<- %s, edge %d, one key per position); until all arrived or failed or the deadline; arrived set -> %s (edge %d), <- %s (edge %d); survivors: both sets' intersection, other members' streams taken back; skip the round below MinOwners",
+		peer, peer, s.cp.heldEdges[1-s.party], peer, to, peer, from)
 	return b.String()
 }
 
@@ -437,17 +537,32 @@ func (s *gatherStep) exec(ctx context.Context, r *runner) error {
 		// server, restarted meanwhile, may never have heard of it.
 		return &roundSkip{reason: "nobody was invited (a server was not connected)"}
 	}
+	sizes := make([]int, len(s.cp.uploads))
+	for k, u := range s.cp.uploads {
+		sizes[k] = u.x.Shape().Size()
+	}
+	sums := newRoundSums(r, sizes)
+	kept := false
+	defer func() {
+		if !kept {
+			sums.stop(false)
+			sums.release(r)
+		}
+	}()
 	gctx, cancel := context.WithDeadline(ctx, rs.started.Add(rs.opts.Deadline))
 	defer cancel()
-	parts := make([][]memberPart, len(cohort))
+	seeds := make([][]pond.SeededShare, len(cohort)) // the seeds this server holds, by member
 	why := make([]string, len(cohort))
 	var wg sync.WaitGroup
 	for i, m := range cohort {
-		wg.Go(func() { parts[i], why[i] = s.receive(gctx, r, i, m) })
+		if seedServer(i) == s.party {
+			wg.Go(func() { seeds[i], why[i] = s.receiveSeeds(gctx, r, sums, i, m) })
+		} else {
+			wg.Go(func() { why[i] = s.receiveMasked(gctx, r, sums, i, m) })
+		}
 	}
 	wg.Wait()
 	if err := ctx.Err(); err != nil { // the round itself ended, not the wait
-		s.releaseParts(r, parts)
 		return err
 	}
 
@@ -459,32 +574,43 @@ func (s *gatherStep) exec(ctx context.Context, r *runner) error {
 	}
 	theirs, err := s.exchange(ctx, r, arrived)
 	if err != nil {
-		s.releaseParts(r, parts)
 		return err
 	}
+	sums.stop(true)
 	peer := s.cp.servers[1-s.party]
 	rs.dropped = map[string]string{}
-	rs.parts = map[graph.Ref][]memberPart{}
+	var takeBack [][]pond.SeededShare
+	var broken []string
 	for i, m := range cohort {
 		_, there := slices.BinarySearch(theirs, m)
 		switch {
 		case why[i] != "":
 			rs.dropped[m] = why[i]
-		case !there:
+		case !there && seeds[i] != nil:
 			rs.dropped[m] = fmt.Sprintf("its shares did not all reach %s", peer)
+			takeBack = append(takeBack, seeds[i])
+		case !there:
+			broken = append(broken, m)
 		default:
 			rs.agreed = append(rs.agreed, m)
-			for k, u := range s.cp.uploads {
-				rs.parts[u.id] = append(rs.parts[u.id], parts[i][k])
-			}
-			parts[i] = nil
-			continue
 		}
-		s.releaseParts(r, parts[i:i+1])
 	}
-	for _, u := range s.cp.uploads {
+	if len(broken) > 0 {
+		// Only a faulty or hostile peer leaves out a member whose seeds it
+		// told this server it held: the masked tensors added are not kept,
+		// so no sum over the intersection can be made.
+		rs.agreed = nil
+		return fmt.Errorf("%s's arrived set for round %d leaves out %s, whose seeds it said it held: %s added their masked tensors and cannot take them back, so it sends no share",
+			peer, rs.number, strings.Join(quoteAll(broken), ", "), r.player)
+	}
+	sums.takeBack(takeBack)
+	rs.sums = map[graph.Ref]pond.Share{}
+	for k, u := range s.cp.uploads {
+		rs.sums[u.id] = sums.sums[k]
 		r.touch(uploadValue, u.id, true)
 	}
+	kept = true
+	rs.heldPeak = sums.peak.Load()
 	if len(rs.agreed) < rs.opts.MinOwners {
 		return &roundSkip{reason: fmt.Sprintf("%d of the %d members invited survived, fewer than the %d the servers require (MinOwners)",
 			len(rs.agreed), len(cohort), rs.opts.MinOwners)}
@@ -492,91 +618,129 @@ func (s *gatherStep) exec(ctx context.Context, r *runner) error {
 	return nil
 }
 
-// releaseParts gives the memory of parts back.
-func (s *gatherStep) releaseParts(r *runner, parts [][]memberPart) {
-	for _, ps := range parts {
-		for _, p := range ps {
-			releasePart(r, p)
-		}
-	}
-}
-
-func releasePart(r *runner, p memberPart) {
-	switch {
-	case p.backing != nil:
-		r.pool.putBytes(p.backing)
-	case p.share != nil:
-		r.pool.putUint64s(p.share)
-	}
-}
-
-// receive collects member m's contribution and shares, m at position pos
-// of the cohort. It returns its parts, one per upload, or why it is
-// missing. It runs in a goroutine of its own, so it touches nothing of r
-// but its transport, pool and protocol, which are safe for concurrent
-// use.
-func (s *gatherStep) receive(ctx context.Context, r *runner, pos int, m string) ([]memberPart, string) {
+// receiveSeeds receives the seeds of member m, at position pos of the
+// cohort, whose seed server this is: it queues their streams to be added
+// into the sums, tells the other server it holds them, and returns them.
+// Otherwise it tells the other server why not, and returns it. From the
+// moment the notice goes out the member counts as arrived here. It runs
+// in a goroutine of its own, so it touches nothing of r but its
+// transport, pool and protocol, which are safe for concurrent use.
+func (s *gatherStep) receiveSeeds(ctx context.Context, r *runner, sums *roundSums, pos int, m string) ([]pond.SeededShare, string) {
 	rs := r.round
+	peer := s.cp.servers[1-s.party]
+	tell := func(held bool, why string) {
+		n := &seedsHeld{Round: rs.number, Position: uint32(pos), Member: m, Held: held, Reason: why}
+		// A notice lost leaves the member out at the other server, and
+		// so out of the intersection: this one then takes its streams back.
+		r.send(ctx, peer, heldEdge(s.cp.heldEdges[s.party], pos), 18+len(m)+len(why), n)
+	}
+	fail := func(why string) ([]pond.SeededShare, string) {
+		tell(false, why)
+		return nil, why
+	}
 	if rs.greet != nil {
 		if err := rs.greet(ctx, m); err != nil {
-			return nil, missing(ctx, r, err)
+			return fail(missing(ctx, r, err))
 		}
 	}
-	b, err := r.t.Recv(ctx, m, r.key(s.cp.statusEdges[s.party]))
+	b, err := r.t.Recv(ctx, m, r.key(s.cp.seedEdges[s.party]))
 	if err != nil {
-		return nil, missing(ctx, r, err)
+		return fail(missing(ctx, r, err))
+	}
+	var msg memberSeeds
+	err = msg.UnmarshalBinary(b)
+	r.pool.putBytes(b)
+	switch {
+	case err != nil:
+		return fail(fmt.Sprintf("its seeds: %v", err))
+	case msg.Round != rs.number:
+		return fail(fmt.Sprintf("its seeds are for round %d, not %d", msg.Round, rs.number))
+	case len(msg.Seeds) == 0:
+		return fail("dropped out: " + msg.Reason)
+	case len(msg.Seeds) != len(s.cp.uploads):
+		return fail(fmt.Sprintf("it sent %d seeds for %d uploads", len(msg.Seeds), len(s.cp.uploads)))
+	}
+	seeded := make([]pond.SeededShare, len(s.cp.uploads))
+	for k, u := range s.cp.uploads {
+		seeded[k] = pond.SeededShare{Seed: msg.Seeds[k], Domain: memberDomain(r, u, m)}
+	}
+	sums.add(sumJob{seeded: seeded})
+	tell(true, "")
+	return seeded, ""
+}
+
+// receiveMasked receives the status and masked tensors of member m, at
+// position pos of the cohort, whose masked server this is, after the seed
+// server's notice about its seeds. Once it holds the notice that the seeds
+// are held and all the member's masked tensors, it queues the tensors to
+// be added into the sums, and the member has arrived; otherwise it returns
+// why the member is missing, and nothing of it is added. It runs in a
+// goroutine of its own, as receiveSeeds does.
+func (s *gatherStep) receiveMasked(ctx context.Context, r *runner, sums *roundSums, pos int, m string) string {
+	rs := r.round
+	peer := s.cp.servers[1-s.party]
+	if rs.greet != nil {
+		if err := rs.greet(ctx, m); err != nil {
+			return missing(ctx, r, err)
+		}
+	}
+	// The notice first: the seeds went out when the member was invited,
+	// so their notice is here long before the status and masked tensors,
+	// whose messages wait for it unread; and every notice is read at once,
+	// so that notices of members that drop out do not pile up unread.
+	notAll := fmt.Sprintf("its shares did not all reach %s", peer)
+	b, err := r.t.Recv(ctx, peer, r.key(heldEdge(s.cp.heldEdges[1-s.party], pos)))
+	if err != nil {
+		if ctx.Err() != nil {
+			return notAll
+		}
+		return fmt.Sprintf("%s: %v", notAll, err)
+	}
+	var n seedsHeld
+	err = n.UnmarshalBinary(b)
+	r.pool.putBytes(b)
+	switch {
+	case err != nil:
+		return fmt.Sprintf("%s's notice of its seeds: %v", peer, err)
+	case n.Round != rs.number || n.Position != uint32(pos) || n.Member != m:
+		return fmt.Sprintf("%s's notice of its seeds names %q at position %d of round %d, not position %d of round %d: refused",
+			peer, n.Member, n.Position, n.Round, pos, rs.number)
+	case !n.Held:
+		return notAll // the seed server says why
+	}
+	b, err = r.t.Recv(ctx, m, r.key(s.cp.statusEdges[s.party]))
+	if err != nil {
+		return missing(ctx, r, err)
 	}
 	var c contribution
 	err = c.UnmarshalBinary(b)
 	r.pool.putBytes(b)
 	if err != nil {
-		return nil, err.Error()
+		return err.Error()
 	}
 	if c.Dropped {
-		return nil, "dropped out: " + c.Reason
+		return "dropped out: " + c.Reason
 	}
-	seeds := seedServer(pos) == s.party
-	parts := make([]memberPart, 0, len(s.cp.uploads))
-	fail := func(why string) ([]memberPart, string) {
-		for _, p := range parts {
-			releasePart(r, p)
-		}
-		return nil, why
-	}
+	job := sumJob{shares: make([]pond.Share, 0, len(s.cp.uploads)), backing: make([][]byte, 0, len(s.cp.uploads))}
 	for _, u := range s.cp.uploads {
 		b, err := r.t.Recv(ctx, m, r.key(u.edges[s.party]))
 		if err != nil {
-			return fail(missing(ctx, r, err))
+			sums.drop(job)
+			return missing(ctx, r, err)
 		}
-		if seeds {
-			var seed pond.Seed
-			err := seed.UnmarshalBinary(b)
-			r.pool.putBytes(b)
-			if err != nil {
-				return fail(fmt.Sprintf("seed of %s: %v", u, err))
-			}
-			parts = append(parts, memberPart{seeded: pond.SeededShare{Seed: seed, Domain: memberDomain(r, u, m)}})
-			continue
-		}
-		n := u.x.Shape().Size()
-		if size := r.proto.ShareSize(n); len(b) != size || binary.LittleEndian.Uint64(b) != uint64(n) {
-			r.pool.putBytes(b)
-			return fail(fmt.Sprintf("masked %s has %d bytes, want %d", u, len(b), size))
-		}
-		if w, ok := le.Words(b[8:]); ok && r.proto.WordSize() == 8 {
-			parts = append(parts, memberPart{share: w, backing: b})
-			continue
-		}
-		share := pond.Share(r.pool.uint64s(n))
-		err = r.proto.DecodeShare(share, b)
-		r.pool.putBytes(b)
+		size := int64(cap(b))
+		share, backing, err := parseMasked(r, b, u.x.Shape().Size())
 		if err != nil {
-			r.pool.putUint64s(share)
-			return fail(fmt.Sprintf("masked %s: %v", u, err))
+			sums.drop(job)
+			return fmt.Sprintf("masked %s: %v", u, err)
 		}
-		parts = append(parts, memberPart{share: share})
+		sums.hold(size)
+		job.shares = append(job.shares, share)
+		job.backing = append(job.backing, backing)
+		job.bytes += size
 	}
-	return parts, ""
+	sums.add(job)
+	return ""
 }
 
 // missing says why a member's message did not arrive.
@@ -621,12 +785,11 @@ func (s *gatherStep) exchange(ctx context.Context, r *runner, arrived []string) 
 	return theirs.Members, nil
 }
 
-// aggregateStep sums one upload over a round's survivors on a server:
-// the share of a sum or mean node, or of Σw, the divisor of weighted
-// means, in one pass over cache-sized blocks of the masked tensors and the
-// seeds' mask streams (pond.SumSharesAt), as addN does. A mean divided inside the
-// protocol is then multiplied by the encoding of 1/(number of survivors)
-// and truncated.
+// aggregateStep is a server's share of one upload summed over a round's
+// survivors: the share of a sum or mean node, or of Σw, the divisor of
+// weighted means. The gather step summed it as the shares came; a mean
+// divided inside the protocol is then multiplied by the encoding of
+// 1/(number of survivors) and truncated.
 type aggregateStep struct {
 	lastUse
 	node     *graph.Node // nil for a weight sum
@@ -660,24 +823,18 @@ func (s *aggregateStep) writes() []value { return values(shareValue, s.out()) }
 func (s *aggregateStep) exec(ctx context.Context, r *runner) error {
 	r.touch(uploadValue, s.up.id, false)
 	rs := r.round
-	var xs []pond.Share
-	var streams []pond.SeededShare
-	for _, p := range rs.parts[s.up.id] {
-		if p.share != nil {
-			xs = append(xs, p.share)
-		} else {
-			streams = append(streams, p.seeded)
-		}
+	sum, ok := rs.sums[s.up.id]
+	if !ok {
+		return fmt.Errorf("session: no sum of %s (compiler bug)", s.up)
 	}
 	size := s.up.x.Shape().Size()
-	sum := r.messageShare(size)
-	parallel(size, func(lo, hi int) {
-		part := make([]pond.Share, len(xs))
-		for i, x := range xs {
-			part[i] = x[lo:hi]
-		}
-		pond.SumSharesAt(sum[lo:hi], part, streams, lo)
-	})
+	if s.isLast(0) {
+		delete(rs.sums, s.up.id) // this step's now
+	} else {
+		c := r.messageShare(size)
+		copy(c, sum)
+		sum = c
+	}
 	if !s.divide {
 		r.setShare(s.out(), sum)
 		return nil

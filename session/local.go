@@ -53,6 +53,10 @@ type base struct {
 	// timing, when set (by benchmarks, before the first Run), is told how
 	// long each step took. It is called from every player's goroutine.
 	timing func(player string, s step, d time.Duration)
+	// roundHeld, when set (by benchmarks, before the first Run), is told
+	// after each round on a server the most its gather step held at once
+	// of members' masked tensors and its sums, in bytes.
+	roundHeld func(player string, peak int64)
 
 	co     coordinator // the rounds this player coordinates, guarded by mu
 	lastMu sync.Mutex  // guards last

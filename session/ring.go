@@ -141,7 +141,7 @@ func additive(steps []step) bool {
 		case *callStep, *shareStep, *recvSeedStep, *recvMaskedStep, *linearStep,
 			*sendShareStep, *revealStep, *sendPublicStep, *recvPublicStep,
 			*announceStep, *roundStartStep, *noticeStep, *sendMembersStep,
-			*contributeStep, *gatherStep, *sendResultStep, *cohortRevealStep:
+			*seedsStep, *contributeStep, *gatherStep, *sendResultStep, *cohortRevealStep:
 		case *aggregateStep:
 			if s.divide {
 				return false

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/shareflow/shareflow/graph"
+	"github.com/shareflow/shareflow/protocol/pond"
 	"github.com/shareflow/shareflow/session/transport"
 )
 
@@ -21,21 +22,29 @@ import (
 //     the other players of the plan the round's number and cohort
 //     (roundStart), and each connected member whether it is invited, and
 //     at which position (roundNotice).
-//  2. The holders of the cohort inputs' public inputs (the model) send
-//     them to every invited member. Each member calls its functions and
-//     contributes: a contribution message to each server, then the seed
-//     of every upload to one server and the masked tensor to the other,
-//     alternating by position. A member whose function fails sends a
-//     contribution saying it dropped out, and why.
-//  3. Each server waits until every member's shares arrived or failed, or
-//     until the deadline after it learned of the round, then sends the
-//     other server its arrived set and the digest of the cohort it was
-//     told, and receives the other's. The survivors are the intersection.
-//     A server with fewer survivors than MinOwners sends the coordinator
-//     a result saying it skips the round, and no share. Otherwise it sums
-//     every upload over the survivors, runs the rest of its plan, and
-//     sends the coordinator its result (the survivors, and why each other
-//     member is missing) and then its shares.
+//  2. Each invited member sends its seed server (by position) a fresh
+//     seed per upload at once (memberSeeds) and expands the masks while
+//     the holders of the cohort inputs' public inputs (the model) send
+//     them and its functions run. It then sends its masked server a
+//     contribution message and its masked tensors, encode(x) minus the
+//     mask drawn ahead. A member whose function fails sends its masked
+//     server a contribution saying it dropped out, and why (and its seed
+//     server an empty memberSeeds, if its seeds had not gone yet).
+//  3. The seed server adds the streams of a member's seeds into its
+//     running sums as they come and tells the masked server it holds
+//     them (seedsHeld): the member counts as arrived there from then on.
+//     The masked server adds all of a member's masked tensors once they
+//     and the notice are there, and lets them go. Each server waits until
+//     every member's shares arrived or failed, or until the deadline
+//     after it learned of the round, then sends the other server its
+//     arrived set and the digest of the cohort it was told, and receives
+//     the other's. The survivors are the intersection; a seed server
+//     takes back the streams of the members it holds seeds of who did
+//     not survive. A server with fewer survivors than MinOwners sends the
+//     coordinator a result saying it skips the round, and no share.
+//     Otherwise it runs the rest of its plan on its sums, and sends the
+//     coordinator its result (the survivors, and why each other member
+//     is missing) and then its shares.
 //  4. The coordinator reveals only if both servers sent shares over the
 //     same survivors; otherwise the round is skipped (ErrRoundSkipped) or
 //     aborted (ErrSurvivorMismatch), and the output function is not
@@ -74,15 +83,20 @@ type roundState struct {
 	totalWeight float64
 
 	// A member's.
-	member   string
-	position int
-	invited  func(ctx context.Context) error // called once invited, before the round's steps go on; may be nil
+	member    string
+	position  int
+	invited   func(ctx context.Context) error // called once invited, before the round's steps go on; may be nil
+	seedsSent bool                            // its seeds went to its seed server (seedsStep)
+	ahead     *masksAhead                     // its masks, drawn ahead
 
 	// A server's.
 	greet   func(ctx context.Context, member string) error // greets a member on first sight; nil when there is nothing to greet
 	agreed  []string
 	dropped map[string]string
-	parts   map[graph.Ref][]memberPart
+	sums    map[graph.Ref]pond.Share // each upload summed over the survivors, until an aggregate step takes it
+	// heldPeak is the most the gather step held at once of members'
+	// masked tensors and its sums, in bytes (for memory benchmarks).
+	heldPeak int64
 }
 
 // result returns the round's result on a server.
@@ -106,13 +120,16 @@ func (rs *roundState) missing(agreed []string) []string {
 	return out
 }
 
-// releaseParts gives back the memory of the uploads a server gathered.
-func (rs *roundState) releaseParts(r *runner) {
-	for id, ps := range rs.parts {
-		for _, p := range ps {
-			releasePart(r, p)
-		}
-		delete(rs.parts, id)
+// releaseHeld gives back the memory a round left: a server's sums not
+// taken, a member's masks not sent.
+func (rs *roundState) releaseHeld(r *runner) {
+	for id, s := range rs.sums {
+		r.releaseShare(s)
+		delete(rs.sums, id)
+	}
+	if rs.ahead != nil {
+		rs.ahead.release(r)
+		rs.ahead = nil
 	}
 }
 
@@ -262,6 +279,9 @@ func (b *base) LastRound() RoundInfo {
 func (b *base) serverRound(ctx context.Context, plan *Plan, player string, t *counting, rs *roundState) error {
 	cp := plan.cohort
 	err := b.runRound(ctx, plan, plan.steps[player], player, t, rs, rs.opts.roundBound())
+	if b.roundHeld != nil && rs.heldPeak > 0 {
+		b.roundHeld(player, rs.heldPeak)
+	}
 	party := slices.Index(cp.servers[:], player)
 	if err == nil || party < 0 || rs.cohort == nil || errors.Is(err, errRunEnded) {
 		b.recordServerRound(rs, "")
@@ -309,8 +329,14 @@ func (b *base) memberRound(ctx context.Context, plan *Plan, member string, t *co
 	msg, _ := drop.MarshalBinary()
 	nctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rs.opts.Deadline)
 	defer cancel()
-	for k, srv := range cp.servers {
-		t.Send(nctx, srv, transportKey(b.opts.SessionID, rs.number, cp.statusEdges[k]), msg)
+	// Its masked server learns why; its seed server, which holds its
+	// seeds, learns it from the survivors the servers agree on, unless
+	// the seeds never went: then it is told here.
+	k := seedServer(rs.position)
+	t.Send(nctx, cp.servers[1-k], transportKey(b.opts.SessionID, rs.number, cp.statusEdges[1-k]), msg)
+	if !rs.seedsSent {
+		none, _ := (&memberSeeds{Round: rs.number, Reason: drop.Reason}).MarshalBinary()
+		t.Send(nctx, cp.servers[k], transportKey(b.opts.SessionID, rs.number, cp.seedEdges[k]), none)
 	}
 	b.log.Info("dropped out of a round", "member", member, "round", rs.number, "reason", drop.Reason)
 	return nil

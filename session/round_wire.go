@@ -7,6 +7,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/shareflow/shareflow/players"
+	"github.com/shareflow/shareflow/protocol/pond"
 )
 
 // The messages of the round protocol (see rounds.go). Each is a wire type
@@ -508,5 +509,110 @@ func (m *roundResult) UnmarshalBinary(data []byte) error {
 		return err
 	}
 	*m = out
+	return nil
+}
+
+// maxUploads bounds the uploads of a round, and so the seeds a member
+// sends in one message (memberSeeds). A plan has a few: one per cohort
+// tensor a mean or sum takes, two per weighted mean.
+const maxUploads = 1 << 12
+
+// memberSeeds is what a member of a round sends the server that holds its
+// seeds (its seed server), as soon as it is invited and before its
+// functions run: the seed of each of its uploads, in the plan's order. No
+// seed at all says it dropped out before it drew them; the reason goes to
+// the other server with its status (contribution) and here, as Reason.
+type memberSeeds struct {
+	Round  uint64
+	Seeds  []pond.Seed
+	Reason string // with no seed: why the member dropped out, at most maxDropReason bytes
+}
+
+// AppendBinary appends the encoding: round (uint64), the number of seeds
+// (uint16), each seed (pond.SeedSize bytes), then the reason (uint16
+// length and UTF-8 bytes, cut to maxDropReason).
+func (m *memberSeeds) AppendBinary(b []byte) ([]byte, error) {
+	if len(m.Seeds) > maxUploads {
+		return nil, fmt.Errorf("session: member seeds: %d seeds, more than %d", len(m.Seeds), maxUploads)
+	}
+	b = binary.LittleEndian.AppendUint64(b, m.Round)
+	b = binary.LittleEndian.AppendUint16(b, uint16(len(m.Seeds)))
+	for _, s := range m.Seeds {
+		b = append(b, s[:]...)
+	}
+	return appendStr(b, m.Reason, maxDropReason), nil
+}
+
+// MarshalBinary encodes m.
+func (m *memberSeeds) MarshalBinary() ([]byte, error) { return m.AppendBinary(nil) }
+
+// UnmarshalBinary decodes data into m. The count is checked against the
+// bytes left before anything is allocated.
+func (m *memberSeeds) UnmarshalBinary(data []byte) error {
+	r := &wireReader{b: data, what: "member seeds"}
+	round := r.u64("round")
+	n := int(r.u16("seed count"))
+	if r.err == nil && (n > maxUploads || n*pond.SeedSize > len(r.b)) {
+		r.fail("%d seeds in %d bytes (at most %d seeds of %d bytes)", n, len(r.b), maxUploads, pond.SeedSize)
+	}
+	var seeds []pond.Seed
+	if r.err == nil {
+		seeds = make([]pond.Seed, n)
+		for i := range seeds {
+			copy(seeds[i][:], r.take(pond.SeedSize, "seed"))
+		}
+	}
+	reason := r.str(maxDropReason, "reason")
+	if err := r.end(); err != nil {
+		return err
+	}
+	*m = memberSeeds{Round: round, Seeds: seeds, Reason: reason}
+	return nil
+}
+
+// seedsHeld is what a member's seed server tells the other server, its
+// masked server, once it has the member's seeds (Held): from then on it
+// counts the member as arrived, whatever else happens, so that the masked
+// server may add the member's masked tensors into its sums as they come
+// and let them go. Without Held, the seeds did not come or were refused,
+// and Reason says why. It is keyed by the member's position (heldEdge).
+type seedsHeld struct {
+	Round    uint64
+	Position uint32
+	Member   string
+	Held     bool
+	Reason   string // at most maxDropReason bytes
+}
+
+// AppendBinary appends the encoding: round (uint64), position (uint32),
+// the member (a name), held (byte 0 or 1), the reason (uint16 length and
+// UTF-8 bytes, cut to maxDropReason).
+func (m *seedsHeld) AppendBinary(b []byte) ([]byte, error) {
+	if err := players.CheckName(m.Member); err != nil {
+		return nil, fmt.Errorf("session: seeds held: %w", err)
+	}
+	b = binary.LittleEndian.AppendUint64(b, m.Round)
+	b = binary.LittleEndian.AppendUint32(b, m.Position)
+	b = append(b, byte(len(m.Member)))
+	b = append(b, m.Member...)
+	b = append(b, boolByte(m.Held))
+	return appendStr(b, m.Reason, maxDropReason), nil
+}
+
+// MarshalBinary encodes m.
+func (m *seedsHeld) MarshalBinary() ([]byte, error) { return m.AppendBinary(nil) }
+
+// UnmarshalBinary decodes data into m.
+func (m *seedsHeld) UnmarshalBinary(data []byte) error {
+	r := &wireReader{b: data, what: "seeds held"}
+	round := r.u64("round")
+	pos := r.u32("position")
+	member := r.name("member")
+	held := r.flag("held")
+	reason := r.str(maxDropReason, "reason")
+	if err := r.end(); err != nil {
+		return err
+	}
+	*m = seedsHeld{Round: round, Position: pos, Member: member, Held: held, Reason: reason}
 	return nil
 }

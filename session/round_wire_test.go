@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/shareflow/shareflow/protocol/pond"
 )
 
 // roundWire is a wire type of the round protocol.
@@ -42,6 +44,14 @@ var roundWireSamples = map[string]struct {
 	"arrivedSet": {func() roundWire { return &arrivedSet{} }, []roundWire{
 		&arrivedSet{Round: 2, Digest: cohortDigest(2, []string{"a", "b"}), Members: []string{"a", "b"}},
 		&arrivedSet{Round: 2, Members: []string{}},
+	}},
+	"memberSeeds": {func() roundWire { return &memberSeeds{} }, []roundWire{
+		&memberSeeds{Round: 3, Seeds: []pond.Seed{{1, 2, 3}, {31: 9}}},
+		&memberSeeds{Round: 4, Seeds: []pond.Seed{}, Reason: "no data today"},
+	}},
+	"seedsHeld": {func() roundWire { return &seedsHeld{} }, []roundWire{
+		&seedsHeld{Round: 3, Position: 17, Member: "member-17", Held: true},
+		&seedsHeld{Round: 4, Member: "a", Reason: "sent 1 seed for 2 uploads — refused"},
 	}},
 	"roundResult": {func() roundWire { return &roundResult{} }, []roundWire{
 		&roundResult{Round: 5, Kind: resultShares, Agreed: []string{"a", "c"}, Dropped: []dropNote{{"b", "left"}}},
@@ -98,7 +108,12 @@ func TestRoundWireRefusesMalformed(t *testing.T) {
 			b, _ := (&roundResult{Dropped: []dropNote{{"a", ""}, {"b", ""}}}).MarshalBinary()
 			return bytes.Replace(b, []byte{1, 'a', 0, 0, 1, 'b'}, []byte{1, 'b', 0, 0, 1, 'a'}, 1)
 		}(), `dropped members are not strictly sorted: "a" after "b"`},
-		"dropped count": {&roundResult{}, append(append(append(make([]byte, 8), 0, 0, 0), names(0)...), 0xff, 0xff, 0, 0), "65535 dropped members"},
+		"seeds too many":     {&memberSeeds{}, append(make([]byte, 8), 0x01, 0x10), "4097 seeds in 0 bytes"},
+		"seeds beyond bytes": {&memberSeeds{}, append(append(make([]byte, 8), 2, 0), make([]byte, 33)...), "2 seeds in 33 bytes"},
+		"seeds reason cut":   {&memberSeeds{}, append(append(make([]byte, 8), 1, 0), make([]byte, 33)...), "reason length needs 2 bytes, 1 left"},
+		"held flag 2":        {&seedsHeld{}, append(append(make([]byte, 12), 1, 'a', 2), 0, 0), "held is 2"},
+		"held bad member":    {&seedsHeld{}, append(append(make([]byte, 12), 1, '!', 1), 0, 0), `player name "!"`},
+		"dropped count":      {&roundResult{}, append(append(append(make([]byte, 8), 0, 0, 0), names(0)...), 0xff, 0xff, 0, 0), "65535 dropped members"},
 	} {
 		err := c.m.UnmarshalBinary(c.data)
 		assert.ErrorIs(t, err, ErrWire, name)
@@ -145,3 +160,5 @@ func FuzzResume(f *testing.F)       { fuzzRoundWire(f, "resume") }
 func FuzzContribution(f *testing.F) { fuzzRoundWire(f, "contribution") }
 func FuzzArrivedSet(f *testing.F)   { fuzzRoundWire(f, "arrivedSet") }
 func FuzzRoundResult(f *testing.F)  { fuzzRoundWire(f, "roundResult") }
+func FuzzMemberSeeds(f *testing.F)  { fuzzRoundWire(f, "memberSeeds") }
+func FuzzSeedsHeld(f *testing.F)    { fuzzRoundWire(f, "seedsHeld") }

@@ -71,7 +71,7 @@ const (
 	// product, named by the product's ref (runner.triples).
 	tripleValue
 	// uploadValue is what a server gathered of one upload of a round's
-	// members, named by the upload's id (roundState.parts).
+	// members, named by the upload's id: its sum (roundState.sums).
 	uploadValue
 )
 
@@ -172,7 +172,7 @@ func (r *runner) release() {
 	clear(r.public)
 	clear(r.seeds)
 	if r.round != nil {
-		r.round.releaseParts(r)
+		r.round.releaseHeld(r)
 	}
 }
 

@@ -122,6 +122,14 @@ func (s SeededShare) AddToAt(dst Share, off int) {
 	AddExpandAt(dst, s.Seed, s.Domain, off)
 }
 
+// SubFromAt subtracts elements [off, off+len(dst)) of the share from
+// dst, without writing the share out: a server that added the stream of
+// an input it must leave out of a sum takes it back. off must be even.
+func (s SeededShare) SubFromAt(dst Share, off int) {
+	s.Domain.Purpose = PurposeInput
+	SubExpandAt(dst, s.Seed, s.Domain, off)
+}
+
 // ShareInput is the input owner's step of private input: it draws a fresh
 // seed from rng, expands it into a mask r in domain d, sets masked to
 // x − r and returns the seed. The seed goes to one server, whose share is
@@ -190,6 +198,28 @@ func (p *Protocol) EncodeAndMaskAt(masked Share, x []float64, seed Seed, d Domai
 			}
 			m[i] = uint64(int64(math.RoundToEven(v*scale))) - m[i]
 		}
+	}
+	return nil
+}
+
+// EncodeAndSubtractAt is EncodeAndMaskAt with the mask drawn ahead: the
+// input owner expanded elements [off, off+len(x)) of its input mask r into
+// mask (SeededShare.ExpandAt) before x existed, and now sets masked to
+// encode(x) − r in one pass. masked may be mask itself (the same slice),
+// but must not otherwise overlap it. It refuses the first bad element of
+// its range with a *RangeError whose Index counts from the start of the
+// tensor, and leaves masked unspecified.
+func (p *Protocol) EncodeAndSubtractAt(masked Share, x []float64, mask Share, off int) error {
+	if len(masked) != len(x) || len(mask) != len(x) {
+		panic(fmt.Sprintf("pond: EncodeAndSubtractAt: masked has %d elements, x %d, mask %d", len(masked), len(x), len(mask)))
+	}
+	scale, bound := p.scale, p.bound
+	for i, v := range x {
+		// The negated comparison also catches NaN.
+		if !(math.Abs(v) < bound) {
+			return &RangeError{Index: off + i, Value: v, Bound: bound}
+		}
+		masked[i] = uint64(int64(math.RoundToEven(v*scale))) - mask[i]
 	}
 	return nil
 }

@@ -238,6 +238,22 @@ func AddExpandAt(dst []uint64, seed Seed, d Domain, off int) {
 	newMaskStreamAt(seed, d, off).addTo(dst)
 }
 
+// SubExpandAt subtracts words [off, off+len(dst)) of the mask stream of
+// seed in domain d from dst, word by word mod 2^64: the inverse of
+// AddExpandAt. off must be even.
+func SubExpandAt(dst []uint64, seed Seed, d Domain, off int) {
+	m := newMaskStreamAt(seed, d, off)
+	chunk := make([]uint64, min(len(dst), maskChunk)) // used while in the L1 cache
+	for len(dst) > 0 {
+		c := chunk[:min(len(dst), len(chunk))]
+		m.read(c)
+		for i, w := range c {
+			dst[i] -= w
+		}
+		dst = dst[len(c):]
+	}
+}
+
 // addTo adds the next len(dst) words of the stream to dst: straight from
 // the registers with the vector kernel, else a cache-sized chunk at a
 // time.

@@ -101,3 +101,57 @@ func TestSumSharesRefusesMismatchedShares(t *testing.T) {
 		SumSharesAt(make(Share, 4), nil, []SeededShare{{}}, 3)
 	})
 }
+
+// Seeds ahead: a mask drawn before the input exists (ExpandAt), then
+// subtracted from the encoding (EncodeAndSubtractAt, in place, by ranges)
+// makes exactly what EncodeAndMaskAt makes from the same seed; a bad
+// element is refused with its index in the tensor. SubFromAt takes back
+// what AddToAt added, by ranges at even offsets.
+func TestSeedsAheadMaskAndTakeBack(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	for _, prg := range []MaskPRG{MaskAES256, MaskAES128} {
+		p := newProtocol(t, Config{MaskPRG: prg})
+		for _, n := range []int{0, 1, 7, maskChunk + 3, 3*maskChunk + 2} {
+			x := make([]float64, n)
+			for i := range x {
+				x[i] = (r.Float64()*2 - 1) * 1000
+			}
+			var seed Seed
+			for i := range seed {
+				seed[i] = byte(r.Uint32())
+			}
+			d := p.Domain("ahead", 3, 9)
+			d.Member = "member-1"
+			want := make(Share, n)
+			require.NoError(t, p.EncodeAndMaskAt(want, x, seed, d, 0))
+			got := make(Share, n)
+			s := SeededShare{Seed: seed, Domain: d}
+			for lo := 0; lo < n; lo += 1000 {
+				hi := min(lo+1000, n)
+				s.ExpandAt(got[lo:hi], lo)
+				require.NoError(t, p.EncodeAndSubtractAt(got[lo:hi], x[lo:hi], got[lo:hi], lo))
+			}
+			assert.Equal(t, want, got, "%v, %d elements", prg, n)
+
+			before := slicesClone(got)
+			for lo := 0; lo < n; lo += 1000 {
+				hi := min(lo+1000, n)
+				s.AddToAt(got[lo:hi], lo)
+			}
+			for lo := 0; lo < n; lo += 998 {
+				hi := min(lo+998, n)
+				s.SubFromAt(got[lo:hi], lo)
+			}
+			assert.Equal(t, before, got, "%v, %d elements: SubFromAt undoes AddToAt", prg, n)
+			if n > 5 {
+				x[5] = 1e300
+				err := p.EncodeAndSubtractAt(got[4:], x[4:], got[4:], 4)
+				var re *RangeError
+				require.ErrorAs(t, err, &re)
+				assert.Equal(t, 5, re.Index)
+			}
+		}
+	}
+}
+
+func slicesClone(s Share) Share { return append(Share{}, s...) }
