@@ -27,6 +27,7 @@ type options struct {
 	compare      bool
 	plot         string
 	truncation   pond.Truncation
+	ring         int // pond.Ring32, pond.Ring64, or 0: the session picks
 	privateDiv   bool
 	quiet        bool
 	cpuProfile   string
@@ -62,7 +63,7 @@ var errHelp = errors.New("help requested")
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var o options
-	var truncation string
+	var truncation, ring string
 	fs := flag.NewFlagSet("federated-learning", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.IntVar(&o.iterations, "iterations", 400, "training iterations (TF Encrypted: 2000, one epoch of 60,000 images)")
@@ -76,6 +77,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.compare, "compare", false, "train securely, then in the clear with the same seed, and compare accuracy and time")
 	fs.StringVar(&o.plot, "plot", "", "write the training curve (loss and test accuracy) to this PNG file")
 	fs.StringVar(&truncation, "truncation", "interactive", "truncation of Pond when the division stays private: interactive or local")
+	fs.StringVar(&ring, "ring", "auto", "the ring the shares live in: auto (Z_2^32 where the aggregation only adds and its range allows, 4 bytes a parameter), 32, or 64")
 	fs.BoolVar(&o.privateDiv, "private-division", false, "divide inside the protocol (multiply by 1/n, truncate) instead of after reveal on the model owner")
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress output")
 	fs.BoolVar(&o.printPlan, "print-plan", false, "print what every player does and sends each iteration, then exit")
@@ -116,6 +118,15 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		o.truncation = pond.Local
 	default:
 		return o, usageError{fmt.Sprintf("--truncation %q: want interactive or local", truncation)}
+	}
+	switch ring {
+	case "auto":
+	case "32":
+		o.ring = pond.Ring32
+	case "64":
+		o.ring = pond.Ring64
+	default:
+		return o, usageError{fmt.Sprintf("--ring %q: want auto, 32 or 64", ring)}
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })

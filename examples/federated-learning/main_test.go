@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/shareflow/shareflow/examples/federated-learning/mnist"
+	"github.com/shareflow/shareflow/protocol/pond"
 )
 
 // TestSecureTrainingEndToEnd trains with secure aggregation and in the
@@ -36,7 +37,8 @@ func TestSecureTrainingEndToEnd(t *testing.T) {
 	assert.Greater(t, secure.accuracy, floor, "secure training reaches the floor")
 	assert.InDelta(t, plain.accuracy, secure.accuracy, 0.005, "secure and plaintext runs agree within 0.5 percentage points")
 
-	// The data owners' uploads are seeded: about 8 bytes per parameter.
+	// The data owners' uploads are seeded, in Z_2^32: about 4 bytes per
+	// parameter.
 	var fromOwners uint64
 	for _, l := range secure.stats {
 		if l.From == "data-owner-0" {
@@ -44,7 +46,7 @@ func TestSecureTrainingEndToEnd(t *testing.T) {
 		}
 	}
 	perParam := float64(fromOwners) / float64(o.iterations) / 407050
-	assert.InDelta(t, 8, perParam, 0.01)
+	assert.InDelta(t, 4, perParam, 0.01)
 }
 
 func TestRunPrintsSummaryAndPlot(t *testing.T) {
@@ -75,6 +77,7 @@ func TestFlagsRefuseBadValues(t *testing.T) {
 		{"--data-owners", "0"},
 		{"--eval-every", "0"},
 		{"--truncation", "sideways"},
+		{"--ring", "16"},
 		{"--plaintext", "--compare"},
 		{"--config", "hosts.json"},
 		{"--player", "server0"},
@@ -87,6 +90,12 @@ func TestFlagsRefuseBadValues(t *testing.T) {
 	}
 	_, err := parseFlags([]string{"--help"}, &bytes.Buffer{})
 	assert.ErrorIs(t, err, errHelp)
+	for flag, want := range map[string]int{"auto": 0, "32": pond.Ring32, "64": pond.Ring64} {
+		o, err := parseFlags([]string{"--ring", flag}, &bytes.Buffer{})
+		require.NoError(t, err)
+		assert.Equal(t, want, o.ring, "--ring %s", flag)
+		assert.Equal(t, want, sessionOptions(o).Protocol.Ring, "--ring %s", flag)
+	}
 }
 
 func TestMissingDataDirectoryIsNamed(t *testing.T) {

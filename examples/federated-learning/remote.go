@@ -24,7 +24,7 @@ import (
 // enter the plan fingerprint players compare before the first iteration.
 func sessionOptions(o options) session.Options {
 	return session.Options{
-		Protocol:        pond.Config{Truncation: o.truncation},
+		Protocol:        pond.Config{Truncation: o.truncation, Ring: o.ring},
 		PrivateDivision: o.privateDiv,
 		Rounds: session.RoundOptions{
 			MinOwners:  o.minOwners,
@@ -177,6 +177,16 @@ func trainRemote(ctx context.Context, o options, stdout, stderr io.Writer) error
 	opts := sessionOptions(o)
 	opts.SessionID = o.SessionID
 	opts.Players = cfg.Names()
+	// The most members a round may have, which every player computes
+	// alike from the config: the listed data owners, and under open
+	// membership as many more as may connect. It bounds the sums a round
+	// forms, and so the input range of Z_2^32.
+	if !o.fixedOwners {
+		opts.Rounds.MaxCohort = listed
+		if cfg.OpenMembership() {
+			opts.Rounds.MaxCohort = min(listed+cfg.MaxMembers(), session.MaxMembers)
+		}
+	}
 	isModelOwner := o.Player == modelOwner.Name
 	if isModelOwner && !o.fixedOwners {
 		// The data owners the config lists; the transport adds those that

@@ -63,10 +63,10 @@ func TestSevenProcessesMatchLocalRun(t *testing.T) {
 	require.NoError(t, err)
 	assert.InDelta(t, local.accuracy, remote, 0.001, "seven processes and one agree within 0.1 percentage points")
 
-	// The servers' uploads to the model owner: two shares of 8 bytes per
-	// parameter, every round.
-	assert.Regexp(t, `\[model-owner\]\s+server0\s+-> model-owner\s+3\.26 MB`, out.String())
-	assert.Contains(t, out.String(), fmt.Sprintf("server0 -> model-owner: %s in all", units.Bytes(float64(iterations)*3256400)))
+	// The servers' uploads to the model owner: two shares of 4 bytes per
+	// parameter (Z_2^32), every round.
+	assert.Regexp(t, `\[model-owner\]\s+server0\s+-> model-owner\s+1\.63 MB`, out.String())
+	assert.Contains(t, out.String(), fmt.Sprintf("server0 -> model-owner: %s in all", units.Bytes(float64(iterations)*407050*4)))
 }
 
 // TestMissingPeerIsNamed starts some players but not data-owner-2: the
