@@ -283,14 +283,19 @@ func sealMasked(r *runner, msg []byte, share pond.Share) []byte {
 
 // parseMasked reads a masked tensor of n elements from message b, which
 // it takes over: the share is a view of b (backing, to release once the
-// share is used) where the ring and byte order allow, else a pooled copy
-// (backing nil). On error it releases b.
+// share is used) where the byte order allows, else a pooled copy (backing
+// nil). In Z_2^32 the share is nil and backing the message itself, whose
+// 4-byte words the sum adds as they are (pond.Protocol.AddWordsAt). On
+// error it releases b.
 func parseMasked(r *runner, b []byte, n int) (share pond.Share, backing []byte, err error) {
 	if size := r.proto.ShareSize(n); len(b) != size || binary.LittleEndian.Uint64(b) != uint64(n) {
 		r.pool.putBytes(b)
 		return nil, nil, fmt.Errorf("%d bytes, want %d", len(b), size)
 	}
-	if w, ok := le.Words(b[8:]); ok && r.proto.WordSize() == 8 {
+	if r.proto.WordSize() != 8 {
+		return nil, b, nil
+	}
+	if w, ok := le.Words(b[8:]); ok {
 		return w, b, nil
 	}
 	share = pond.Share(r.pool.uint64s(n))

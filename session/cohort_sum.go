@@ -20,7 +20,8 @@ type roundSums struct {
 	sizes []int
 	sums  []pond.Share
 
-	pool *pool
+	pool  *pool
+	proto *pond.Protocol
 
 	mu      sync.Mutex
 	queue   []sumJob
@@ -36,7 +37,8 @@ type roundSums struct {
 
 // sumJob is one member's shares of every upload, in the plan's order:
 // its masked tensors (shares, views of backing where not nil, bytes in
-// all) or its seeds (seeded).
+// all; in Z_2^32 shares are nil and backing holds the messages, added from
+// their wire form) or its seeds (seeded).
 type sumJob struct {
 	shares  []pond.Share
 	backing [][]byte
@@ -47,7 +49,7 @@ type sumJob struct {
 // newRoundSums allocates zeroed sums of the given sizes from r's buffers
 // and starts adding.
 func newRoundSums(r *runner, sizes []int) *roundSums {
-	s := &roundSums{sizes: sizes, pool: r.pool, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	s := &roundSums{sizes: sizes, pool: r.pool, proto: r.proto, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	for _, n := range sizes {
 		sum := r.messageShare(n)
 		parallel(n, func(lo, hi int) { clear(sum[lo:hi]) })
@@ -92,7 +94,7 @@ func (s *roundSums) signal() {
 // drop lets a job's masked tensors go without adding them.
 func (s *roundSums) drop(j sumJob) {
 	for i, sh := range j.shares {
-		if j.backing[i] != nil {
+		if i < len(j.backing) && j.backing[i] != nil {
 			s.pool.putBytes(j.backing[i])
 		} else {
 			s.pool.putUint64s(sh)
@@ -132,19 +134,28 @@ func (s *roundSums) addJobs(jobs []sumJob) {
 	for k, sum := range s.sums {
 		rows := []pond.Share{sum}
 		var seeded []pond.SeededShare
+		var words [][]byte // masked tensors in their wire form (Z_2^32)
 		for _, j := range jobs {
-			if j.shares != nil {
-				rows = append(rows, j.shares[k])
-			} else {
+			switch {
+			case j.shares == nil:
 				seeded = append(seeded, j.seeded[k])
+			case j.shares[k] == nil:
+				words = append(words, j.backing[k][8:])
+			default:
+				rows = append(rows, j.shares[k])
 			}
 		}
 		parallel(s.sizes[k], func(lo, hi int) {
-			part := make([]pond.Share, len(rows))
-			for i, x := range rows {
-				part[i] = x[lo:hi]
+			if len(rows) > 1 || len(seeded) > 0 {
+				part := make([]pond.Share, len(rows))
+				for i, x := range rows {
+					part[i] = x[lo:hi]
+				}
+				pond.SumSharesAt(sum[lo:hi], part, seeded, lo)
 			}
-			pond.SumSharesAt(sum[lo:hi], part, seeded, lo)
+			if len(words) > 0 {
+				s.proto.AddWordsAt(sum[lo:hi], words, lo)
+			}
 		})
 	}
 	for _, j := range jobs {

@@ -20,6 +20,19 @@
 //     pond.Config, the servers, the crypto producer, PrivateDivision) and
 //     which tensor feeds which operand of every node.
 //
+// Each plan computes in a ring. A plan that only adds (private inputs,
+// sums, differences, public constants added, means divided in the clear,
+// as secure aggregation does) computes in Z_2^32, and its shares cross the
+// wire as 4 bytes an element instead of 8; plans with products, truncation
+// or divisions inside the protocol compute in Z_2^64. Options.Protocol.Ring
+// forces either. In Z_2^32 the compiler derives the inputs' range from the
+// largest sum the plan forms, counting a cohort's sums over
+// RoundOptions.MaxCohort members, so that no sum can wrap: every input is
+// checked against it, and one out of range is refused with an error naming
+// the player, tensor and element. Chosen automatically, Z_2^32 never
+// narrows the range pond.Config asks for (by default |x| < 1024, which
+// sums of up to 16 inputs keep); the plan's text names its ring and range.
+//
 // A typical local run:
 //
 //	s, err := session.NewLocal(g, session.Options{})

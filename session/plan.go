@@ -487,6 +487,10 @@ func (c *compiler) movePublic(ref graph.Ref, to string) {
 // Options configure a session. The zero value is ready to use.
 type Options struct {
 	// Protocol is Pond's fixed-point configuration; zero means defaults.
+	// Its Ring zero lets the compiler pick each plan's ring: Z_2^32 for a
+	// plan that only adds, where the derived input range is no narrower
+	// than the configuration's, and Z_2^64 otherwise; pond.Ring64 or
+	// pond.Ring32 forces one (see the package documentation).
 	Protocol pond.Config
 	// Servers names the two compute servers; empty means server0 and
 	// server1.

@@ -182,3 +182,32 @@ func FuzzDecodeShare(f *testing.F) {
 		}
 	})
 }
+
+func TestAddWordsAt(t *testing.T) {
+	for _, ring := range []int{Ring64, Ring32} {
+		p := newProtocol(t, Config{Ring: ring})
+		const n = 3*1024 + 7 // blocks and a tail
+		var words [][]byte
+		want := make(Share, n)
+		for k := range 3 {
+			s := make(Share, n)
+			for i := range s {
+				s[i] = uint64(k*n+i) * 0x9e37_79b9_7f4a_7c15
+				want[i] += s[i]
+			}
+			words = append(words, p.AppendShare(nil, s)[8:])
+		}
+		got := make(Share, n)
+		for _, r := range [][2]int{{0, 1024}, {1024, 3000}, {3000, n}} { // disjoint ranges add the whole
+			p.AddWordsAt(got[r[0]:r[1]], words, r[0])
+		}
+		for i := range got {
+			if ring == Ring32 {
+				require.Equal(t, uint32(want[i]), uint32(got[i]), "ring %d, element %d", ring, i)
+			} else {
+				require.Equal(t, want[i], got[i], "ring %d, element %d", ring, i)
+			}
+		}
+		assert.Panics(t, func() { p.AddWordsAt(make(Share, 2), [][]byte{make([]byte, p.WordSize())}, 0) }, "a short share is a caller's bug")
+	}
+}
