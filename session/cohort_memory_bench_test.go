@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/shareflow/shareflow/protocol/pond"
 )
 
 // BenchmarkRoundServerMemory measures what the servers hold of a round's
@@ -22,14 +24,19 @@ import (
 // half of the members it is the masked server of, so both hold about 8
 // per owner-parameter. held-B/owner-param is the most server0's gather
 // held at once of members' masked tensors and its running sums (issue 11,
-// item 6: about one copy of each share in flight). Run with -benchtime 3x.
+// item 6: about one copy of each share in flight), in Z_2^64 and in Z_2^32,
+// where a masked tensor is held as its 4-byte words. Run with -benchtime 3x.
 func BenchmarkRoundServerMemory(b *testing.B) {
 	owners, params := benchEnvInt(b, "SHAREFLOW_ROUND_OWNERS", 100), benchEnvInt(b, "SHAREFLOW_ROUND_PARAMS", 100_000)
 	x := edgeValues(newBenchRand(), params, 1)
-	for _, pace := range []int{0, 2} {
-		name := "all-at-once"
+	for _, c := range []struct {
+		ring int
+		pace int
+	}{{pond.Ring64, 0}, {pond.Ring64, 2}, {pond.Ring32, 0}, {pond.Ring32, 2}} {
+		ring, pace := c.ring, c.pace
+		name := fmt.Sprintf("ring%d/all-at-once", ring)
 		if pace > 0 {
-			name = fmt.Sprintf("paced-%d", pace) // at most pace members' functions run at a time
+			name = fmt.Sprintf("ring%d/paced-%d", ring, pace) // at most pace members' functions run at a time
 		}
 		b.Run(name, func(b *testing.B) {
 			var fail func(context.Context, string) error
@@ -42,7 +49,9 @@ func BenchmarkRoundServerMemory(b *testing.B) {
 				}
 			}
 			g, op := meanCohortGraph(params, x, fail)
-			s, err := NewLocal(g, Options{Rounds: RoundOptions{Members: cohortMembers(owners), Deadline: 10 * time.Minute}})
+			// Forced: Z_2^32 holds the inputs (|x| ≤ 1) of 100 owners, but the
+			// automatic choice keeps Z_2^64's wider default range there.
+			s, err := NewLocal(g, Options{Protocol: pond.Config{Ring: ring}, Rounds: RoundOptions{Members: cohortMembers(owners), Deadline: 10 * time.Minute}})
 			if err != nil {
 				b.Fatal(err)
 			}
