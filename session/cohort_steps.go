@@ -264,9 +264,33 @@ func heldEdge(e uint64, pos int) uint64 { return e | uint64(pos+1)<<32 }
 // the share inside it, to be filled in place; sealMasked returns the
 // message once the share is filled. Where the byte order does not let
 // the share live in the message, msg is nil and the share a pooled
-// buffer, which sealMasked encodes and gives back.
+// buffer, which sealMasked encodes and gives back. In Z_2^32 msg is nil
+// too: the share holds the mask, and the member writes its masked tensor's
+// 4-byte words into a message of their own in one pass (wordsMasked).
 func maskedMessage(r *runner, n int) (msg []byte, share pond.Share) {
+	if r.proto.WordSize() != 8 {
+		return nil, r.shareBuf(n)
+	}
 	return r.shareMessage(n)
+}
+
+// wordsMasked returns the message of the masked tensor encode(x) − mask
+// in Z_2^32, its words written in one pass (pond's
+// EncodeAndSubtractWordsAt), and gives the mask back.
+func wordsMasked(r *runner, x []float64, mask pond.Share) ([]byte, error) {
+	size := r.proto.ShareSize(len(x))
+	b := r.pool.byteBuf(size)[:size]
+	binary.LittleEndian.PutUint64(b, uint64(len(x)))
+	w := b[8:]
+	err := parallelErr(len(x), func(lo, hi int) error {
+		return r.proto.EncodeAndSubtractWordsAt(w[4*lo:4*hi], x[lo:hi], mask[lo:hi], lo)
+	})
+	if err != nil {
+		r.pool.putBytes(b)
+		return nil, err
+	}
+	r.pool.putUint64s(mask)
+	return b, nil
 }
 
 // sealMasked returns the message of a masked tensor filled in place (see
@@ -463,6 +487,14 @@ func (s *contributeStep) exec(ctx context.Context, r *runner) error {
 			x = wx
 		}
 		sh := m.shares[i]
+		if r.proto.WordSize() != 8 {
+			b, err := wordsMasked(r, x, sh)
+			if err != nil {
+				return fmt.Errorf("upload %s: %w%s", u, err, r.rangeNote(err))
+			}
+			m.msgs[i], m.shares[i] = b, nil // the message is ready
+			continue
+		}
 		err = parallelErr(len(x), func(lo, hi int) error {
 			return r.proto.EncodeAndSubtractAt(sh[lo:hi], x[lo:hi], sh[lo:hi], lo)
 		})
@@ -476,7 +508,10 @@ func (s *contributeStep) exec(ctx context.Context, r *runner) error {
 		return err
 	}
 	for i, u := range s.cp.uploads {
-		b := sealMasked(r, m.msgs[i], m.shares[i])
+		b := m.msgs[i] // Z_2^32: written by wordsMasked
+		if m.shares[i] != nil {
+			b = sealMasked(r, m.msgs[i], m.shares[i])
+		}
 		m.msgs[i], m.shares[i] = nil, nil // handed over with the message
 		if err := r.t.SendOwned(ctx, s.cp.servers[to], r.key(u.edges[to]), b); err != nil {
 			return fmt.Errorf("sending to %q: %w", s.cp.servers[to], err)
@@ -1001,22 +1036,8 @@ func (s *cohortRevealStep) exec(ctx context.Context, r *runner) error {
 // revealInto receives both servers' shares of ref on edges and reveals
 // their sum divided by divisor into out.
 func (s *cohortRevealStep) revealInto(ctx context.Context, r *runner, out []float64, ref graph.Ref, edges [2]uint64, divisor float64) error {
-	n := len(out)
-	s0, err := r.recvShare(ctx, s.cp.servers[0], edges[0], n)
-	if err != nil {
+	if err := r.reveal(ctx, out, s.cp.servers, edges, divisor); err != nil {
 		return fmt.Errorf("share of %s: %w", ref, err)
-	}
-	defer r.releaseShare(s0)
-	s1, err := r.recvShare(ctx, s.cp.servers[1], edges[1], n)
-	if err != nil {
-		return fmt.Errorf("share of %s: %w", ref, err)
-	}
-	defer r.releaseShare(s1)
-	err = parallelErr(n, func(lo, hi int) error {
-		return r.proto.RevealQuotient(out[lo:hi], s0[lo:hi], s1[lo:hi], divisor)
-	})
-	if err != nil {
-		return fmt.Errorf("%s: %w", ref, err)
 	}
 	return nil
 }

@@ -643,6 +643,53 @@ func (r *runner) recvShare(ctx context.Context, from string, edge uint64, want i
 	return share, nil
 }
 
+// reveal receives both servers' shares of a tensor of len(out) elements
+// on the output player and sets out to the revealed values divided by
+// divisor (1 for none). In Z_2^32 it reveals straight from the two
+// messages' 4-byte words (pond.Protocol.RevealWordsQuotient); in Z_2^64
+// from the shares, views of the messages where the byte order allows.
+func (r *runner) reveal(ctx context.Context, out []float64, servers [2]string, edges [2]uint64, divisor float64) error {
+	n := len(out)
+	if r.proto.WordSize() == 8 {
+		s0, err := r.recvShare(ctx, servers[0], edges[0], n)
+		if err != nil {
+			return err
+		}
+		defer r.releaseShare(s0)
+		s1, err := r.recvShare(ctx, servers[1], edges[1], n)
+		if err != nil {
+			return err
+		}
+		defer r.releaseShare(s1)
+		return parallelErr(n, func(lo, hi int) error {
+			return r.proto.RevealQuotient(out[lo:hi], s0[lo:hi], s1[lo:hi], divisor)
+		})
+	}
+	var msgs [2][]byte
+	defer func() {
+		for _, b := range msgs {
+			if b != nil {
+				r.pool.putBytes(b)
+			}
+		}
+	}()
+	for k := range msgs {
+		b, err := r.t.Recv(ctx, servers[k], r.key(edges[k]))
+		if err != nil {
+			return fmt.Errorf("receiving from %q: %w", servers[k], err)
+		}
+		msgs[k] = b
+		if size := r.proto.ShareSize(n); len(b) != size || binary.LittleEndian.Uint64(b) != uint64(n) {
+			return fmt.Errorf("message from %q (edge %d): %w: share of %d elements in Z_2^32 needs %d bytes with its count, got %d",
+				servers[k], edges[k], ErrWire, n, size, len(b))
+		}
+	}
+	w0, w1 := msgs[0][8:], msgs[1][8:]
+	return parallelErr(n, func(lo, hi int) error {
+		return r.proto.RevealWordsQuotient(out[lo:hi], w0[4*lo:4*hi], w1[4*lo:4*hi], divisor)
+	})
+}
+
 // recvSeedStep receives an input's seed on a server: its share, kept as
 // the seed until used. A sum adds the expanded stream straight into its
 // result; any other use expands it into a tensor (see runner.share).
@@ -922,27 +969,13 @@ func (s *revealStep) exec(ctx context.Context, r *runner) error {
 	revealed := make([]*tensor.Dense, len(s.targets))
 	for i, t := range s.targets {
 		n := t.ref.Shape().Size()
-		s0, err := r.recvShare(ctx, s.servers[0], s.edges[i][0], n)
-		if err != nil {
-			return fmt.Errorf("share of %s: %w", t.ref, err)
-		}
-		s1, err := r.recvShare(ctx, s.servers[1], s.edges[i][1], n)
-		if err != nil {
-			r.releaseShare(s0)
-			return fmt.Errorf("share of %s: %w", t.ref, err)
-		}
 		divisor := 1.0
 		if t.divisor != 0 {
 			divisor = t.divisor // a division done in the clear, after the reveal
 		}
 		out := make([]float64, n)
-		err = parallelErr(n, func(lo, hi int) error {
-			return r.proto.RevealQuotient(out[lo:hi], s0[lo:hi], s1[lo:hi], divisor)
-		})
-		r.releaseShare(s0)
-		r.releaseShare(s1)
-		if err != nil {
-			return fmt.Errorf("%s: %w", t.ref, err)
+		if err := r.reveal(ctx, out, s.servers, s.edges[i], divisor); err != nil {
+			return fmt.Errorf("share of %s: %w", t.ref, err)
 		}
 		revealed[i] = tensor.New(tensor.WithShape(shapeOf(s.node.Inputs()[i].Shape())...), tensor.WithBacking(out))
 	}

@@ -194,3 +194,18 @@ func AddUint64s(dst []uint64, src []byte) {
 		dst[i] += binary.LittleEndian.Uint64(src[8*i:])
 	}
 }
+
+// Uint32View views b's memory as little-endian 32-bit words, without
+// copying, where the machine is little-endian and b is 4-byte aligned; ok
+// is false otherwise, and the caller encodes with PutLow32s instead.
+// len(b) must be a multiple of 4.
+func Uint32View(b []byte) (w []uint32, ok bool) {
+	if len(b)%4 != 0 {
+		return nil, false
+	}
+	if len(b) == 0 {
+		return []uint32{}, native
+	}
+	w = asUint32s(b)
+	return w, w != nil
+}

@@ -211,3 +211,45 @@ func TestAddWordsAt(t *testing.T) {
 		assert.Panics(t, func() { p.AddWordsAt(make(Share, 2), [][]byte{make([]byte, p.WordSize())}, 0) }, "a short share is a caller's bug")
 	}
 }
+
+// The fused wire-form steps compute what their two-step forms do, in both
+// rings, with the words aligned or not.
+func TestWireFormSteps(t *testing.T) {
+	const n = 5000
+	x := make([]float64, n)
+	for i := range x {
+		x[i] = float64(i%2001-1000) * 0.37
+	}
+	for _, ring := range []int{Ring64, Ring32} {
+		p := newProtocol(t, Config{Ring: ring})
+		mask := make(Share, n)
+		ExpandAt(mask, Seed{7}, p.Domain("s", 1, 2), 0)
+		want := make(Share, n)
+		require.NoError(t, p.EncodeAndSubtractAt(want, x, mask, 0))
+		wantBytes := make([]byte, p.WordSize()*n)
+		p.PutWords(wantBytes, want)
+		for _, off := range []int{0, 1} {
+			buf := make([]byte, p.WordSize()*n+1)[off:][:p.WordSize()*n]
+			require.NoError(t, p.EncodeAndSubtractWordsAt(buf[:p.WordSize()*2048], x[:2048], mask[:2048], 0))
+			require.NoError(t, p.EncodeAndSubtractWordsAt(buf[p.WordSize()*2048:], x[2048:], mask[2048:], 2048))
+			assert.Equal(t, wantBytes, buf, "ring %d, offset %d", ring, off)
+
+			// The other server's share is the mask: revealing gives x.
+			other := make([]byte, p.WordSize()*n+1)[off:][:p.WordSize()*n]
+			p.PutWords(other, mask)
+			got, direct := make([]float64, n), make([]float64, n)
+			require.NoError(t, p.RevealWordsQuotient(got, buf, other, 2))
+			require.NoError(t, p.RevealQuotient(direct, want, mask, 2))
+			assert.Equal(t, direct, got, "ring %d, offset %d", ring, off)
+			assert.InDelta(t, x[17]/2, got[17], 1e-5)
+		}
+		bad := append([]float64(nil), x...)
+		bad[3000] = math.NaN()
+		var re *RangeError
+		err := p.EncodeAndSubtractWordsAt(make([]byte, p.WordSize()*(n-2048)), bad[2048:], mask[2048:], 2048)
+		require.ErrorAs(t, err, &re)
+		assert.Equal(t, 3000, re.Index)
+		assert.Error(t, p.RevealWordsQuotient(make([]float64, 2), make([]byte, 3), make([]byte, 2*p.WordSize()), 1), "short share")
+		assert.Error(t, p.RevealWordsQuotient(make([]float64, 2), make([]byte, 2*p.WordSize()), make([]byte, 2*p.WordSize()), 0), "zero divisor")
+	}
+}
