@@ -15,7 +15,7 @@ func init() {
 	register(&command{
 		name:    "bench",
 		summary: "measure the transport of a secure mean across seven processes against a raw gRPC transfer of the same bytes",
-		usage:   "[--iterations N] [--warmup N] [--params P] [--owners N] [--chunk-bytes N] [--in-process] [--cpuprofile DIR]",
+		usage:   "[--iterations N] [--warmup N] [--params P] [--word-bytes 4|8] [--owners N] [--chunk-bytes N] [--in-process] [--cpuprofile DIR]",
 		about: `
 Starts the seven players of TF Encrypted's federated-learning example
 (server0, server1, server2, model-owner, data-owner-0..2), each as a process
@@ -46,7 +46,8 @@ func benchFlags(fs *flag.FlagSet) runFunc {
 	var o aggbench.Options
 	fs.IntVar(&o.Iterations, "iterations", 20, "iterations of each path to measure")
 	fs.IntVar(&o.Warmup, "warmup", 3, "iterations of each path to run first, not measured (-1: none)")
-	fs.IntVar(&o.Params, "params", aggbench.DefaultParams, "parameters averaged: each share is `P` x 8 bytes")
+	fs.IntVar(&o.Params, "params", aggbench.DefaultParams, "parameters averaged: each share is `P` x word-bytes bytes")
+	fs.IntVar(&o.WordBytes, "word-bytes", 4, "bytes of a share's element: 4 in Z_2^32 (the example's aggregation), 8 in Z_2^64")
 	fs.IntVar(&o.Owners, "owners", 3, "data owners")
 	fs.IntVar(&o.ChunkBytes, "chunk-bytes", 1<<20, "largest gRPC message a message is cut into, on both paths")
 	inProcess := fs.Bool("in-process", false, "run the players as goroutines of this process")
@@ -66,6 +67,9 @@ func benchFlags(fs *flag.FlagSet) runFunc {
 		}
 		if o.Iterations < 1 || o.Params < 1 || o.Owners < 1 || o.ChunkBytes < 1 {
 			return usagef("--iterations, --params, --owners and --chunk-bytes must be positive")
+		}
+		if o.WordBytes != 4 && o.WordBytes != 8 {
+			return usagef("--word-bytes %d: want 4 (Z_2^32) or 8 (Z_2^64)", o.WordBytes)
 		}
 		if o.Warmup == 0 {
 			o.Warmup = -1 // the flag's 0 means none

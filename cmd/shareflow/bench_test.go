@@ -33,7 +33,8 @@ func TestBenchAcrossProcesses(t *testing.T) {
 	assert.Contains(t, errOut, "bench: 7 players as processes, 50000 parameters, 3 iterations of each path after 1 of warm-up")
 	assert.Contains(t, out, "secure mean of 50000 parameters, 3 data owners, 7 players as processes")
 	assert.Len(t, regexp.MustCompile(`(?m)^ +[123] +[0-9.]+ +[0-9.]+ +[0-9.]+$`).FindAllString(out, -1), 3, out)
-	assert.Regexp(t, `2\.00 MB per iteration; median aggregation [0-9.]+ ms .* raw gRPC [0-9.]+ ms .*; ratio [0-9.]+`, out)
+	// 4-byte words by default (Z_2^32): 5 shares of 50,000 parameters, 1 MB.
+	assert.Regexp(t, `1\.00 MB per iteration; median aggregation [0-9.]+ ms .* raw gRPC [0-9.]+ ms .*; ratio [0-9.]+`, out)
 	files, err := filepath.Glob(filepath.Join(profiles, "*.pprof"))
 	require.NoError(t, err)
 	assert.Len(t, files, 7)
@@ -49,5 +50,16 @@ func TestBenchBadUse(t *testing.T) {
 	} {
 		code, _, errOut := runArgs(args...)
 		assert.Equal(t, 2, code, "%v: %s", args, errOut)
+	}
+}
+
+func TestBenchRefusesBadFlags(t *testing.T) {
+	for want, args := range map[string][]string{
+		"--word-bytes 2: want 4 (Z_2^32) or 8 (Z_2^64)":                       {"bench", "--word-bytes", "2"},
+		"--iterations, --params, --owners and --chunk-bytes must be positive": {"bench", "--owners", "0"},
+	} {
+		code, _, errOut := runArgs(args...)
+		assert.Equal(t, 2, code, "%v", args)
+		assert.Contains(t, errOut, want)
 	}
 }

@@ -28,9 +28,13 @@ const DefaultParams = 407_050
 
 // Options says what to measure. The zero value means the defaults.
 type Options struct {
-	// Params is the number of parameters P averaged: each share is P × 8
-	// bytes. Zero means DefaultParams.
+	// Params is the number of parameters P averaged: each share is P ×
+	// WordBytes bytes. Zero means DefaultParams.
 	Params int `json:"params"`
+	// WordBytes is the size of a share's element on the wire: 4 in
+	// Z_2^32, the ring of the example's aggregation, or 8 in Z_2^64
+	// (--ring 64). Zero means 4.
+	WordBytes int `json:"word_bytes"`
 	// Owners is the number of data owners; zero means 3.
 	Owners int `json:"owners"`
 	// Iterations is the number of iterations measured of each path; zero
@@ -52,6 +56,9 @@ func (o Options) check() (Options, error) {
 	if o.Owners == 0 {
 		o.Owners = 3
 	}
+	if o.WordBytes == 0 {
+		o.WordBytes = 4
+	}
 	if o.Iterations == 0 {
 		o.Iterations = 20
 	}
@@ -69,6 +76,8 @@ func (o Options) check() (Options, error) {
 		return o, fmt.Errorf("aggbench: params %d, want 1 to %d", o.Params, 16<<20)
 	case o.Owners < 1 || o.Owners > 64:
 		return o, fmt.Errorf("aggbench: owners %d, want 1 to 64", o.Owners)
+	case o.WordBytes != 4 && o.WordBytes != 8:
+		return o, fmt.Errorf("aggbench: word bytes %d, want 4 (Z_2^32) or 8 (Z_2^64)", o.WordBytes)
 	case o.Iterations < 1:
 		return o, fmt.Errorf("aggbench: iterations %d, want at least 1", o.Iterations)
 	case o.ChunkBytes < 1 || o.ChunkBytes > grpctransport.MaxChunkBytes:
@@ -78,7 +87,7 @@ func (o Options) check() (Options, error) {
 }
 
 // shareBytes is the size of a share.
-func (o Options) shareBytes() int { return 8 * o.Params }
+func (o Options) shareBytes() int { return o.WordBytes * o.Params }
 
 // BytesPerIteration returns the payload bytes one iteration moves.
 func (o Options) BytesPerIteration() int {

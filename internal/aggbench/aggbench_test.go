@@ -19,7 +19,7 @@ func TestRunInProcess(t *testing.T) {
 	defer cancel()
 	for _, o := range []Options{
 		{Params: 300_000, Iterations: 3, Warmup: 2, ChunkBytes: 100_000},
-		{Params: 1000, Owners: 4, Iterations: 2, Warmup: 1},
+		{Params: 1000, Owners: 4, WordBytes: 8, Iterations: 2, Warmup: 1},
 	} {
 		res, err := RunInProcess(ctx, t.TempDir(), o)
 		require.NoError(t, err, "%+v", o)
@@ -34,16 +34,17 @@ func TestRunInProcess(t *testing.T) {
 		assert.Contains(t, b.String(), "ratio")
 		owners := max(o.Owners, 3)
 		assert.Equal(t, owners, res.Options.Owners)
-		assert.Equal(t, owners*(8+32+8*o.Params)+2*8*o.Params, res.Options.BytesPerIteration())
+		assert.Equal(t, owners*(8+32+res.Options.WordBytes*o.Params)+2*res.Options.WordBytes*o.Params, res.Options.BytesPerIteration())
 	}
 }
 
 func TestOptions(t *testing.T) {
 	o, err := Options{}.check()
 	require.NoError(t, err)
-	assert.Equal(t, Options{Params: DefaultParams, Owners: 3, Iterations: 20, Warmup: 3, ChunkBytes: 1 << 20}, o)
-	assert.Equal(t, 3*(8+32+3_256_400)+2*3_256_400, Options{}.BytesPerIteration())
-	for _, bad := range []Options{{Params: -1}, {Owners: 65}, {Iterations: -2}, {ChunkBytes: 2 << 20}} {
+	assert.Equal(t, Options{Params: DefaultParams, Owners: 3, WordBytes: 4, Iterations: 20, Warmup: 3, ChunkBytes: 1 << 20}, o)
+	assert.Equal(t, 3*(8+32+1_628_200)+2*1_628_200, Options{}.BytesPerIteration())
+	assert.Equal(t, 3*(8+32+3_256_400)+2*3_256_400, Options{WordBytes: 8}.BytesPerIteration())
+	for _, bad := range []Options{{Params: -1}, {Owners: 65}, {Iterations: -2}, {ChunkBytes: 2 << 20}, {WordBytes: 2}} {
 		_, err := bad.check()
 		assert.Error(t, err, "%+v", bad)
 	}
