@@ -394,7 +394,7 @@ func (s *seedsStep) exec(ctx context.Context, r *runner) error {
 	}
 	k := seedServer(rs.position)
 	msg := &memberSeeds{Round: rs.number, Seeds: m.seeds}
-	if err := r.send(ctx, s.cp.servers[k], s.cp.seedEdges[k], 11+pond.SeedSize*len(m.seeds), msg); err != nil {
+	if err := r.send(ctx, s.cp.servers[k], s.cp.seedEdges[k], 12+pond.SeedSize*len(m.seeds), msg); err != nil {
 		return err
 	}
 	rs.seedsSent = true
@@ -719,8 +719,16 @@ func (s *gatherStep) receiveSeeds(ctx context.Context, r *runner, sums *roundSum
 func (s *gatherStep) receiveMasked(ctx context.Context, r *runner, sums *roundSums, pos int, m string) string {
 	rs := r.round
 	peer := s.cp.servers[1-s.party]
+	noticeKey := r.key(heldEdge(s.cp.heldEdges[1-s.party], pos))
 	if rs.greet != nil {
 		if err := rs.greet(ctx, m); err != nil {
+			// The peer's notice about the member comes all the same (it
+			// sends one for every position): read it, so that members that
+			// fail their greeting on purpose leave no notices piling up
+			// unread in the peer's mailbox.
+			if b, rerr := r.t.Recv(ctx, peer, noticeKey); rerr == nil {
+				r.pool.putBytes(b)
+			}
 			return missing(ctx, r, err)
 		}
 	}
@@ -729,7 +737,7 @@ func (s *gatherStep) receiveMasked(ctx context.Context, r *runner, sums *roundSu
 	// whose messages wait for it unread; and every notice is read at once,
 	// so that notices of members that drop out do not pile up unread.
 	notAll := fmt.Sprintf("its shares did not all reach %s", peer)
-	b, err := r.t.Recv(ctx, peer, r.key(heldEdge(s.cp.heldEdges[1-s.party], pos)))
+	b, err := r.t.Recv(ctx, peer, noticeKey)
 	if err != nil {
 		if ctx.Err() != nil {
 			return notAll
