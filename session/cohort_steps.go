@@ -264,33 +264,38 @@ func heldEdge(e uint64, pos int) uint64 { return e | uint64(pos+1)<<32 }
 // the share inside it, to be filled in place; sealMasked returns the
 // message once the share is filled. Where the byte order does not let
 // the share live in the message, msg is nil and the share a pooled
-// buffer, which sealMasked encodes and gives back. In Z_2^32 msg is nil
-// too: the share holds the mask, and the member writes its masked tensor's
-// 4-byte words into a message of their own in one pass (wordsMasked).
+// buffer, which sealMasked encodes and gives back. In Z_2^32 share is
+// nil: the mask is drawn into the message's 4-byte words (expandAhead),
+// and the masked tensor written over them in place (maskWords).
 func maskedMessage(r *runner, n int) (msg []byte, share pond.Share) {
 	if r.proto.WordSize() != 8 {
-		return nil, r.shareBuf(n)
+		size := r.proto.ShareSize(n)
+		msg = r.pool.byteBuf(size)[:size]
+		binary.LittleEndian.PutUint64(msg, uint64(n))
+		return msg, nil
 	}
 	return r.shareMessage(n)
 }
 
-// wordsMasked returns the message of the masked tensor encode(x) − mask
-// in Z_2^32, its words written in one pass (pond's
-// EncodeAndSubtractWordsAt), and gives the mask back.
-func wordsMasked(r *runner, x []float64, mask pond.Share) ([]byte, error) {
-	size := r.proto.ShareSize(len(x))
-	b := r.pool.byteBuf(size)[:size]
-	binary.LittleEndian.PutUint64(b, uint64(len(x)))
-	w := b[8:]
-	err := parallelErr(len(x), func(lo, hi int) error {
-		return r.proto.EncodeAndSubtractWordsAt(w[4*lo:4*hi], x[lo:hi], mask[lo:hi], lo)
-	})
-	if err != nil {
-		r.pool.putBytes(b)
-		return nil, err
+// expandAhead draws the mask of stream st into the share or, in Z_2^32,
+// the words of msg that maskedMessage returned, on every core.
+func expandAhead(r *runner, msg []byte, share pond.Share, st pond.SeededShare, n int) {
+	if share == nil {
+		w, ws := msg[8:], r.proto.WordSize()
+		parallel(n, func(lo, hi int) { r.proto.ExpandWordsAt(w[ws*lo:ws*hi], st, lo) })
+		return
 	}
-	r.pool.putUint64s(mask)
-	return b, nil
+	parallel(n, func(lo, hi int) { st.ExpandAt(share[lo:hi], lo) })
+}
+
+// maskWords writes, in Z_2^32, the masked tensor encode(x) − r over the
+// mask r that expandAhead drew into msg's words, in one pass on every
+// core (pond's EncodeAndSubtractFromWordsAt).
+func maskWords(r *runner, msg []byte, x []float64) error {
+	w, ws := msg[8:], r.proto.WordSize()
+	return parallelErr(len(x), func(lo, hi int) error {
+		return r.proto.EncodeAndSubtractFromWordsAt(w[ws*lo:ws*hi], x[lo:hi], lo)
+	})
 }
 
 // sealMasked returns the message of a masked tensor filled in place (see
@@ -407,8 +412,7 @@ func (s *seedsStep) exec(ctx context.Context, r *runner) error {
 	go func() {
 		defer close(m.done)
 		for i, st := range streams {
-			sh := m.shares[i]
-			parallel(len(sh), func(lo, hi int) { st.ExpandAt(sh[lo:hi], lo) })
+			expandAhead(r, m.msgs[i], m.shares[i], st, s.cp.uploads[i].x.Shape().Size())
 		}
 	}()
 	return nil
@@ -487,12 +491,10 @@ func (s *contributeStep) exec(ctx context.Context, r *runner) error {
 			x = wx
 		}
 		sh := m.shares[i]
-		if r.proto.WordSize() != 8 {
-			b, err := wordsMasked(r, x, sh)
-			if err != nil {
+		if sh == nil { // Z_2^32: the mask is in the message's words
+			if err := maskWords(r, m.msgs[i], x); err != nil {
 				return fmt.Errorf("upload %s: %w%s", u, err, r.rangeNote(err))
 			}
-			m.msgs[i], m.shares[i] = b, nil // the message is ready
 			continue
 		}
 		err = parallelErr(len(x), func(lo, hi int) error {
@@ -508,7 +510,7 @@ func (s *contributeStep) exec(ctx context.Context, r *runner) error {
 		return err
 	}
 	for i, u := range s.cp.uploads {
-		b := m.msgs[i] // Z_2^32: written by wordsMasked
+		b := m.msgs[i] // Z_2^32: written in place by maskWords
 		if m.shares[i] != nil {
 			b = sealMasked(r, m.msgs[i], m.shares[i])
 		}

@@ -496,6 +496,9 @@ func (s *shareStep) exec(ctx context.Context, r *runner) error {
 		return fmt.Errorf("private input %s: %w", s.ref, err)
 	}
 	d := r.domain(s.ref)
+	if r.proto.WordSize() != 8 {
+		return s.execWords(ctx, r, x, seed, d)
+	}
 	var b []byte
 	var masked pond.Share
 	var inPlace bool
@@ -527,6 +530,31 @@ func (s *shareStep) exec(ctx context.Context, r *runner) error {
 		return fmt.Errorf("private input %s: %w%s", s.ref, err, r.rangeNote(err))
 	}
 	b = r.wordsOf(b, masked)
+	if err := r.send(ctx, s.seedTo, s.seedEdge, pond.SeedSize, seed); err != nil {
+		r.pool.putBytes(b)
+		return err
+	}
+	if err := r.t.SendOwned(ctx, s.maskedTo, r.key(s.maskedEdge), b); err != nil {
+		return fmt.Errorf("sending to %q: %w", s.maskedTo, err)
+	}
+	return nil
+}
+
+// execWords is exec in Z_2^32: the masked tensor's 4-byte words are
+// written straight into a message of their own, each core drawing the
+// mask for its range in the cache (pond's EncodeAndMaskWordsAt), so that
+// each element costs a read of the input and a 4-byte write.
+func (s *shareStep) execWords(ctx context.Context, r *runner, x []float64, seed pond.Seed, d pond.Domain) error {
+	size := r.proto.WordSize() * len(x)
+	b := r.pool.byteBuf(size)[:size]
+	ws := r.proto.WordSize()
+	err := parallelErr(len(x), func(lo, hi int) error {
+		return r.proto.EncodeAndMaskWordsAt(b[ws*lo:ws*hi], x[lo:hi], seed, d, lo)
+	})
+	if err != nil {
+		r.pool.putBytes(b)
+		return fmt.Errorf("private input %s: %w%s", s.ref, err, r.rangeNote(err))
+	}
 	if err := r.send(ctx, s.seedTo, s.seedEdge, pond.SeedSize, seed); err != nil {
 		r.pool.putBytes(b)
 		return err
@@ -926,14 +954,20 @@ func (s ringShare) AppendBinary(b []byte) ([]byte, error) {
 }
 
 // shareOf returns the message of a share computed inside b (shareMessage),
-// in the plan's ring: in Z_2^32 its words pack to the front of their
-// place in b, after the header, in place.
+// in the plan's ring. In Z_2^32 its 4-byte words go into a message of
+// their own, written by every core on its range (packing them in place
+// could only run on one), and b goes back to the pool.
 func (r *runner) shareOf(b []byte, words pond.Share) []byte {
 	size := r.proto.ShareSize(len(words))
-	if size != len(b) {
-		r.proto.PutWords(b[8:size], words)
+	if size == len(b) {
+		return b
 	}
-	return b[:size]
+	out := r.pool.byteBuf(size)[:size]
+	copy(out, b[:8]) // the element count
+	w, ws := out[8:], r.proto.WordSize()
+	parallel(len(words), func(lo, hi int) { r.proto.PutWords(w[ws*lo:ws*hi], words[lo:hi]) })
+	r.pool.putBytes(b)
+	return out
 }
 
 // revealStep receives both servers' shares of every output tensor on the

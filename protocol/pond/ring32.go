@@ -79,3 +79,91 @@ func (p *Protocol) RevealWordsQuotient(dst []float64, w0, w1 []byte, d float64) 
 	}
 	return nil
 }
+
+// EncodeAndMaskWordsAt is EncodeAndMaskAt writing its result in wire form:
+// it sets dst, WordSize·len(x) bytes, to the words (PutWords) of
+// encode(x) − r for elements [off, off+len(x)) of the input mask r of seed
+// in domain d. The mask is drawn a chunk at a time into a buffer in the
+// L1 cache, so in Z_2^32 each element costs a read of x and a 4-byte
+// write. dst must not overlap x. Calls on disjoint ranges with one seed
+// together make the whole tensor, so a caller may split it across cores.
+// It refuses the first bad element of its range with a *RangeError whose
+// Index counts from the start of the tensor, and leaves dst unspecified.
+// off must be even.
+func (p *Protocol) EncodeAndMaskWordsAt(dst []byte, x []float64, seed Seed, d Domain, off int) error {
+	if len(dst) != p.WordSize()*len(x) {
+		panic(fmt.Sprintf("pond: EncodeAndMaskWordsAt: dst has %d bytes, x has %d elements", len(dst), len(x)))
+	}
+	p.checkDomain("EncodeAndMaskWordsAt", d)
+	d.Purpose = PurposeInput
+	stream := newMaskStreamAt(seed, d, off)
+	var mask [maskChunk]uint64
+	ws := p.WordSize()
+	for lo := 0; lo < len(x); lo += maskChunk {
+		hi := min(lo+maskChunk, len(x))
+		m := mask[:hi-lo]
+		stream.read(m)
+		if err := p.EncodeAndSubtractWordsAt(dst[ws*lo:ws*hi], x[lo:hi], m, off+lo); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ExpandWordsAt sets dst, WordSize·n bytes, to the wire form (PutWords)
+// of elements [off, off+n) of the share s: an input owner draws its mask
+// ahead straight into the message that will carry its masked tensor, 4
+// bytes an element in Z_2^32 (see EncodeAndSubtractFromWordsAt). Calls on
+// disjoint ranges together write the whole share. off must be even.
+func (p *Protocol) ExpandWordsAt(dst []byte, s SeededShare, off int) {
+	ws := p.WordSize()
+	if len(dst)%ws != 0 {
+		panic(fmt.Sprintf("pond: ExpandWordsAt: %d bytes is no whole number of %d-byte words", len(dst), ws))
+	}
+	p.checkDomain("ExpandWordsAt", s.Domain)
+	s.Domain.Purpose = PurposeInput
+	stream := newMaskStreamAt(s.Seed, s.Domain, off)
+	var buf [maskChunk]uint64
+	n := len(dst) / ws
+	for lo := 0; lo < n; lo += maskChunk {
+		hi := min(lo+maskChunk, n)
+		b := buf[:hi-lo]
+		stream.read(b)
+		p.PutWords(dst[ws*lo:ws*hi], b)
+	}
+}
+
+// EncodeAndSubtractFromWordsAt is EncodeAndSubtractWordsAt in place: dst
+// holds, on entry, the wire form of elements [off, off+len(x)) of the
+// input mask r (ExpandWordsAt), and on return that of encode(x) − r, each
+// word read before it is written. Ranges may run in parallel. It refuses
+// the first bad element of its range with a *RangeError whose Index
+// counts from the start of the tensor, and leaves dst unspecified.
+func (p *Protocol) EncodeAndSubtractFromWordsAt(dst []byte, x []float64, off int) error {
+	if len(dst) != p.WordSize()*len(x) {
+		panic(fmt.Sprintf("pond: EncodeAndSubtractFromWordsAt: dst has %d bytes, x has %d elements", len(dst), len(x)))
+	}
+	d32, ok := le.Uint32View(dst)
+	if !p.ring32 || !ok {
+		var buf [maskChunk]uint64
+		ws := p.WordSize()
+		for lo := 0; lo < len(x); lo += maskChunk {
+			hi := min(lo+maskChunk, len(x))
+			m := buf[:hi-lo]
+			p.Words(m, dst[ws*lo:ws*hi])
+			if err := p.EncodeAndSubtractWordsAt(dst[ws*lo:ws*hi], x[lo:hi], m, off+lo); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	scale, bound := p.scale, p.bound
+	for i, v := range x {
+		// The negated comparison also catches NaN.
+		if !(math.Abs(v) < bound) {
+			return &RangeError{Index: off + i, Value: v, Bound: bound}
+		}
+		d32[i] = uint32(int64(math.RoundToEven(v*scale))) - d32[i]
+	}
+	return nil
+}

@@ -253,3 +253,66 @@ func TestWireFormSteps(t *testing.T) {
 		assert.Error(t, p.RevealWordsQuotient(make([]float64, 2), make([]byte, 2*p.WordSize()), make([]byte, 2*p.WordSize()), 0), "zero divisor")
 	}
 }
+
+func TestEncodeAndMaskWordsAt(t *testing.T) {
+	const n = 5003
+	x := make([]float64, n)
+	for i := range x {
+		x[i] = float64(i%997-498) * 1.37
+	}
+	for _, ring := range []int{Ring64, Ring32} {
+		p := newProtocol(t, Config{Ring: ring})
+		d := p.Domain("s", 4, 5)
+		seed := Seed{9}
+		want := make(Share, n)
+		require.NoError(t, p.EncodeAndMaskAt(want, x, seed, d, 0))
+		wantBytes := make([]byte, p.WordSize()*n)
+		p.PutWords(wantBytes, want)
+		got := make([]byte, p.WordSize()*n)
+		for _, r := range [][2]int{{0, 2048}, {2048, 4096}, {4096, n}} {
+			require.NoError(t, p.EncodeAndMaskWordsAt(got[p.WordSize()*r[0]:p.WordSize()*r[1]], x[r[0]:r[1]], seed, d, r[0]))
+		}
+		assert.Equal(t, wantBytes, got, "ring %d", ring)
+
+		bad := append([]float64(nil), x...)
+		bad[4500] = 1e9
+		var re *RangeError
+		require.ErrorAs(t, p.EncodeAndMaskWordsAt(got[p.WordSize()*4096:], bad[4096:], seed, d, 4096), &re)
+		assert.Equal(t, 4500, re.Index)
+	}
+}
+
+// A mask drawn ahead into the message, then the masked tensor written
+// over it in place, gives what EncodeAndMaskAt and PutWords give.
+func TestMaskAheadInWords(t *testing.T) {
+	const n = 5001
+	x := make([]float64, n)
+	for i := range x {
+		x[i] = float64(i%1999-999) * 0.51
+	}
+	for _, ring := range []int{Ring64, Ring32} {
+		p := newProtocol(t, Config{Ring: ring})
+		d := p.Domain("s", 2, 3)
+		seed := Seed{4}
+		want := make(Share, n)
+		require.NoError(t, p.EncodeAndMaskAt(want, x, seed, d, 0))
+		wantBytes := make([]byte, p.WordSize()*n)
+		p.PutWords(wantBytes, want)
+		for _, off := range []int{0, 1} {
+			ws := p.WordSize()
+			got := make([]byte, ws*n+1)[off:][:ws*n]
+			for _, r := range [][2]int{{0, 2048}, {2048, n}} {
+				p.ExpandWordsAt(got[ws*r[0]:ws*r[1]], SeededShare{Seed: seed, Domain: d}, r[0])
+			}
+			for _, r := range [][2]int{{0, 4096}, {4096, n}} {
+				require.NoError(t, p.EncodeAndSubtractFromWordsAt(got[ws*r[0]:ws*r[1]], x[r[0]:r[1]], r[0]))
+			}
+			assert.Equal(t, wantBytes, got, "ring %d, offset %d", ring, off)
+		}
+		bad := append([]float64(nil), x...)
+		bad[4097] = math.Inf(1)
+		var re *RangeError
+		require.ErrorAs(t, p.EncodeAndSubtractFromWordsAt(make([]byte, p.WordSize()*(n-4096)), bad[4096:], 4096), &re)
+		assert.Equal(t, 4097, re.Index)
+	}
+}
