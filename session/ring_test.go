@@ -2,10 +2,12 @@ package session
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"gorgonia.org/tensor"
 
@@ -243,4 +245,66 @@ func TestMaxCohortRefused(t *testing.T) {
 	assert.Equal(t, 3, RoundOptions{MaxCohort: 5, Sample: 3}.cohortBound())
 	assert.Equal(t, 5, RoundOptions{MaxCohort: 5}.cohortBound())
 	assert.Equal(t, MaxMembers, RoundOptions{}.cohortBound())
+}
+
+// cutSends cuts the last byte off every message its player sends on edges
+// of a tensor's size or more: a hostile player whose messages do not fit
+// the plan.
+type cutSends struct {
+	transport.Transport
+	min int
+}
+
+func (c *cutSends) Send(ctx context.Context, to string, key transport.Key, payload []byte) error {
+	if len(payload) >= c.min {
+		payload = payload[:len(payload)-1]
+	}
+	return c.Transport.Send(ctx, to, key, payload)
+}
+
+// TestRing32RefusesCutShares: a masked input or a server's share in Z_2^32
+// one byte short is refused, naming the sender, the edge and the sizes,
+// and nothing is revealed.
+func TestRing32RefusesCutShares(t *testing.T) {
+	const n = 1000
+	inputs := randomInputs(newBenchRand(), 3, []graph.Shape{{n}}, 100)
+	names := []string{"server0", "server1", "model-owner", "data-owner-0", "data-owner-1", "data-owner-2"}
+	for hostile, want := range map[string]struct{ victim, msg string }{
+		"data-owner-0": {"", "from \"data-owner-0\""},
+		"server0":      {"model-owner", "message from \"server0\""},
+	} {
+		t.Run(hostile, func(t *testing.T) {
+			var revealed *[][]float64
+			errs := runPlayers(t, names, func(p string, ep *transport.MemoryEndpoint) playerSetup {
+				g, op, got := meanGraph(inputs, []graph.Shape{{n}})
+				if p == "model-owner" {
+					revealed = got
+				}
+				ps := playerSetup{g: g, ops: []*graph.Op{op}, opts: Options{SessionID: "cut"}}
+				if p == hostile {
+					ps.t = &cutSends{Transport: ep, min: 4 * n}
+				}
+				return ps
+			}, func(p string, s *Remote, ops []*graph.Op) error {
+				// The refusal comes at once; the bound only ends the players
+				// left waiting for what the refusing player never sends.
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				return s.Run(ctx, ops[0])
+			})
+			var refused error
+			for p, err := range errs {
+				if errors.Is(err, ErrWire) {
+					refused = err
+					if want.victim != "" {
+						assert.Equal(t, want.victim, p)
+					}
+				}
+			}
+			require.Error(t, refused, "someone refuses the cut message: %v", errs)
+			assert.ErrorContains(t, refused, want.msg)
+			assert.ErrorContains(t, refused, "in Z_2^32 needs")
+			assert.Nil(t, *revealed, "nothing revealed")
+		})
+	}
 }

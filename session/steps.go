@@ -131,6 +131,7 @@ type runner struct {
 	public  map[graph.Ref][]float64
 	shares  map[graph.Ref]pond.Share
 	seeds   map[graph.Ref]pond.SeededShare  // input shares not yet expanded (see share)
+	wired   map[graph.Ref][]byte            // Z_2^32: masked inputs as their messages' 4-byte words, not yet widened (see share)
 	wire    map[graph.Ref][]byte            // encoded public tensors (views of them, see wireView), sent to several players
 	triples map[graph.Ref]*pond.TripleShare // triples of private products, by product
 	backing map[*uint64][]byte              // messages that shares are views of
@@ -171,6 +172,10 @@ func (r *runner) release() {
 	}
 	clear(r.public)
 	clear(r.seeds)
+	for ref, b := range r.wired {
+		r.pool.putBytes(b)
+		delete(r.wired, ref)
+	}
 	if r.round != nil {
 		r.round.releaseHeld(r)
 	}
@@ -314,6 +319,14 @@ func (r *runner) releaseShare(s pond.Share) {
 func (r *runner) share(ref graph.Ref) (pond.Share, error) {
 	r.touch(shareValue, ref, false)
 	if s, ok := r.shares[ref]; ok {
+		return s, nil
+	}
+	if b, ok := r.wired[ref]; ok {
+		s := r.shareBuf(ref.Shape().Size())
+		parallel(len(s), func(lo, hi int) { r.proto.Words(s[lo:hi], b[4*lo:4*hi]) })
+		r.pool.putBytes(b)
+		delete(r.wired, ref)
+		r.shares[ref] = s
 		return s, nil
 	}
 	seeded, ok := r.seeds[ref]
@@ -760,6 +773,22 @@ func (s *recvMaskedStep) reads() []value  { return nil }
 func (s *recvMaskedStep) writes() []value { return values(shareValue, s.ref) }
 
 func (s *recvMaskedStep) exec(ctx context.Context, r *runner) error {
+	if r.proto.WordSize() != 8 {
+		// Z_2^32: kept as the message's 4-byte words, which a sum adds as
+		// they are; any other use widens them (runner.share).
+		n := s.ref.Shape().Size()
+		b, err := r.t.Recv(ctx, s.from, r.key(s.edge))
+		if err != nil {
+			return fmt.Errorf("masked %s: receiving from %q: %w", s.ref, s.from, err)
+		}
+		if len(b) != 4*n {
+			r.pool.putBytes(b)
+			return fmt.Errorf("masked %s: message from %q (edge %d): %w: share of %d elements in Z_2^32 needs %d bytes, got %d", s.ref, s.from, s.edge, ErrWire, n, 4*n, len(b))
+		}
+		r.touch(shareValue, s.ref, true)
+		r.wired[s.ref] = b
+		return nil
+	}
 	share, err := r.recvWords(ctx, s.from, s.edge, s.ref.Shape().Size())
 	if err != nil {
 		return fmt.Errorf("masked %s: %w", s.ref, err)
@@ -843,9 +872,14 @@ func (s *linearStep) exec(ctx context.Context, r *runner) error {
 func (s *linearStep) addN(r *runner) error {
 	var xs []pond.Share
 	var streams []pond.SeededShare
+	var words [][]byte // Z_2^32: masked inputs as they came (runner.wired)
 	for _, in := range s.node.Inputs() {
 		if seeded, ok := r.seeded(in); ok {
 			streams = append(streams, seeded)
+			continue
+		}
+		if b, ok := r.wired[in]; ok {
+			words = append(words, b)
 			continue
 		}
 		sh, err := r.share(in)
@@ -861,10 +895,25 @@ func (s *linearStep) addN(r *runner) error {
 	dst := r.messageShare(s.node.Outputs()[0].Size())
 	parallel(len(dst), func(lo, hi int) {
 		part := make([]pond.Share, len(xs))
-		for i, x := range xs {
-			part[i] = x[lo:hi]
+		if len(words) == 0 {
+			for i, x := range xs {
+				part[i] = x[lo:hi]
+			}
+			pond.SumSharesAt(dst[lo:hi], part, streams, lo)
+			return
 		}
-		pond.SumSharesAt(dst[lo:hi], part, streams, lo)
+		// A cache-sized block at a time, so that the words received are
+		// added while the block of the sum is in the cache (each block
+		// keys its seeds' streams anew: a hash and a key schedule, against
+		// a pass over the sum in memory).
+		for b := lo; b < hi; b += ops.SumBlock {
+			e := min(b+ops.SumBlock, hi)
+			for i, x := range xs {
+				part[i] = x[b:e]
+			}
+			pond.SumSharesAt(dst[b:e], part, streams, b)
+			r.proto.AddWordsAt(dst[b:e], words, b)
+		}
 	})
 	r.setShare(graph.Ref{Node: s.node}, dst)
 	return nil
