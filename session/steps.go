@@ -592,23 +592,20 @@ func (r *runner) shareMessage(n int) (b []byte, words pond.Share) {
 	return nil, r.shareBuf(n)
 }
 
-// wordsOf returns the message of a share's words without a header, in
-// the plan's ring (pond.Protocol.PutWords): b, the message the words were
-// computed in (wordsMessage, or the input's own memory, wireView), or nil
-// when words is a pooled buffer, which it then encodes and releases. In
-// Z_2^32 the words pack to the front of b, in place.
+// wordsOf returns the message of a share's 8-byte words without a
+// header (Z_2^64; Z_2^32 writes its words straight into a message, see
+// shareStep.execWords): b, the message the words were computed in
+// (wordsMessage, or the input's own memory, wireView), or, when b is nil,
+// a message it encodes words into, giving the pooled words back.
 func (r *runner) wordsOf(b []byte, words pond.Share) []byte {
-	size := r.proto.WordSize() * len(words)
-	if b == nil {
-		b = r.pool.byteBuf(size)[:size]
-		r.proto.PutWords(b, words)
-		r.pool.putUint64s(words)
+	if b != nil {
 		return b
 	}
-	if size != len(b) {
-		r.proto.PutWords(b[:size], words)
-	}
-	return b[:size]
+	size := r.proto.WordSize() * len(words)
+	b = r.pool.byteBuf(size)[:size]
+	r.proto.PutWords(b, words)
+	r.pool.putUint64s(words)
+	return b
 }
 
 // wordsMessage returns a wire buffer of n words without a header, and
