@@ -314,7 +314,7 @@ func sealMasked(r *runner, msg []byte, share pond.Share) []byte {
 // it takes over: the share is a view of b (backing, to release once the
 // share is used) where the byte order allows, else a pooled copy (backing
 // nil). In Z_2^32 the share is nil and backing the message itself, whose
-// 4-byte words the sum adds as they are (pond.Protocol.AddWordsAt). On
+// 4-byte words the sum adds as they are (pond.Protocol.SumAt). On
 // error it releases b.
 func parseMasked(r *runner, b []byte, n int) (share pond.Share, backing []byte, err error) {
 	if size := r.proto.ShareSize(n); len(b) != size || binary.LittleEndian.Uint64(b) != uint64(n) {

@@ -146,16 +146,11 @@ func (s *roundSums) addJobs(jobs []sumJob) {
 			}
 		}
 		parallel(s.sizes[k], func(lo, hi int) {
-			if len(rows) > 1 || len(seeded) > 0 {
-				part := make([]pond.Share, len(rows))
-				for i, x := range rows {
-					part[i] = x[lo:hi]
-				}
-				pond.SumSharesAt(sum[lo:hi], part, seeded, lo)
+			part := make([]pond.Share, len(rows))
+			for i, x := range rows {
+				part[i] = x[lo:hi]
 			}
-			if len(words) > 0 {
-				s.proto.AddWordsAt(sum[lo:hi], words, lo)
-			}
+			s.proto.SumAt(sum[lo:hi], part, words, seeded, lo)
 		})
 	}
 	for _, j := range jobs {

@@ -243,16 +243,16 @@ func (s *Remote) greetOthers(ctx context.Context, plan *Plan, gone []string) err
 	cp := plan.cohort
 	rounds := s.rounds()
 	mine := hello{Session: s.opts.SessionID, Fingerprint: plan.Fingerprint()}
-	var todo []string
+	var ungreeted []string
 	for _, p := range cp.others {
 		if slices.Contains(gone, p) {
 			continue // greeted once back; the rounds meanwhile are skipped (announceStep)
 		}
 		if ok, _ := rounds.peers.state(p); !ok {
-			todo = append(todo, p)
+			ungreeted = append(ungreeted, p)
 		}
 	}
-	for _, p := range todo {
+	for _, p := range ungreeted {
 		if err := s.t.Send(ctx, p, roundHelloKey, mine.marshal()); err != nil {
 			return fmt.Errorf("session: hello to %q: %w", p, err)
 		}
@@ -260,7 +260,7 @@ func (s *Remote) greetOthers(ctx context.Context, plan *Plan, gone []string) err
 	s.co.next = max(s.co.next, 1)
 	var errs []error
 	var resumed []string
-	for _, p := range todo {
+	for _, p := range ungreeted {
 		theirs, err := s.recvHello(ctx, p, roundHelloKey)
 		if err == nil {
 			err = s.checkHello(p, mine, theirs)

@@ -863,9 +863,10 @@ func (s *linearStep) exec(ctx context.Context, r *runner) error {
 	return nil
 }
 
-// addN sums the inputs' shares: those held as tensors first, then the
-// mask streams of those held as seeds, added in cache-sized chunks so that
-// no seeded share is ever written out whole.
+// addN sums the inputs' shares: those held as tensors, those held as the
+// 4-byte words they came in (Z_2^32), and the mask streams of those held
+// as seeds, added in cache-sized chunks so that no seeded share is ever
+// written out whole and no received one widened.
 func (s *linearStep) addN(r *runner) error {
 	var xs []pond.Share
 	var streams []pond.SeededShare
@@ -888,29 +889,14 @@ func (s *linearStep) addN(r *runner) error {
 	// The result is computed inside a message buffer, so that sending it
 	// to the output player later needs no copy. Each core sums its range
 	// of every operand and of the seeds' streams in one pass over
-	// cache-sized blocks (pond.SumSharesAt).
+	// cache-sized blocks (pond.Protocol.SumAt).
 	dst := r.messageShare(s.node.Outputs()[0].Size())
 	parallel(len(dst), func(lo, hi int) {
 		part := make([]pond.Share, len(xs))
-		if len(words) == 0 {
-			for i, x := range xs {
-				part[i] = x[lo:hi]
-			}
-			pond.SumSharesAt(dst[lo:hi], part, streams, lo)
-			return
+		for i, x := range xs {
+			part[i] = x[lo:hi]
 		}
-		// A cache-sized block at a time, so that the words received are
-		// added while the block of the sum is in the cache (each block
-		// keys its seeds' streams anew: a hash and a key schedule, against
-		// a pass over the sum in memory).
-		for b := lo; b < hi; b += ops.SumBlock {
-			e := min(b+ops.SumBlock, hi)
-			for i, x := range xs {
-				part[i] = x[b:e]
-			}
-			pond.SumSharesAt(dst[b:e], part, streams, b)
-			r.proto.AddWordsAt(dst[b:e], words, b)
-		}
+		r.proto.SumAt(dst[lo:hi], part, words, streams, lo)
 	})
 	r.setShare(graph.Ref{Node: s.node}, dst)
 	return nil

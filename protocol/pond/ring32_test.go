@@ -183,32 +183,45 @@ func FuzzDecodeShare(f *testing.F) {
 	})
 }
 
-func TestAddWordsAt(t *testing.T) {
+// SumAt adds shares given as words, as tensors and as seeds in one pass,
+// and gives what SumShares gives on the same shares widened; disjoint
+// ranges add up to the whole.
+func TestSumAtWithWords(t *testing.T) {
 	for _, ring := range []int{Ring64, Ring32} {
 		p := newProtocol(t, Config{Ring: ring})
-		const n = 3*1024 + 7 // blocks and a tail
+		const n = 3*4096 + 7 // blocks and a tail
 		var words [][]byte
-		want := make(Share, n)
-		for k := range 3 {
+		var shares []Share
+		for k := range 4 {
 			s := make(Share, n)
 			for i := range s {
 				s[i] = uint64(k*n+i) * 0x9e37_79b9_7f4a_7c15
-				want[i] += s[i]
 			}
-			words = append(words, p.AppendShare(nil, s)[8:])
+			if k < 2 {
+				words = append(words, p.AppendShare(nil, s)[8:])
+				p.Words(s, words[k]) // what the words stand for
+			}
+			shares = append(shares, s)
 		}
+		seeded := []SeededShare{{Seed: Seed{1}, Domain: p.Domain("s", 1, 1)}, {Seed: Seed{2}, Domain: p.Domain("s", 1, 2)}}
+		want := make(Share, n)
+		SumShares(want, shares, seeded)
 		got := make(Share, n)
-		for _, r := range [][2]int{{0, 1024}, {1024, 3000}, {3000, n}} { // disjoint ranges add the whole
-			p.AddWordsAt(got[r[0]:r[1]], words, r[0])
+		for _, r := range [][2]int{{0, 4096}, {4096, 10000}, {10000, n}} {
+			p.SumAt(got[r[0]:r[1]], []Share{shares[2][r[0]:r[1]], shares[3][r[0]:r[1]]}, words, seeded, r[0])
 		}
+		only := make(Share, n) // words alone
+		p.SumAt(only, nil, words, nil, 0)
 		for i := range got {
 			if ring == Ring32 {
 				require.Equal(t, uint32(want[i]), uint32(got[i]), "ring %d, element %d", ring, i)
+				require.Equal(t, uint32(shares[0][i]+shares[1][i]), uint32(only[i]), "ring %d, element %d", ring, i)
 			} else {
 				require.Equal(t, want[i], got[i], "ring %d, element %d", ring, i)
+				require.Equal(t, shares[0][i]+shares[1][i], only[i], "ring %d, element %d", ring, i)
 			}
 		}
-		assert.Panics(t, func() { p.AddWordsAt(make(Share, 2), [][]byte{make([]byte, p.WordSize())}, 0) }, "a short share is a caller's bug")
+		assert.Panics(t, func() { p.SumAt(make(Share, 2), nil, [][]byte{make([]byte, p.WordSize())}, nil, 0) }, "a short share is a caller's bug")
 	}
 }
 

@@ -28,6 +28,38 @@ func SumShares(dst Share, shares []Share, seeded []SeededShare) {
 // SumShares, so a caller may split a large sum across cores. off must be
 // even.
 func SumSharesAt(dst Share, shares []Share, seeded []SeededShare, off int) {
+	sumAt(dst, shares, seeded, off, nil)
+}
+
+// SumAt is SumSharesAt with, besides, shares in their wire form: words
+// holds each whole share as the WordSize-byte words it was received in
+// (PutWords), and its elements of each block are added with the rest
+// while the block is in the cache, so that a server adds the masked
+// tensors it received without widening them first (4 bytes an element
+// read in Z_2^32). Calls on disjoint ranges together make the whole sum.
+// off must be even.
+func (p *Protocol) SumAt(dst Share, shares []Share, words [][]byte, seeded []SeededShare, off int) {
+	ws := p.WordSize()
+	for i, w := range words {
+		if len(w) < ws*(off+len(dst)) {
+			panic(fmt.Sprintf("pond: SumAt: share %d has %d bytes, too few for elements [%d, %d)", i, len(w), off, off+len(dst)))
+		}
+	}
+	var addWords func(d []uint64, lo, hi int)
+	if len(words) > 0 {
+		addWords = func(d []uint64, lo, hi int) {
+			for _, w := range words {
+				p.AddWords(d, w[ws*(off+lo):ws*(off+hi)])
+			}
+		}
+	}
+	sumAt(dst, shares, seeded, off, addWords)
+}
+
+// sumAt is the one pass of SumSharesAt and SumAt: addWords, when not nil,
+// adds the elements [lo, hi) of dst's range of the shares in wire form to
+// the block d.
+func sumAt(dst Share, shares []Share, seeded []SeededShare, off int, addWords func(d []uint64, lo, hi int)) {
 	for i, s := range shares {
 		if len(s) != len(dst) {
 			panic(fmt.Sprintf("pond: SumSharesAt: share %d has %d elements, dst has %d", i, len(s), len(dst)))
@@ -59,6 +91,9 @@ func SumSharesAt(dst Share, shares []Share, seeded []SeededShare, off int) {
 			clear(d)
 		}
 		buf.addStreams(d, next)
+		if addWords != nil {
+			addWords(d, lo, hi)
+		}
 	}
 }
 

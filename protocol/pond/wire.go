@@ -7,7 +7,6 @@ import (
 	"slices"
 
 	"github.com/shareflow/shareflow/internal/le"
-	"github.com/shareflow/shareflow/ops"
 )
 
 // Share is one server's additive share of a private tensor, flattened:
@@ -202,26 +201,4 @@ func (p *Protocol) DecodeShare(dst Share, data []byte) error {
 	}
 	p.Words(dst, data[8:])
 	return nil
-}
-
-// AddWordsAt adds to dst elements [off, off+len(dst)) of every share in
-// words, each given whole in its wire form (PutWords: WordSize bytes an
-// element, from element 0): a server adds the masked tensors it received
-// straight from their messages, reading 4 bytes an element in Z_2^32. It
-// works a cache-sized block of dst at a time (ops.SumBlock words), so
-// that each word of dst goes to memory once for all the shares. Calls on
-// disjoint ranges together add the whole shares.
-func (p *Protocol) AddWordsAt(dst Share, words [][]byte, off int) {
-	ws := p.WordSize()
-	for i, w := range words {
-		if len(w) < ws*(off+len(dst)) {
-			panic(fmt.Sprintf("pond: AddWordsAt: share %d has %d bytes, too few for elements [%d, %d)", i, len(w), off, off+len(dst)))
-		}
-	}
-	for lo := 0; lo < len(dst); lo += ops.SumBlock {
-		hi := min(lo+ops.SumBlock, len(dst))
-		for _, w := range words {
-			p.AddWords(dst[lo:hi], w[ws*(off+lo):ws*(off+hi)])
-		}
-	}
 }
