@@ -119,4 +119,16 @@ func TestPrintPlanShowsWhereGradientsAreShared(t *testing.T) {
 	b, err := os.ReadFile(dot)
 	require.NoError(t, err)
 	assert.Contains(t, string(b), "digraph shareflow")
+
+	// The plan printed is the one a run computes: in rounds, the members
+	// hosted here bound the cohort, and so the ring and its range.
+	for _, args := range [][]string{{"--fixed-owners"}, {}, {"--ring", "64"}} {
+		out.Reset()
+		require.NoError(t, run(context.Background(), append(args, "--print-plan"), &out, &bytes.Buffer{}))
+		want := "ring Z_2^32 (4 bytes an element): inputs |x| < 8192, so that a sum of up to 3 cannot wrap\n"
+		if len(args) == 2 {
+			want = "ring Z_2^64 (8 bytes an element): values |x| < 1024\n"
+		}
+		assert.Contains(t, out.String(), want, "%v", args)
+	}
 }

@@ -35,11 +35,6 @@ func sessionOptions(o options) session.Options {
 	}
 }
 
-// newAggregation returns the local session that runs every player here.
-func newAggregation(o options, g *graph.Graph) (aggregation, error) {
-	return session.NewLocal(g, sessionOptions(o))
-}
-
 // remoteAggregation is one player's session over gRPC, with a deadline on
 // every iteration.
 type remoteAggregation struct {

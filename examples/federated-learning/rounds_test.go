@@ -232,9 +232,7 @@ func TestWeightedMean(t *testing.T) {
 			before, _, _ := f.modelOwner.snapshot()
 			var r rounder
 			if mode == "secure" {
-				opts := sessionOptions(o)
-				opts.Rounds.Members = f.members.names()
-				s, err := session.NewLocal(f.graph, opts)
+				s, err := session.NewLocal(f.graph, f.localOptions(o))
 				require.NoError(t, err)
 				defer s.Close()
 				r = &sessionRounds{run: func(ctx context.Context) error { return s.Run(ctx, f.iteration) }, last: s.LastRound,

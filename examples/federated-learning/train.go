@@ -21,13 +21,6 @@ import (
 	"github.com/shareflow/shareflow/session"
 )
 
-// aggregation runs iterations of the graph: a local or a remote session.
-type aggregation interface {
-	Run(ctx context.Context, op *graph.Op) error
-	Stats() []session.LinkStats
-	Close() error
-}
-
 // buildGraph links the players as TF Encrypted's example does: the model
 // reaches every data owner as a public edge, each data owner's gradient
 // enters the secure computation as a private input, the servers average
@@ -200,6 +193,18 @@ type federation struct {
 	members    *memberSet // with rounds of a cohort
 	graph      *graph.Graph
 	iteration  *graph.Op
+}
+
+// localOptions returns the options of a session that runs the whole
+// federation in this process: sessionOptions, and with rounds of a cohort
+// the members hosted here, which bound the cohort and so the plan's ring
+// and input range.
+func (f *federation) localOptions(o options) session.Options {
+	opts := sessionOptions(o)
+	if f.members != nil {
+		opts.Rounds.Members = f.members.names()
+	}
+	return opts
 }
 
 // newFederation builds the players, each with its own data, and the graph:
@@ -409,7 +414,7 @@ func trainOnce(ctx context.Context, o options, mode string, train, test *mnist.D
 		fixed := &fixedRounds{names: ownerNames(dataOwners), mo: modelOwner, local: true,
 			step: func(ctx context.Context) error { return plainIteration(ctx, modelOwner, dataOwners) }}
 		if mode == "secure" {
-			agg, err := newAggregation(o, f.graph)
+			agg, err := session.NewLocal(f.graph, f.localOptions(o))
 			if err != nil {
 				return nil, err
 			}
@@ -426,8 +431,7 @@ func trainOnce(ctx context.Context, o options, mode string, train, test *mnist.D
 				}
 			}
 		}
-		opts := sessionOptions(o)
-		opts.Rounds.Members = f.members.names()
+		opts := f.localOptions(o)
 		opts.Rounds.SampleSeed = d.sampler.Uint64() | 1 // a new sample stream after a resume, drawn from the checkpointed one
 		s, err := session.NewLocal(f.graph, opts)
 		if err != nil {
@@ -608,7 +612,7 @@ func describe(o options, trainSet, testSet *mnist.Dataset, stdout io.Writer) err
 		fmt.Fprintf(stdout, "graph written to %s (render with: dot -Tpng %s -o graph.png)\n", o.dot, o.dot)
 	}
 	if o.printPlan {
-		s, err := session.NewLocal(g, sessionOptions(o))
+		s, err := session.NewLocal(g, fed.localOptions(o))
 		if err != nil {
 			return err
 		}
