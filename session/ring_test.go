@@ -308,3 +308,29 @@ func TestRing32RefusesCutShares(t *testing.T) {
 		})
 	}
 }
+
+// TestRing32OutOfRangeMemberDrops: in rounds, a member whose upload leaves
+// the range Z_2^32 keeps for the round's sums drops out, saying which
+// element and why, and the round goes on without it.
+func TestRing32OutOfRangeMemberDrops(t *testing.T) {
+	const n = 2
+	g, op, rec := aggregationGraph(n, func(ctx context.Context, m string, model []float64) ([]float64, float64, error) {
+		x, w, err := fixedMember(n)(ctx, m, model)
+		if m == "member-3" {
+			x = []float64{1, 5000} // 4 members: |x| < 2^(30−16−2) = 4096
+		}
+		return x, w, err
+	})
+	s, err := NewLocal(g, Options{Rounds: RoundOptions{Members: cohortMembers(4)}})
+	require.NoError(t, err)
+	defer s.Close()
+	p, err := s.Plan(op)
+	require.NoError(t, err)
+	require.Equal(t, pond.Ring32, p.proto.Config().Ring)
+	require.NoError(t, s.Run(context.Background(), op))
+	info := s.LastRound()
+	assert.Equal(t, []string{"member-0", "member-1", "member-2"}, info.Survivors)
+	assert.Contains(t, info.Dropped["member-3"], "element 1 is 5000, outside the fixed-point range (-4096, 4096) (the plan computes in Z_2^32")
+	calls, _ := rec.last()
+	assert.Equal(t, 1, calls, "the round is revealed over the others")
+}
