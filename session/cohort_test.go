@@ -174,6 +174,25 @@ func (c *cohortNet) coordinator(tr transport.Transport) (*Remote, *graph.Op) {
 	return s, op
 }
 
+// coordinatorEditingStart is coordinator over an endpoint that lets edit
+// change the start of round 1 the coordinator sends the servers: a
+// hostile coordinator.
+func (c *cohortNet) coordinatorEditingStart(cp *cohortPlan, edit func(*roundStart)) (*Remote, *graph.Op) {
+	ep, err := c.net.Endpoint(players.ModelOwner)
+	require.NoError(c.t, err)
+	return c.coordinator(&sendHook{MemoryEndpoint: ep, onSend: func(to string, key transport.Key, b []byte) []byte {
+		if key.Session != roundSession(c.opts.SessionID) || key.Edge != cp.startEdge || key.Iteration != 1 {
+			return b
+		}
+		var m roundStart
+		require.NoError(c.t, m.UnmarshalBinary(b))
+		edit(&m)
+		out, err := m.MarshalBinary()
+		require.NoError(c.t, err)
+		return out
+	}})
+}
+
 // finish ends the run and returns what every Serve returned.
 func (c *cohortNet) finish(s *Remote) map[string]error {
 	require.NoError(c.t, s.Finish(c.ctx))
@@ -807,21 +826,11 @@ func TestCohortServersRefuseAPlayerAsMember(t *testing.T) {
 	for _, p := range []string{"server0", "server1", "member-0", "member-1"} {
 		c.serve(p, nil, nil)
 	}
-	ep, err := c.net.Endpoint(players.ModelOwner)
-	require.NoError(t, err)
-	s, op := c.coordinator(&sendHook{MemoryEndpoint: ep, onSend: func(to string, key transport.Key, b []byte) []byte {
-		if key.Session != roundSession(c.opts.SessionID) || key.Edge != cp.startEdge || key.Iteration != 1 {
-			return b
-		}
-		var m roundStart
-		require.NoError(t, m.UnmarshalBinary(b))
+	s, op := c.coordinatorEditingStart(cp, func(m *roundStart) {
 		m.Cohort = append(m.Cohort, players.ModelOwner)
 		slices.Sort(m.Cohort)
-		out, err := m.MarshalBinary()
-		require.NoError(t, err)
-		return out
-	}})
-	err = s.Run(c.ctx, op)
+	})
+	err := s.Run(c.ctx, op)
 	require.Error(t, err)
 	assert.ErrorContains(t, err, `the cohort of round 1 names "model-owner", a player of the plan: refused`)
 	calls, _ := rec.last()

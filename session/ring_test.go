@@ -200,20 +200,10 @@ func TestServersRefuseACohortOverTheBound(t *testing.T) {
 	for _, p := range []string{"server0", "server1", "member-0", "member-1"} {
 		c.serve(p, nil, nil)
 	}
-	ep, err := c.net.Endpoint(players.ModelOwner)
-	require.NoError(t, err)
-	s, op := c.coordinator(&sendHook{MemoryEndpoint: ep, onSend: func(to string, key transport.Key, b []byte) []byte {
-		if key.Session != roundSession(c.opts.SessionID) || key.Edge != cp.startEdge || key.Iteration != 1 {
-			return b
-		}
-		var m roundStart
-		require.NoError(t, m.UnmarshalBinary(b))
+	s, op := c.coordinatorEditingStart(cp, func(m *roundStart) {
 		m.Cohort = cohortMembers(3) // member-2 need not even exist
-		out, err := m.MarshalBinary()
-		require.NoError(t, err)
-		return out
-	}})
-	err = s.Run(c.ctx, op)
+	})
+	err := s.Run(c.ctx, op)
 	require.Error(t, err)
 	assert.ErrorContains(t, err, "the cohort of round 1 has 3 members, more than the 2 the plan allows (RoundOptions.MaxCohort): refused")
 	for _, l := range s.Stats() {
