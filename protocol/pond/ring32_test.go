@@ -267,20 +267,34 @@ func TestWireFormSteps(t *testing.T) {
 	}
 }
 
-func TestEncodeAndMaskWordsAt(t *testing.T) {
-	const n = 5003
+// rangeInputs returns n values spread over (−period/2, period/2)·scale,
+// both signs.
+func rangeInputs(n, period int, scale float64) []float64 {
 	x := make([]float64, n)
 	for i := range x {
-		x[i] = float64(i%997-498) * 1.37
+		x[i] = float64(i%period-period/2) * scale
 	}
+	return x
+}
+
+// maskedWords returns the wire form of x masked with seed's stream in d,
+// by the two-step 8-byte path the wire-form steps are checked against.
+func maskedWords(t *testing.T, p *Protocol, x []float64, seed Seed, d Domain) []byte {
+	want := make(Share, len(x))
+	require.NoError(t, p.EncodeAndMaskAt(want, x, seed, d, 0))
+	b := make([]byte, p.WordSize()*len(x))
+	p.PutWords(b, want)
+	return b
+}
+
+func TestEncodeAndMaskWordsAt(t *testing.T) {
+	const n = 5003
+	x := rangeInputs(n, 997, 1.37)
 	for _, ring := range []int{Ring64, Ring32} {
 		p := newProtocol(t, Config{Ring: ring})
 		d := p.Domain("s", 4, 5)
 		seed := Seed{9}
-		want := make(Share, n)
-		require.NoError(t, p.EncodeAndMaskAt(want, x, seed, d, 0))
-		wantBytes := make([]byte, p.WordSize()*n)
-		p.PutWords(wantBytes, want)
+		wantBytes := maskedWords(t, p, x, seed, d)
 		got := make([]byte, p.WordSize()*n)
 		for _, r := range [][2]int{{0, 2048}, {2048, 4096}, {4096, n}} {
 			require.NoError(t, p.EncodeAndMaskWordsAt(got[p.WordSize()*r[0]:p.WordSize()*r[1]], x[r[0]:r[1]], seed, d, r[0]))
@@ -299,18 +313,12 @@ func TestEncodeAndMaskWordsAt(t *testing.T) {
 // over it in place, gives what EncodeAndMaskAt and PutWords give.
 func TestMaskAheadInWords(t *testing.T) {
 	const n = 5001
-	x := make([]float64, n)
-	for i := range x {
-		x[i] = float64(i%1999-999) * 0.51
-	}
+	x := rangeInputs(n, 1999, 0.51)
 	for _, ring := range []int{Ring64, Ring32} {
 		p := newProtocol(t, Config{Ring: ring})
 		d := p.Domain("s", 2, 3)
 		seed := Seed{4}
-		want := make(Share, n)
-		require.NoError(t, p.EncodeAndMaskAt(want, x, seed, d, 0))
-		wantBytes := make([]byte, p.WordSize()*n)
-		p.PutWords(wantBytes, want)
+		wantBytes := maskedWords(t, p, x, seed, d)
 		for _, off := range []int{0, 1} {
 			ws := p.WordSize()
 			got := make([]byte, ws*n+1)[off:][:ws*n]
