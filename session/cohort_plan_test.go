@@ -2,8 +2,6 @@ package session
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -48,13 +46,7 @@ func TestCohortPlanGolden(t *testing.T) {
 	defer s.Close()
 	plan, err := s.Plan(op)
 	require.NoError(t, err)
-	path := filepath.Join("testdata", "plan-cohort.txt")
-	if *update {
-		require.NoError(t, os.WriteFile(path, []byte(plan.String()), 0o644))
-	}
-	want, err := os.ReadFile(path)
-	require.NoError(t, err)
-	assert.Equal(t, string(want), plan.String())
+	assertGolden(t, "plan-cohort.txt", plan.String())
 	assert.Equal(t, []string{"model-owner", "server0", "server1"}, plan.Players(), "members are nobody's player")
 	require.NoError(t, s.Run(context.Background(), op), "the plan runs")
 	assert.Equal(t, 30.0*2, s.LastRound().TotalWeight)

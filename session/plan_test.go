@@ -20,6 +20,18 @@ import (
 
 var update = flag.Bool("update", false, "rewrite golden files under testdata/")
 
+// assertGolden checks got against testdata/file, which -update rewrites.
+func assertGolden(t *testing.T, file, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", file)
+	if *update {
+		require.NoError(t, os.WriteFile(path, []byte(got), 0o644))
+	}
+	want, err := os.ReadFile(path)
+	require.NoError(t, err)
+	assert.Equal(t, string(want), got)
+}
+
 // flGraph is TF Encrypted's federated-learning graph in miniature: the
 // model owner's weights go to every data owner, whose gradients are
 // averaged privately and revealed to the model owner.
@@ -61,13 +73,7 @@ func TestPlanGolden(t *testing.T) {
 			defer s.Close()
 			plan, err := s.Plan(op)
 			require.NoError(t, err)
-			path := filepath.Join("testdata", tc.file)
-			if *update {
-				require.NoError(t, os.WriteFile(path, []byte(plan.String()), 0o644))
-			}
-			want, err := os.ReadFile(path)
-			require.NoError(t, err)
-			assert.Equal(t, string(want), plan.String())
+			assertGolden(t, tc.file, plan.String())
 			require.NoError(t, s.Run(context.Background(), op), "the plan runs")
 		})
 	}

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"math"
 	mrand "math/rand/v2"
-	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -453,13 +451,7 @@ func TestProductPlanGolden(t *testing.T) {
 	defer s.Close()
 	plan, err := s.Plan(op)
 	require.NoError(t, err)
-	path := filepath.Join("testdata", "plan-products.txt")
-	if *update {
-		require.NoError(t, os.WriteFile(path, []byte(plan.String()), 0o644))
-	}
-	want, err := os.ReadFile(path)
-	require.NoError(t, err)
-	assert.Equal(t, string(want), plan.String())
+	assertGolden(t, "plan-products.txt", plan.String())
 
 	require.NoError(t, s.Run(context.Background(), op), "the plan runs")
 	x, y, b, w := productValues()
