@@ -73,7 +73,6 @@ func sumRows[T float32 | float64](dst []T, rows [][]T) {
 	}
 }
 
-
 // BenchmarkServerSum is a server's part of a secure mean of 100 owners ×
 // 100k parameters (50 masked shares and 50 seeds), single-threaded, in
 // four ways: "old" is what the session did before SumShares (ops.AddN
