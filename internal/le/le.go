@@ -138,6 +138,10 @@ func PutLow32s(dst []byte, src []uint64) {
 	_ = dst[:4*len(src)]
 	if d := asUint32s(dst); d != nil {
 		d = d[:len(src)]
+		if n := len(src) &^ 7; useAVX2 && n > 0 {
+			low32sAVX2(&d[0], &src[0], n)
+			d, src = d[n:], src[n:]
+		}
 		for i, v := range src {
 			d[i] = uint32(v)
 		}
@@ -154,6 +158,10 @@ func Uint32sTo64(dst []uint64, src []byte) {
 	_ = src[:4*len(dst)]
 	if s := asUint32s(src); s != nil {
 		s = s[:len(dst)]
+		if n := len(dst) &^ 7; useAVX2 && n > 0 {
+			widen32sAVX2(&dst[0], &s[0], n, false)
+			dst, s = dst[n:], s[n:]
+		}
 		for i, v := range s {
 			dst[i] = uint64(v)
 		}
@@ -170,6 +178,10 @@ func AddUint32sTo64(dst []uint64, src []byte) {
 	_ = src[:4*len(dst)]
 	if s := asUint32s(src); s != nil {
 		s = s[:len(dst)]
+		if n := len(dst) &^ 7; useAVX2 && n > 0 {
+			widen32sAVX2(&dst[0], &s[0], n, true)
+			dst, s = dst[n:], s[n:]
+		}
 		for i, v := range s {
 			dst[i] += uint64(v)
 		}

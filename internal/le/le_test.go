@@ -3,9 +3,12 @@ package le
 import (
 	"encoding/binary"
 	"math"
+	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // TestMatchesEncodingBinary checks the fast path against the portable one
@@ -60,4 +63,48 @@ func TestViews(t *testing.T) {
 	assert.False(t, ok, "unaligned")
 	_, ok = Words(b[:7])
 	assert.False(t, ok, "not whole words")
+}
+
+// TestWords32 checks the conversions between 64-bit words and 32-bit wire
+// words, with the vector kernels and with the portable loops, on lengths
+// around the kernels' blocks of eight, on aligned and unaligned bytes,
+// and packing in place.
+func TestWords32(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, vector := range []bool{true, false} {
+		saved := useAVX2
+		useAVX2 = useAVX2 && vector
+		for _, n := range []int{0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 1001} {
+			src := make([]uint64, n)
+			for i := range src {
+				src[i] = rng.Uint64()
+			}
+			for _, shift := range []int{0, 1, 4} { // 1: unaligned, the portable loop
+				buf := make([]byte, 4*n+shift)
+				b := buf[shift:]
+				PutLow32s(b, src)
+				for i, v := range src {
+					require.Equal(t, uint32(v), binary.LittleEndian.Uint32(b[4*i:]), "PutLow32s n=%d shift=%d element %d", n, shift, i)
+				}
+				got := make([]uint64, n)
+				Uint32sTo64(got, b)
+				sum := slices.Clone(src)
+				AddUint32sTo64(sum, b)
+				for i, v := range src {
+					require.Equal(t, uint64(uint32(v)), got[i], "Uint32sTo64 n=%d shift=%d element %d", n, shift, i)
+					require.Equal(t, v+uint64(uint32(v)), sum[i], "AddUint32sTo64 n=%d shift=%d element %d", n, shift, i)
+				}
+			}
+			inPlace := slices.Clone(src)
+			b, ok := Bytes(inPlace)
+			if !ok {
+				continue
+			}
+			PutLow32s(b, inPlace)
+			for i, v := range src {
+				require.Equal(t, uint32(v), binary.LittleEndian.Uint32(b[4*i:]), "in place n=%d element %d", n, i)
+			}
+		}
+		useAVX2 = saved
+	}
 }
