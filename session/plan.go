@@ -209,9 +209,10 @@ func compileIn(g *graph.Graph, op *graph.Op, ring ringChoice, opts Options) (*Pl
 // fingerprintLabel names the fingerprint's encoding; change its version
 // whenever the encoding changes, or the wire form of a step's messages
 // (v4: public tensors and masked inputs travel as bare words; v5: shares
-// in Z_2^32 travel as 4-byte words), so that
-// players of two versions refuse each other at the handshake.
-const fingerprintLabel = "shareflow/plan-fingerprint/v5"
+// in Z_2^32 travel as 4-byte words; v6: masks in Z_2^32 take 4 bytes of
+// keystream an element), or what a step's messages mean, so that players
+// of two versions refuse each other at the handshake.
+const fingerprintLabel = "shareflow/plan-fingerprint/v6"
 
 // fingerprint hashes, in one canonical encoding, everything that decides
 // what a plan computes: the protocol's configuration (every field of

@@ -54,7 +54,7 @@ func (p *Protocol) Config() Config { return p.cfg }
 // player of a run must build its domains this way, so that they all derive
 // the same streams.
 func (p *Protocol) Domain(session string, iteration, tensor uint64) Domain {
-	return Domain{Session: session, Iteration: iteration, Tensor: tensor, PRG: p.cfg.MaskPRG}
+	return Domain{Session: session, Iteration: iteration, Tensor: tensor, PRG: p.cfg.MaskPRG, Ring: p.cfg.Ring}
 }
 
 // checkDomain panics when d derives its streams otherwise than the
@@ -64,6 +64,10 @@ func (p *Protocol) checkDomain(step string, d Domain) {
 	if d.PRG.resolve() != p.cfg.MaskPRG {
 		panic(fmt.Sprintf("pond: %s: domain with mask PRG %v, but the configuration's is %v (build domains with Protocol.Domain)",
 			step, d.PRG.resolve(), p.cfg.MaskPRG))
+	}
+	if d.word32() != p.ring32 {
+		panic(fmt.Sprintf("pond: %s: domain of ring %d, but the configuration's is Z_2^%d (build domains with Protocol.Domain)",
+			step, d.Ring, p.cfg.Ring))
 	}
 }
 

@@ -55,7 +55,8 @@ func TestDomainCarriesTheMaskPRG(t *testing.T) {
 	for _, prg := range []MaskPRG{MaskAES256, MaskAES128} {
 		p := newProtocol(t, Config{MaskPRG: prg})
 		d := p.Domain("s", 3, 9)
-		assert.Equal(t, Domain{Session: "s", Iteration: 3, Tensor: 9, PRG: prg}, d)
+		assert.Equal(t, Domain{Session: "s", Iteration: 3, Tensor: 9, PRG: prg, Ring: Ring64}, d)
+		assert.Equal(t, Ring32, newProtocol(t, Config{MaskPRG: prg, Ring: Ring32}).Domain("s", 3, 9).Ring)
 
 		x := []float64{1.5, -2, 1000, 0}
 		masked := make(Share, len(x))

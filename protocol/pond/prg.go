@@ -42,6 +42,10 @@ type Domain struct {
 	Tensor    uint64
 	Purpose   Purpose
 	PRG       MaskPRG
+	// Ring is the ring of the elements the stream masks: Ring64 (or zero)
+	// takes 8 bytes of keystream an element, Ring32 takes 4, under keys
+	// of its own (the labels end in "/z32"). Protocol.Domain sets it.
+	Ring int
 	// Member names the member of a cohort whose input the stream masks,
 	// so that no two members of a round share a stream. "" for the inputs
 	// of fixed owners and every other stream, whose keys are as they were
@@ -125,22 +129,42 @@ func streamKey(label string, seed Seed, d Domain) [sha256.Size]byte {
 }
 
 // maskLabel is the label a derivation of the given version hashes first:
-// one of its own for a member's domain.
+// one of its own for a member's domain, and for Z_2^32's 4-byte elements.
 func maskLabel(version string, d Domain) string {
+	l := "shareflow/pond/mask/" + version
 	if d.Member != "" {
-		return "shareflow/pond/member-mask/" + version + "\x00"
+		l = "shareflow/pond/member-mask/" + version
 	}
-	return "shareflow/pond/mask/" + version + "\x00"
+	if d.word32() {
+		l += "/z32"
+	}
+	return l + "\x00"
 }
 
-// newMaskStreamAt returns the mask stream of seed in domain d from word
-// off on, which must be even: two words per AES block. The domain's PRG
-// derives the key and the first counter block; the counter, a big-endian
-// 128-bit integer, starts off/2 blocks further, with the carry, as counter
-// mode increments it. An unknown PRG is a bug: Config refuses it.
+// word32 reports whether the domain's streams are read as 4-byte
+// elements (Z_2^32).
+func (d Domain) word32() bool { return d.Ring == Ring32 }
+
+// perBlock returns how many elements of the domain's streams an AES block
+// holds.
+func (d Domain) perBlock() int {
+	if d.word32() {
+		return 4
+	}
+	return 2
+}
+
+// newMaskStreamAt returns the mask stream of seed in domain d from element
+// off on, which must start an AES block: even in Z_2^64 (two 8-byte
+// elements a block), a multiple of 4 in Z_2^32 (four 4-byte elements).
+// The domain's PRG derives the key and the first counter block; the
+// counter, a big-endian 128-bit integer, starts that many blocks further,
+// with the carry, as counter mode increments it. An unknown PRG is a bug:
+// Config refuses it.
 func newMaskStreamAt(seed Seed, d Domain, off int) maskStream {
-	if off%2 != 0 || off < 0 {
-		panic(fmt.Sprintf("pond: mask stream at word %d, want an even offset", off))
+	per := d.perBlock()
+	if off%per != 0 || off < 0 {
+		panic(fmt.Sprintf("pond: mask stream at element %d, want a multiple of %d (an AES block's elements)", off, per))
 	}
 	var key []byte
 	var ctr [aes.BlockSize]byte
@@ -155,26 +179,43 @@ func newMaskStreamAt(seed Seed, d Domain, off int) maskStream {
 	default:
 		panic(fmt.Sprintf("pond: mask stream with unknown %v", d.PRG))
 	}
-	lo, carry := bits.Add64(binary.BigEndian.Uint64(ctr[8:]), uint64(off/2), 0)
+	lo, carry := bits.Add64(binary.BigEndian.Uint64(ctr[8:]), uint64(off/per), 0)
 	binary.BigEndian.PutUint64(ctr[8:], lo)
 	binary.BigEndian.PutUint64(ctr[:8], binary.BigEndian.Uint64(ctr[:8])+carry)
 	if len(key) == 16 && useVAES {
-		return maskStream{fast: newVAESStream((*[16]byte)(key), ctr)}
+		return maskStream{fast: newVAESStream((*[16]byte)(key), ctr), word32: d.word32()}
 	}
 	block, err := aes.NewCipher(key)
 	if err != nil {
 		panic("pond: aes.NewCipher with a derived key: " + err.Error())
 	}
-	return maskStream{s: cipher.NewCTR(block, ctr[:])}
+	return maskStream{s: cipher.NewCTR(block, ctr[:]), word32: d.word32()}
 }
 
 // maskStream is the keystream of one seed and domain, read in order:
 // crypto/aes in counter mode, or for v2 where the processor has vector
-// AES the vaesCTR kernel, which gives the same words. Copies share their
-// position.
+// AES the vaesCTR kernel, which gives the same words. Its elements are
+// the keystream's little-endian 8-byte words, or in Z_2^32 (word32) its
+// 4-byte words, zero-extended where they are read into 8-byte words.
+// Copies share their position.
 type maskStream struct {
-	s    cipher.Stream
-	fast *vaesStream
+	s      cipher.Stream
+	fast   *vaesStream
+	word32 bool
+}
+
+// keystream sets dst to the next len(dst) bytes of the keystream: in
+// Z_2^32, the wire form (PutWords) of the next len(dst)/4 elements.
+func (m maskStream) keystream(dst []byte) {
+	if m.fast != nil {
+		m.fast.bytes(dst)
+		return
+	}
+	for len(dst) > 0 {
+		n := min(len(dst), len(zeros))
+		m.s.XORKeyStream(dst[:n], zeros[:n])
+		dst = dst[n:]
+	}
 }
 
 func newMaskStream(seed Seed, d Domain) maskStream { return newMaskStreamAt(seed, d, 0) }
@@ -187,8 +228,18 @@ const maskChunk = 2048
 // keystream is the encryption of zeros.
 var zeros [8 * maskChunk]byte
 
-// read sets dst to the next len(dst) words of the stream, little-endian.
+// read sets dst to the next len(dst) elements of the stream.
 func (m maskStream) read(dst []uint64) {
+	if m.word32 {
+		var buf [4 * maskChunk]byte // in the L1 cache while it is widened
+		for len(dst) > 0 {
+			n := min(len(dst), maskChunk)
+			m.keystream(buf[:4*n])
+			le.Uint32sTo64(dst[:n], buf[:4*n])
+			dst = dst[n:]
+		}
+		return
+	}
 	if m.fast != nil {
 		m.fast.words(dst, false)
 		return
@@ -258,6 +309,16 @@ func SubExpandAt(dst []uint64, seed Seed, d Domain, off int) {
 // the registers with the vector kernel, else a cache-sized chunk at a
 // time.
 func (m maskStream) addTo(dst []uint64) {
+	if m.word32 {
+		var buf [4 * maskChunk]byte
+		for len(dst) > 0 {
+			n := min(len(dst), maskChunk)
+			m.keystream(buf[:4*n])
+			le.AddUint32sTo64(dst[:n], buf[:4*n])
+			dst = dst[n:]
+		}
+		return
+	}
 	if m.fast != nil {
 		m.fast.words(dst, true)
 		return

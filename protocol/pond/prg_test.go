@@ -5,8 +5,10 @@ import (
 	"crypto/cipher"
 	"crypto/sha256"
 	"encoding/binary"
+	"fmt"
 	"math"
 	"math/big"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -21,12 +23,19 @@ import (
 // from a zero counter under the whole hash (v1), or AES-128-CTR under its
 // first half from the counter block in its second half (v2); over zeros,
 // as little-endian words.
+//
+// In Z_2^32 (d.Ring) the label ends in "/z32" and the elements are the
+// keystream's little-endian 4-byte words, zero-extended.
 func referenceStream(t testing.TB, n int, seed Seed, d Domain) []uint64 {
 	block, iv := referenceCipher(t, seed, d)
 	b := make([]byte, 8*n)
 	cipher.NewCTR(block, iv).XORKeyStream(b, b)
 	w := make([]uint64, n)
 	for i := range w {
+		if d.Ring == Ring32 {
+			w[i] = uint64(binary.LittleEndian.Uint32(b[4*i:]))
+			continue
+		}
 		w[i] = binary.LittleEndian.Uint64(b[8*i:])
 	}
 	return w
@@ -38,6 +47,9 @@ func referenceCipher(t testing.TB, seed Seed, d Domain) (cipher.Block, []byte) {
 		label = map[MaskPRG]string{MaskAES256: "shareflow/pond/member-mask/v1\x00", MaskAES128: "shareflow/pond/member-mask/v2\x00"}[d.PRG.resolve()]
 	}
 	require.NotEmpty(t, label, "a known PRG")
+	if d.Ring == Ring32 {
+		label = strings.TrimSuffix(label, "\x00") + "/z32\x00"
+	}
 	msg := append([]byte(label), seed[:]...)
 	msg = binary.LittleEndian.AppendUint64(msg, uint64(len(d.Session)))
 	msg = binary.LittleEndian.AppendUint64(msg, d.Iteration)
@@ -78,6 +90,20 @@ func TestMaskStreamKnownAnswers(t *testing.T) {
 		assert.Equal(t, want, got, "%v", prg)
 		assert.Equal(t, want, referenceStream(t, 4, seed, d), "%v, the test's reference", prg)
 	}
+	// Z_2^32: 4-byte elements under labels of their own (".../v1/z32").
+	d.Ring = Ring32
+	for prg, want := range map[MaskPRG][]uint64{
+		MaskAES256: {0x98699794, 0x7a9b680f, 0x50c95b42, 0x1c4823fa, 0xe433727, 0xfdf74cb7, 0xa6263b8f, 0x2d4e0157},
+		MaskAES128: {0xa35d3d45, 0x9ff81a48, 0x58a3f64f, 0xa943dfc2, 0xe5496482, 0x9e557b2a, 0x6f99ac3f, 0x4828d4c5},
+	} {
+		d.PRG = prg
+		got := make([]uint64, 8)
+		Expand(got, seed, d)
+		assert.Equal(t, want, got, "%v in Z_2^32", prg)
+		assert.Equal(t, want, referenceStream(t, 8, seed, d), "%v in Z_2^32, the test's reference", prg)
+	}
+	d.Ring = 0
+
 	d.PRG = 0
 	got := make([]uint64, 4)
 	Expand(got, seed, d)
@@ -117,13 +143,25 @@ func TestMaskStreamCounterCarries(t *testing.T) {
 // however it is read or split into ranges, it is the one AES-CTR stream.
 func TestMaskStreamChunking(t *testing.T) {
 	for _, prg := range []MaskPRG{MaskAES256, MaskAES128} {
-		t.Run(prg.String(), func(t *testing.T) { testMaskStreamChunking(t, prg) })
+		for _, ring := range []int{Ring64, Ring32} {
+			for _, vaes := range []bool{true, false} {
+				if vaes && (!hasVAES || prg != MaskAES128) {
+					continue
+				}
+				t.Run(fmt.Sprintf("%v/ring%d/vaes=%v", prg, ring, vaes), func(t *testing.T) {
+					defer func(old bool) { useVAES = old }(useVAES)
+					useVAES = vaes
+					testMaskStreamChunking(t, prg, ring)
+				})
+			}
+		}
 	}
 }
 
-func testMaskStreamChunking(t *testing.T, prg MaskPRG) {
+func testMaskStreamChunking(t *testing.T, prg MaskPRG, ring int) {
 	seed := Seed{1, 2, 3}
-	d := Domain{Session: "chunks", Iteration: 2, Tensor: 5, Purpose: PurposeInput, PRG: prg}
+	d := Domain{Session: "chunks", Iteration: 2, Tensor: 5, Purpose: PurposeInput, PRG: prg, Ring: ring}
+	per := d.perBlock()
 	for _, n := range []int{0, 1, 3, maskChunk - 1, maskChunk, maskChunk + 1, 3*maskChunk + 5} {
 		want := referenceStream(t, n, seed, d)
 
@@ -149,23 +187,45 @@ func testMaskStreamChunking(t *testing.T, prg MaskPRG) {
 			require.Equal(t, base[i]+want[i], sum[i], "AddExpand, word %d of %d", i, n)
 		}
 
-		// in ranges at even offsets, as a caller splitting across cores does
+		// in ranges at block offsets, as a caller splitting across cores does
 		ranged := make([]uint64, n)
 		rangedSum := append([]uint64(nil), base...)
-		for _, r := range evenRanges(n) {
+		for _, r := range blockRanges(n, per) {
 			ExpandAt(ranged[r[0]:r[1]], seed, d, r[0])
 			AddExpandAt(rangedSum[r[0]:r[1]], seed, d, r[0])
 		}
 		assert.Equal(t, want, ranged, "ExpandAt in ranges, %d words", n)
 		assert.Equal(t, sum, rangedSum, "AddExpandAt in ranges, %d words", n)
+
+		if ring != Ring32 {
+			continue
+		}
+		// The keystream's bytes are the elements' wire form, read in
+		// uneven pieces into aligned and unaligned memory.
+		wire := make([]byte, 4*n)
+		for i, w := range want {
+			binary.LittleEndian.PutUint32(wire[4*i:], uint32(w))
+		}
+		for _, shift := range []int{0, 1} {
+			buf := make([]byte, 4*n+shift)[shift:]
+			m := newMaskStream(seed, d)
+			for off, step := 0, 1; off < len(buf); off, step = off+step, step*5+3 {
+				m.keystream(buf[off:min(off+step, len(buf))])
+			}
+			assert.Equal(t, wire, buf, "keystream in pieces, %d words, shift %d", n, shift)
+		}
 	}
-	assert.Panics(t, func() { ExpandAt(make([]uint64, 2), seed, d, 3) }, "an odd offset is not on a block")
+	assert.Panics(t, func() { ExpandAt(make([]uint64, 2), seed, d, per+1) }, "an offset that is not on a block")
+	if ring == Ring32 {
+		assert.Panics(t, func() { ExpandAt(make([]uint64, 2), seed, d, 2) }, "half a block of 4-byte elements")
+	}
 }
 
-// evenRanges splits [0, n) into uneven ranges that start at even offsets.
-func evenRanges(n int) [][2]int {
+// blockRanges splits [0, n) into uneven ranges that start at multiples of
+// per.
+func blockRanges(n, per int) [][2]int {
 	var out [][2]int
-	for lo, size := 0, 2; lo < n; lo, size = lo+size, size*5 {
+	for lo, size := 0, per; lo < n; lo, size = lo+size, size*5 {
 		out = append(out, [2]int{lo, min(lo+size, n)})
 	}
 	return out
@@ -194,7 +254,7 @@ func TestEncodeAndShareAcrossChunks(t *testing.T) {
 	assert.Equal(t, x, got, "masked + seed share decodes to x (all values exact in 16 fractional bits)")
 
 	ranged := make(Share, n)
-	for _, r := range evenRanges(n) {
+	for _, r := range blockRanges(n, 2) {
 		require.NoError(t, p.EncodeAndMaskAt(ranged[r[0]:r[1]], x[r[0]:r[1]], seed, d, r[0]))
 	}
 	assert.Equal(t, masked, ranged, "ranges with one seed make one share")
@@ -237,7 +297,7 @@ func TestEncodeAndMaskInPlace(t *testing.T) {
 		apart := make(Share, n)
 		inPlace := append([]float64(nil), x...)
 		words := le.Float64Words(inPlace)
-		for _, r := range evenRanges(n) {
+		for _, r := range blockRanges(n, 2) {
 			require.NoError(t, p.EncodeAndMaskInPlaceAt(apart[r[0]:r[1]], x[r[0]:r[1]], seed, d, r[0]))
 			require.NoError(t, p.EncodeAndMaskInPlaceAt(words[r[0]:r[1]], inPlace[r[0]:r[1]], seed, d, r[0]))
 		}

@@ -34,13 +34,31 @@ func (p *Protocol) EncodeAndSubtractWordsAt(dst []byte, x []float64, mask Share,
 		}
 		return nil
 	}
+	le.PutLow32s(dst, mask)
+	return p.encodeSub32(d32[:len(x)], x, off)
+}
+
+// useAVX2 says whether the 32-bit ring's encoding and reveal run the AVX2
+// kernels; tests switch it off to check them against the loops.
+var useAVX2 = hasAVX2
+
+// encodeSub32 sets d32[i] to encode(x[i]) − d32[i] in Z_2^32, refusing
+// the first element out of range with a *RangeError at off+i.
+func (p *Protocol) encodeSub32(d32 []uint32, x []float64, off int) error {
 	scale, bound := p.scale, p.bound
-	for i, v := range x {
+	i := 0
+	if n := len(x) &^ 3; useAVX2 && n > 0 {
+		// It stops at the first group of four with a bad element, which
+		// the loop below then finds.
+		i = encodeSub32AVX2(&d32[0], &x[0], n, scale, bound)
+	}
+	for ; i < len(x); i++ {
+		v := x[i]
 		// The negated comparison also catches NaN.
 		if !(math.Abs(v) < bound) {
 			return &RangeError{Index: off + i, Value: v, Bound: bound}
 		}
-		d32[i] = uint32(int64(math.RoundToEven(v*scale))) - uint32(mask[i])
+		d32[i] = uint32(int64(math.RoundToEven(v*scale))) - d32[i]
 	}
 	return nil
 }
@@ -74,6 +92,10 @@ func (p *Protocol) RevealWordsQuotient(dst []float64, w0, w1 []byte, d float64) 
 	}
 	div := p.scale * d
 	a, b = a[:len(dst)], b[:len(dst)]
+	if n := len(dst) &^ 3; useAVX2 && n > 0 {
+		reveal32AVX2(&dst[0], &a[0], &b[0], n, div)
+		dst, a, b = dst[n:], a[n:], b[n:]
+	}
 	for i := range dst {
 		dst[i] = float64(int32(a[i]+b[i])) / div
 	}
@@ -97,6 +119,18 @@ func (p *Protocol) EncodeAndMaskWordsAt(dst []byte, x []float64, seed Seed, d Do
 	p.checkDomain("EncodeAndMaskWordsAt", d)
 	d.Purpose = PurposeInput
 	stream := newMaskStreamAt(seed, d, off)
+	if d32, ok := le.Uint32View(dst); ok && p.ring32 {
+		// The mask's wire form is the keystream itself: drawn into dst a
+		// chunk at a time, then the masked tensor written over it.
+		for lo := 0; lo < len(x); lo += maskChunk {
+			hi := min(lo+maskChunk, len(x))
+			stream.keystream(dst[4*lo : 4*hi])
+			if err := p.encodeSub32(d32[lo:hi], x[lo:hi], off+lo); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	var mask [maskChunk]uint64
 	ws := p.WordSize()
 	for lo := 0; lo < len(x); lo += maskChunk {
@@ -123,6 +157,10 @@ func (p *Protocol) ExpandWordsAt(dst []byte, s SeededShare, off int) {
 	p.checkDomain("ExpandWordsAt", s.Domain)
 	s.Domain.Purpose = PurposeInput
 	stream := newMaskStreamAt(s.Seed, s.Domain, off)
+	if p.ring32 {
+		stream.keystream(dst) // 4-byte elements: the keystream is the wire form
+		return
+	}
 	var buf [maskChunk]uint64
 	n := len(dst) / ws
 	for lo := 0; lo < n; lo += maskChunk {
@@ -157,13 +195,5 @@ func (p *Protocol) EncodeAndSubtractFromWordsAt(dst []byte, x []float64, off int
 		}
 		return nil
 	}
-	scale, bound := p.scale, p.bound
-	for i, v := range x {
-		// The negated comparison also catches NaN.
-		if !(math.Abs(v) < bound) {
-			return &RangeError{Index: off + i, Value: v, Bound: bound}
-		}
-		d32[i] = uint32(int64(math.RoundToEven(v*scale))) - d32[i]
-	}
-	return nil
+	return p.encodeSub32(d32[:len(x)], x, off)
 }

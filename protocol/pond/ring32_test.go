@@ -2,6 +2,7 @@ package pond
 
 import (
 	"math"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -335,5 +336,62 @@ func TestMaskAheadInWords(t *testing.T) {
 		var re *RangeError
 		require.ErrorAs(t, p.EncodeAndSubtractFromWordsAt(make([]byte, p.WordSize()*(n-4096)), bad[4096:], 4096), &re)
 		assert.Equal(t, 4097, re.Index)
+	}
+}
+
+// TestRing32KernelsMatchLoops checks the vector encoding and reveal of
+// Z_2^32 against the loops, element for element: ties that round to
+// even, both signs, the edges of the range, and a bad element (NaN, ±Inf,
+// ±bound, beyond) at every place of a group of four and in the tail.
+func TestRing32KernelsMatchLoops(t *testing.T) {
+	p := newProtocol(t, Config{Ring: Ring32})
+	bound, ulp := p.bound, 1/p.scale
+	edge := []float64{0, math.Copysign(0, -1), 0.5 * ulp, -0.5 * ulp, 1.5 * ulp, -1.5 * ulp, 2.5 * ulp, -2.5 * ulp,
+		math.Nextafter(bound, 0), -math.Nextafter(bound, 0), bound - 0.5*ulp, -(bound - 0.5*ulp), 5e-324, 1e-300, 0.1, -7.25}
+	rng := rand.New(rand.NewPCG(3, 4))
+	x := make([]float64, 1003)
+	for i := range x {
+		if i%3 == 0 {
+			x[i] = edge[i/3%len(edge)]
+		} else {
+			x[i] = (rng.Float64()*2 - 1) * bound
+		}
+	}
+	masks := make([]byte, 4*len(x))
+	for i := range masks {
+		masks[i] = byte(rng.Uint32())
+	}
+	run := func(vector bool, x []float64) ([]byte, error) {
+		defer func(old bool) { useAVX2 = old }(useAVX2)
+		useAVX2 = useAVX2 && vector
+		dst := append([]byte(nil), masks[:4*len(x)]...)
+		return dst, p.EncodeAndSubtractFromWordsAt(dst, x, 100)
+	}
+	want, err := run(false, x)
+	require.NoError(t, err)
+	got, err := run(true, x)
+	require.NoError(t, err)
+	require.Equal(t, want, got)
+
+	for _, v := range []float64{math.NaN(), math.Inf(1), math.Inf(-1), bound, -bound, 2 * bound} {
+		for _, at := range []int{0, 1, 2, 3, 500, 998, 1001, 1002} {
+			bad := append([]float64(nil), x...)
+			bad[at] = v
+			_, err := run(true, bad)
+			var re *RangeError
+			require.ErrorAs(t, err, &re, "%v at %d", v, at)
+			assert.Equal(t, 100+at, re.Index, "%v at %d", v, at)
+		}
+	}
+
+	for _, d := range []float64{1, 3, 7, -2, 1e-3} {
+		reveal := func(vector bool) []float64 {
+			defer func(old bool) { useAVX2 = old }(useAVX2)
+			useAVX2 = useAVX2 && vector
+			out := make([]float64, len(x))
+			require.NoError(t, p.RevealWordsQuotient(out, got, masks[:4*len(x)], d))
+			return out
+		}
+		assert.Equal(t, reveal(false), reveal(true), "divisor %v", d)
 	}
 }

@@ -70,7 +70,7 @@ func sumAt(dst Share, shares []Share, seeded []SeededShare, off int, addWords fu
 	for i, s := range seeded {
 		s.Domain.Purpose = PurposeInput
 		streams[i] = newMaskStreamAt(s.Seed, s.Domain, off)
-		if streams[i].fast == nil && buf == nil {
+		if streams[i].fast == nil && !streams[i].word32 && buf == nil {
 			buf = new(sumBuffer)
 		}
 	}
@@ -107,14 +107,17 @@ const sumChunk = 1024
 type sumBuffer [2][sumChunk]uint64
 
 // addStreams adds the next len(d) words of every stream to d. The vector
-// kernel adds its stream straight from the registers; the others are
-// drawn into the buffer and added two streams at a time, so that d is
-// loaded and stored once per two streams. b may be nil when every stream
-// has the kernel.
+// kernel adds its stream straight from the registers; a stream of 4-byte
+// elements (Z_2^32) is drawn a chunk at a time and widened as it is
+// added; the others are drawn into the buffer and added two streams at a
+// time, so that d is loaded and stored once per two streams. b may be nil
+// when every stream has the kernel or 4-byte elements.
 func (b *sumBuffer) addStreams(d []uint64, streams []maskStream) {
 	var pending *maskStream // a stream waiting for a second
 	for i := range streams {
 		switch {
+		case streams[i].word32:
+			streams[i].addTo(d)
 		case streams[i].fast != nil:
 			streams[i].fast.words(d, true)
 		case pending == nil:

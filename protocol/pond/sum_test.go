@@ -10,7 +10,7 @@ import (
 )
 
 // sumCase draws shares and seeds for a sum of n elements.
-func sumCase(r *rand.Rand, n, nShares, nSeeds int, prg MaskPRG) ([]Share, []SeededShare) {
+func sumCase(r *rand.Rand, n, nShares, nSeeds int, prg MaskPRG, ring int) ([]Share, []SeededShare) {
 	shares := make([]Share, nShares)
 	for k := range shares {
 		shares[k] = make(Share, n)
@@ -25,7 +25,7 @@ func sumCase(r *rand.Rand, n, nShares, nSeeds int, prg MaskPRG) ([]Share, []Seed
 			s[i] = byte(r.Uint32())
 		}
 		// Purpose is left unset: SumShares sets it, as AddToAt does.
-		seeded[k] = SeededShare{Seed: s, Domain: Domain{Session: "sum", Iteration: 4, Tensor: uint64(k), PRG: prg}}
+		seeded[k] = SeededShare{Seed: s, Domain: Domain{Session: "sum", Iteration: 4, Tensor: uint64(k), PRG: prg, Ring: ring}}
 	}
 	return shares, seeded
 }
@@ -51,15 +51,18 @@ func plainSum(t testing.TB, n int, shares []Share, seeded []SeededShare) Share {
 
 // SumShares is the plain sum of the shares and the seeds' streams,
 // whatever the length (around the block and chunk sizes), the number of
-// shares and of seeds (none, odd, even), and the PRG; split into ranges at
-// even offsets it computes the same; dst may be one of the shares.
+// shares and of seeds (none, odd, even), the PRG and the ring (4-byte
+// elements of the streams in Z_2^32); split into ranges at block offsets
+// it computes the same; dst may be one of the shares.
 func TestSumShares(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
-	for _, prg := range []MaskPRG{MaskAES256, MaskAES128} {
+	for _, pr := range [][2]int{{int(MaskAES256), Ring64}, {int(MaskAES128), Ring64}, {int(MaskAES256), Ring32}, {int(MaskAES128), Ring32}} {
+		prg, ring := MaskPRG(pr[0]), pr[1]
+		per := Domain{Ring: ring}.perBlock()
 		for _, n := range []int{0, 1, 2, 7, sumChunk + 1, 4096 - 1, 4096, 4096 + 1, 3*4096 + 2*sumChunk + 5} {
 			for _, counts := range [][2]int{{0, 0}, {1, 0}, {0, 1}, {0, 2}, {0, 3}, {1, 1}, {5, 0}, {3, 4}, {6, 5}, {9, 2}} {
-				name := fmt.Sprintf("%v/%d elements/%d shares/%d seeds", prg, n, counts[0], counts[1])
-				shares, seeded := sumCase(r, n, counts[0], counts[1], prg)
+				name := fmt.Sprintf("%v/ring %d/%d elements/%d shares/%d seeds", prg, ring, n, counts[0], counts[1])
+				shares, seeded := sumCase(r, n, counts[0], counts[1], prg, ring)
 				want := plainSum(t, n, shares, seeded)
 
 				dst := make(Share, n)
@@ -70,7 +73,7 @@ func TestSumShares(t *testing.T) {
 				require.Equal(t, want, dst, name)
 
 				ranged := make(Share, n)
-				for _, rg := range evenRanges(n) {
+				for _, rg := range blockRanges(n, per) {
 					part := make([]Share, len(shares))
 					for k, s := range shares {
 						part[k] = s[rg[0]:rg[1]]
@@ -97,8 +100,11 @@ func TestSumSharesRefusesMismatchedShares(t *testing.T) {
 	assert.PanicsWithValue(t, "pond: SumSharesAt: share 1 has 3 elements, dst has 4", func() {
 		SumShares(make(Share, 4), []Share{make(Share, 4), make(Share, 3)}, nil)
 	})
-	assert.PanicsWithValue(t, "pond: mask stream at word 3, want an even offset", func() {
+	assert.PanicsWithValue(t, "pond: mask stream at element 3, want a multiple of 2 (an AES block's elements)", func() {
 		SumSharesAt(make(Share, 4), nil, []SeededShare{{}}, 3)
+	})
+	assert.PanicsWithValue(t, "pond: mask stream at element 2, want a multiple of 4 (an AES block's elements)", func() {
+		SumSharesAt(make(Share, 4), nil, []SeededShare{{Domain: Domain{Ring: Ring32}}}, 2)
 	})
 }
 

@@ -119,11 +119,11 @@ func TestTruncationInRanges(t *testing.T) {
 	fresh, err := NewSeed(rng)
 	require.NoError(t, err)
 	r0, r1, c0 := make(Share, n), make(Share, n), make(Masked, n)
-	for _, r := range evenRanges(n) {
+	for _, r := range blockRanges(n, 2) {
 		lo, hi := r[0], r[1]
 		p.TruncateSendAt(r0[lo:hi], c0[lo:hi], x0[lo:hi], mask, fresh, d, lo)
 	}
-	for _, r := range evenRanges(n) {
+	for _, r := range blockRanges(n, 2) {
 		lo, hi := r[0], r[1]
 		p.TruncateReceiveAt(r1[lo:hi], x1[lo:hi], c0[lo:hi], fresh, d, lo)
 	}

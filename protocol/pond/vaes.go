@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"math"
 	"math/bits"
+
+	"github.com/shareflow/shareflow/internal/le"
 )
 
 // vaesKeySchedule is the size of AES-128's round keys: eleven blocks.
@@ -25,6 +27,40 @@ type vaesStream struct {
 	lo, hi uint64 // the next counter block, big-endian halves
 	spare  uint64 // the second word of the last block, when its first was read alone
 	split  bool   // whether spare holds a word
+	// part holds the last block drawn by bytes, of which the last npart
+	// bytes are still to be read. A stream is read by words or by
+	// bytes, never both.
+	part  [16]byte
+	npart int
+}
+
+// bytes sets dst to the next len(dst) bytes of the stream: whole blocks
+// straight into dst where it is aligned for words, through a buffer in
+// the L1 cache where it is not.
+func (s *vaesStream) bytes(dst []byte) {
+	if s.npart > 0 {
+		n := copy(dst, s.part[16-s.npart:])
+		s.npart -= n
+		dst = dst[n:]
+	}
+	whole := len(dst) &^ 15
+	if w, ok := le.Words(dst[:whole]); ok {
+		s.blocks(w, false)
+	} else {
+		var buf [maskChunk]uint64
+		for b := dst[:whole]; len(b) > 0; {
+			n := min(len(b), 8*len(buf))
+			s.blocks(buf[:n/8], false)
+			le.PutUint64s(b[:n], buf[:n/8])
+			b = b[n:]
+		}
+	}
+	if dst = dst[whole:]; len(dst) > 0 {
+		var last [2]uint64
+		s.blocks(last[:], false)
+		le.PutUint64s(s.part[:], last[:])
+		s.npart = 16 - copy(dst, s.part[:])
+	}
 }
 
 // newVAESStream returns the stream of key from the counter block ctr.

@@ -128,7 +128,7 @@ func TestVAESStreamsAsCryptoAES(t *testing.T) {
 	withoutVAES(func() { Expand(slow, Seed{9}, d) })
 	require.Equal(t, slow, fast)
 
-	shares, seeded := sumCase(rand.New(rand.NewPCG(7, 8)), n, 3, 5, MaskAES128)
+	shares, seeded := sumCase(rand.New(rand.NewPCG(7, 8)), n, 3, 5, MaskAES128, Ring64)
 	fastSum, slowSum := make(Share, n), make(Share, n)
 	SumShares(fastSum, shares, seeded)
 	withoutVAES(func() { SumShares(slowSum, shares, seeded) })
