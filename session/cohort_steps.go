@@ -37,6 +37,12 @@ func sendToMembers(ctx context.Context, r *runner, members []string, edge uint64
 	const parallelSends = 8
 	sctx, cancel := context.WithTimeout(ctx, r.round.opts.Deadline)
 	defer cancel()
+	if len(members) == 1 { // a notice: no goroutine to wait for
+		if err := r.t.Send(sctx, members[0], r.key(edge), b); err != nil {
+			return 1
+		}
+		return 0
+	}
 	var (
 		wg     sync.WaitGroup
 		mu     sync.Mutex
@@ -215,7 +221,9 @@ func (s *noticeStep) exec(ctx context.Context, r *runner) error {
 }
 
 // sendMembersStep sends a public tensor, encoded once, to every member of
-// the round's cohort. A member it cannot reach drops out of the round.
+// the round's cohort: as copies, but for the last member when this is the
+// tensor's last use on the coordinator, which gets the tensor's memory
+// itself (SendOwned). A member it cannot reach drops out of the round.
 type sendMembersStep struct {
 	lastUse
 	ref  graph.Ref
@@ -230,7 +238,14 @@ func (s *sendMembersStep) reads() []value  { return values(publicValue, s.ref) }
 func (s *sendMembersStep) writes() []value { return nil }
 
 func (s *sendMembersStep) exec(ctx context.Context, r *runner) error {
-	v, err := r.publicTensor(s.ref)
+	last := s.isLast(0)
+	var v []float64
+	var err error
+	if last {
+		v, err = r.takePublic(s.ref)
+	} else {
+		v, err = r.publicTensor(s.ref)
+	}
 	if err != nil {
 		return err
 	}
@@ -242,9 +257,23 @@ func (s *sendMembersStep) exec(ctx context.Context, r *runner) error {
 		if b, err = t.AppendBinary(r.pool.byteBuf(t.size())); err != nil {
 			return err
 		}
-		defer r.pool.putBytes(b)
 	}
-	sendToMembers(ctx, r, r.round.cohort, s.edge, b)
+	members := r.round.cohort
+	if !last || len(members) == 0 {
+		sendToMembers(ctx, r, members, s.edge, b)
+		if !view {
+			r.pool.putBytes(b)
+		}
+		return nil
+	}
+	// The tensor's last use here: every member but one gets a copy, then
+	// the last gets the memory itself, once nothing reads it any more. A
+	// member it cannot reach drops out of the round, as in sendToMembers.
+	n := len(members) - 1
+	sendToMembers(ctx, r, members[:n], s.edge, b)
+	sctx, cancel := context.WithTimeout(ctx, r.round.opts.Deadline)
+	defer cancel()
+	_ = r.t.SendOwned(sctx, members[n], r.key(s.edge), b)
 	return nil
 }
 
@@ -338,20 +367,37 @@ func parseMasked(r *runner, b []byte, n int) (share pond.Share, backing []byte, 
 }
 
 // masksAhead are a member's masks of a round, drawn before its functions
-// run: the seeds it sent its seed server, and each upload's mask stream,
-// expanded in the background into the message that will carry the
-// masked tensor. done is closed once every mask is expanded; until then
-// only the expanding goroutine touches msgs and shares.
+// return: the seeds it sent its seed server, and each upload's mask
+// stream, expanded in the background (expand) into the message that will
+// carry the masked tensor. The expansion begins when the member's
+// functions are called, not when it is invited: until then the member is
+// waiting for the coordinator's public inputs, and the cores are better
+// left to whoever is sending or computing them. done is closed once every
+// mask is expanded, or at release if the expansion never began; until
+// then only the expanding goroutine touches msgs and shares.
 type masksAhead struct {
 	seeds  []pond.Seed
 	msgs   [][]byte     // per upload: the message (see maskedMessage), or nil
 	shares []pond.Share // per upload: the mask, then the masked tensor, in place
+	expand func()
+	once   sync.Once // begins the expansion, or ends it unbegun
 	done   chan struct{}
 }
 
+// begin starts the expansion in the background, once.
+func (m *masksAhead) begin() {
+	m.once.Do(func() {
+		go func() {
+			defer close(m.done)
+			m.expand()
+		}()
+	})
+}
+
 // release gives back the buffers not handed over, once the expansion
-// ended.
+// ended, or at once if it never began.
 func (m *masksAhead) release(r *runner) {
+	m.once.Do(func() { close(m.done) })
 	<-m.done
 	for i := range m.shares {
 		switch {
@@ -408,13 +454,12 @@ func (s *seedsStep) exec(ctx context.Context, r *runner) error {
 		m.msgs[i], m.shares[i] = maskedMessage(r, u.x.Shape().Size())
 		streams[i] = pond.SeededShare{Seed: m.seeds[i], Domain: memberDomain(r, u, rs.member)}
 	}
-	rs.ahead = m
-	go func() {
-		defer close(m.done)
+	m.expand = func() {
 		for i, st := range streams {
 			expandAhead(r, m.msgs[i], m.shares[i], st, s.cp.uploads[i].x.Shape().Size())
 		}
-	}()
+	}
+	rs.ahead = m
 	return nil
 }
 
@@ -472,6 +517,7 @@ func (s *contributeStep) exec(ctx context.Context, r *runner) error {
 	if m == nil {
 		return fmt.Errorf("session: contribute without masks drawn ahead (compiler bug)")
 	}
+	m.begin() // begun already, unless the member calls no function
 	select {
 	case <-m.done:
 	case <-ctx.Done():
@@ -920,6 +966,9 @@ func (s *sendResultStep) reads() []value  { return nil }
 func (s *sendResultStep) writes() []value { return nil }
 
 func (s *sendResultStep) exec(ctx context.Context, r *runner) error {
+	if r.round.record != nil {
+		r.round.record()
+	}
 	res := r.round.result(resultShares, "")
 	b, err := res.MarshalBinary()
 	if err != nil {

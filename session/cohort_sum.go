@@ -128,9 +128,19 @@ func (s *roundSums) run() {
 }
 
 // addJobs adds a batch of jobs into every sum in one pass over
-// cache-sized blocks (pond.SumSharesAt), split across cores, then lets
-// the masked tensors go.
+// cache-sized blocks (pond.SumSharesAt), then lets the masked tensors go.
+// A batch with masked tensors is split across cores: it arrives after a
+// member's functions returned, on the round's critical path. A batch of
+// seeds alone is added on this goroutine: seeds arrive as the round
+// starts, while the coordinator sends its inputs and the members compute,
+// and their streams have until the masked tensors arrive.
 func (s *roundSums) addJobs(jobs []sumJob) {
+	split := func(n int, f func(lo, hi int)) { f(0, n) }
+	for _, j := range jobs {
+		if j.shares != nil {
+			split = parallel
+		}
+	}
 	for k, sum := range s.sums {
 		rows := []pond.Share{sum}
 		var seeded []pond.SeededShare
@@ -145,7 +155,7 @@ func (s *roundSums) addJobs(jobs []sumJob) {
 				rows = append(rows, j.shares[k])
 			}
 		}
-		parallel(s.sizes[k], func(lo, hi int) {
+		split(s.sizes[k], func(lo, hi int) {
 			part := make([]pond.Share, len(rows))
 			for i, x := range rows {
 				part[i] = x[lo:hi]

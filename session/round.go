@@ -94,6 +94,10 @@ type roundState struct {
 	agreed  []string
 	dropped map[string]string
 	sums    map[graph.Ref]pond.Share // each upload summed over the survivors, until an aggregate step takes it
+	// record makes the round the server's LastRound; sendResultStep
+	// calls it before the coordinator can learn the result, so that a
+	// coordinator holding both results knows both servers recorded it.
+	record func()
 	// heldPeak is the most the gather step held at once of members'
 	// masked tensors and its sums, in bytes (for memory benchmarks).
 	heldPeak int64
@@ -278,6 +282,7 @@ func (b *base) LastRound() RoundInfo {
 // round's failure, or nil.
 func (b *base) serverRound(ctx context.Context, plan *Plan, player string, t *counting, rs *roundState) error {
 	cp := plan.cohort
+	rs.record = func() { b.recordServerRound(rs, "") }
 	err := b.runRound(ctx, plan, plan.steps[player], player, t, rs, rs.opts.roundBound())
 	if b.roundHeld != nil && rs.heldPeak > 0 {
 		b.roundHeld(player, rs.heldPeak)

@@ -386,6 +386,9 @@ func (s *callStep) writes() []value { return values(publicValue, outputs(s.node)
 
 func (s *callStep) exec(ctx context.Context, r *runner) error {
 	n := s.node
+	if r.round != nil && r.round.ahead != nil {
+		r.round.ahead.begin() // a member's masks, drawn while its function runs
+	}
 	ins := make([]*tensor.Dense, len(n.Inputs()))
 	for i, in := range n.Inputs() {
 		var v []float64
