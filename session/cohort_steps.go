@@ -367,31 +367,41 @@ func parseMasked(r *runner, b []byte, n int) (share pond.Share, backing []byte, 
 }
 
 // masksAhead are a member's masks of a round, drawn before its functions
-// return: the seeds it sent its seed server, and each upload's mask
-// stream, expanded in the background (expand) into the message that will
-// carry the masked tensor. The expansion begins when the member's
-// functions are called, not when it is invited: until then the member is
-// waiting for the coordinator's public inputs, and the cores are better
-// left to whoever is sending or computing them. done is closed once every
-// mask is expanded, or at release if the expansion never began; until
-// then only the expanding goroutine touches msgs and shares.
+// return: a seed per upload, sent to its seed server (send), and each
+// upload's mask stream, expanded in the background (expand) into the
+// message that will carry the masked tensor. Both begin when the member's
+// functions are called, not when it is invited: until then the member
+// waits for the coordinator's public inputs, and the cores are better left
+// to whoever is sending them (the seed server adds a seed's streams as
+// they come). A member that drops before its functions never sends its
+// seeds. done is closed once every mask is expanded, or when the seeds
+// could not be sent, or at release if nothing began; until then only the
+// expanding goroutine touches msgs and shares.
 type masksAhead struct {
 	seeds  []pond.Seed
 	msgs   [][]byte     // per upload: the message (see maskedMessage), or nil
 	shares []pond.Share // per upload: the mask, then the masked tensor, in place
+	send   func(ctx context.Context) error
 	expand func()
-	once   sync.Once // begins the expansion, or ends it unbegun
+	once   sync.Once // begins, or ends unbegun
+	err    error     // the seeds' send's, once begun
 	done   chan struct{}
 }
 
-// begin starts the expansion in the background, once.
-func (m *masksAhead) begin() {
+// begin sends the seeds and starts the expansion in the background, once,
+// and returns the send's error.
+func (m *masksAhead) begin(ctx context.Context) error {
 	m.once.Do(func() {
+		if m.err = m.send(ctx); m.err != nil {
+			close(m.done)
+			return
+		}
 		go func() {
 			defer close(m.done)
 			m.expand()
 		}()
 	})
+	return m.err
 }
 
 // release gives back the buffers not handed over, once the expansion
@@ -411,17 +421,18 @@ func (m *masksAhead) release(r *runner) {
 }
 
 // seedsStep is a member's step right after it learns it is invited, before
-// its functions run: it draws a seed for each upload, sends them all to
-// its seed server at once, and expands their masks in the background
-// while the functions compute, so that after them only a subtraction is
-// left (contributeStep).
+// its functions run: it draws a seed for each upload and prepares their
+// masks; as the functions are called it sends the seeds to its seed server
+// at once and expands the masks in the background while the functions
+// compute, so that after them only a subtraction is left (contributeStep).
+// See masksAhead.
 type seedsStep struct {
 	lastUse
 	cp *cohortPlan
 }
 
 func (s *seedsStep) String() string {
-	return fmt.Sprintf("seeds ahead: a fresh seed per upload -> %s (edge %d) at even positions in the cohort, %s (edge %d) at odd; expand their masks while the functions run",
+	return fmt.Sprintf("seeds ahead: a fresh seed per upload -> %s (edge %d) at even positions in the cohort, %s (edge %d) at odd, sent as the functions are called; expand their masks while the functions run",
 		s.cp.servers[0], s.cp.seedEdges[0], s.cp.servers[1], s.cp.seedEdges[1])
 }
 
@@ -444,11 +455,14 @@ func (s *seedsStep) exec(ctx context.Context, r *runner) error {
 		m.seeds[i] = seed
 	}
 	k := seedServer(rs.position)
-	msg := &memberSeeds{Round: rs.number, Seeds: m.seeds}
-	if err := r.send(ctx, s.cp.servers[k], s.cp.seedEdges[k], 12+pond.SeedSize*len(m.seeds), msg); err != nil {
-		return err
+	m.send = func(ctx context.Context) error {
+		msg := &memberSeeds{Round: rs.number, Seeds: m.seeds}
+		if err := r.send(ctx, s.cp.servers[k], s.cp.seedEdges[k], 12+pond.SeedSize*len(m.seeds), msg); err != nil {
+			return err
+		}
+		rs.seedsSent = true
+		return nil
 	}
-	rs.seedsSent = true
 	streams := make([]pond.SeededShare, len(s.cp.uploads))
 	for i, u := range s.cp.uploads {
 		m.msgs[i], m.shares[i] = maskedMessage(r, u.x.Shape().Size())
@@ -517,7 +531,9 @@ func (s *contributeStep) exec(ctx context.Context, r *runner) error {
 	if m == nil {
 		return fmt.Errorf("session: contribute without masks drawn ahead (compiler bug)")
 	}
-	m.begin() // begun already, unless the member calls no function
+	if err := m.begin(ctx); err != nil { // begun already, unless the member calls no function
+		return err
+	}
 	select {
 	case <-m.done:
 	case <-ctx.Done():

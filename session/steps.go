@@ -387,7 +387,11 @@ func (s *callStep) writes() []value { return values(publicValue, outputs(s.node)
 func (s *callStep) exec(ctx context.Context, r *runner) error {
 	n := s.node
 	if r.round != nil && r.round.ahead != nil {
-		r.round.ahead.begin() // a member's masks, drawn while its function runs
+		// A member's seeds go now, and its masks are drawn while its
+		// function runs.
+		if err := r.round.ahead.begin(ctx); err != nil {
+			return err
+		}
 	}
 	ins := make([]*tensor.Dense, len(n.Inputs()))
 	for i, in := range n.Inputs() {
