@@ -136,14 +136,16 @@
 //     other player of the plan) the round's number and cohort, and every
 //     connected member whether it is invited, and at which position.
 //  2. Each invited member draws a fresh seed for each of its uploads at
-//     once, before its functions run, and sends them all to one server,
-//     its seed server (server0 at even positions, server1 at odd); the
-//     other is its masked server. It expands each seed's mask stream in
-//     the background, into the message that will carry the masked
-//     tensor. Meanwhile the holders of the model (the public inputs of
-//     the cohort's inputs) send it to every invited member, and the
-//     member calls its functions, which learn whom they run for from
-//     graph.Member(ctx). Its uploads are each cohort tensor a mean or sum
+//     once. The holders of the model (the public inputs of the cohort's
+//     inputs) send it to every invited member, and the member calls its
+//     functions, which learn whom they run for from graph.Member(ctx). As
+//     it calls them it sends all its seeds to one server, its seed server
+//     (server0 at even positions, server1 at odd; the other is its masked
+//     server), and expands each seed's mask stream in the background,
+//     into the message that will carry the masked tensor. Seeds and masks
+//     wait for the functions' call so that the cores are left to the
+//     model's sending while the round starts; they are still a whole
+//     function call ahead of the masked tensors. Its uploads are each cohort tensor a mean or sum
 //     takes, and for a weighted mean w·x and w, computed on the member;
 //     each upload's mask domain names the member, so no two members
 //     share a stream. After the functions only one pass is left: the
@@ -151,7 +153,9 @@
 //     member sends its masked server its status and then its masked
 //     tensors. A member whose function fails (say with graph.ErrDropout,
 //     or a weight that is not finite and positive, ErrWeight) tells its
-//     masked server it drops out, and why; its seeds are never used.
+//     masked server it drops out, and why; its seeds are never used. A
+//     member that drops before it calls its functions sends no seeds and
+//     tells its seed server so.
 //  3. Each server keeps one running sum per upload. As a member's seeds
 //     arrive, its seed server adds their streams into its sums in the
 //     background, counts the member as arrived from then on, and tells

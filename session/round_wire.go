@@ -518,8 +518,9 @@ func (m *roundResult) UnmarshalBinary(data []byte) error {
 const maxUploads = 1 << 12
 
 // memberSeeds is what a member of a round sends the server that holds its
-// seeds (its seed server), as soon as it is invited and before its
-// functions run: the seed of each of its uploads, in the plan's order. No
+// seeds (its seed server) as it calls its functions, a whole call before
+// its masked tensors: the seed of each of its uploads, in the plan's
+// order. No
 // seed at all says it dropped out before it drew them; the reason goes to
 // the other server with its status (contribution) and here, as Reason.
 type memberSeeds struct {
