@@ -318,7 +318,7 @@ step quick session-mean
 m_session-mean() {
 	run session-mean "go test -run '^\$' -bench Mean -count $COUNT ./session" -- \
 		go test -run '^$' -bench Mean -count "$COUNT" ./session
-	local w="README.md:193-197 (\"7–10 ms against 2–3 ms\")"
+	local w="README.md:211-217 (\"takes 3.3 ms against 1.47 ms\")"
 	emit "secure mean of 3 × 407,050 (clear division)" "$w" "$(ms "$R_LOG" BenchmarkSecureMean/clear-division)"
 	emit "secure mean of 3 × 407,050 (interactive truncation)" "$w" "$(ms "$R_LOG" BenchmarkSecureMean/interactive-truncation)"
 	emit "plaintext mean of 3 × 407,050" "$w" "$(ms "$R_LOG" BenchmarkPlaintextMean)"
@@ -442,7 +442,7 @@ m_classifier() {
 step quick fl-compare
 m_fl-compare() {
 	run fl-compare "go run ./examples/federated-learning --compare" -- "$BIN/fl" --compare --quiet
-	local w="README.md:161 (table), 190-193 (26 MB); examples/federated-learning/README.md:87-88; docs/RUNNING.md:548-554"
+	local w="README.md:162 (table), 201-208 (26 MB); examples/federated-learning/README.md:87-88; docs/RUNNING.md:548-554"
 	fl_figures "federated learning, embedded, 400 iterations, rounds" "$w"
 	fl_bytes "federated learning, embedded" "$w"
 }
@@ -475,7 +475,7 @@ m_fl-default() {
 step default fl-fixed
 m_fl-fixed() {
 	run fl-fixed "go run ./examples/federated-learning --fixed-owners --compare" -- "$BIN/fl" --fixed-owners --compare --quiet
-	fl_figures "federated learning, embedded, --fixed-owners" "README.md:162 (table)"
+	fl_figures "federated learning, embedded, --fixed-owners" "README.md:163 (table)"
 }
 
 step default fl-sim100
