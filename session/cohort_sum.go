@@ -127,15 +127,25 @@ func (s *roundSums) run() {
 	}
 }
 
+// seedBacklog is the most members' seeds a batch of seeds alone may hold
+// and still be added on one core (see addJobs).
+const seedBacklog = 2
+
 // addJobs adds a batch of jobs into every sum in one pass over
 // cache-sized blocks (pond.SumSharesAt), then lets the masked tensors go.
 // A batch with masked tensors is split across cores: it arrives after a
 // member's functions returned, on the round's critical path. A batch of
-// seeds alone is added on this goroutine: seeds arrive as the round
-// starts, while the coordinator sends its inputs and the members compute,
-// and their streams have until the masked tensors arrive.
+// a member's seeds or two is added on this goroutine: seeds arrive as the
+// members start computing, and their streams have until the masked
+// tensors arrive, while the cores are the members'. A longer backlog of
+// seeds (a large cohort arriving at once) is split too: the other server
+// holds those members' masked tensors until it hears their seeds were
+// added.
 func (s *roundSums) addJobs(jobs []sumJob) {
 	split := func(n int, f func(lo, hi int)) { f(0, n) }
+	if len(jobs) > seedBacklog {
+		split = parallel
+	}
 	for _, j := range jobs {
 		if j.shares != nil {
 			split = parallel
