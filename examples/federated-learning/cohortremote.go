@@ -203,6 +203,14 @@ func (c *cohortRun) serve(ctx context.Context, stdout io.Writer) error {
 	// The rounds are over; the outcome came before the end of the rounds.
 	wctx, wcancel := context.WithTimeoutCause(ctx, 2*c.timeout,
 		fmt.Errorf("no word from %q on how the run ended, %v after the rounds ended", mo, 2*c.timeout))
+	if !c.takesPart() {
+		// No part in the rounds (the crypto producer of a plan without
+		// products): Serve returned at once, and the word comes when the
+		// run ends, however long it runs, as long as the model owner is
+		// there or comes back, as the servers wait for it.
+		wcancel()
+		wctx, wcancel = c.whileThere(ctx, mo, session.DefaultCoordinatorTimeout)
+	}
 	defer wcancel()
 	var err error
 	select {
@@ -221,6 +229,44 @@ func (c *cohortRun) serve(ctx context.Context, stdout io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// takesPart reports whether this player has steps in the rounds: every
+// player but the crypto producer of a plan without products.
+func (c *cohortRun) takesPart() bool {
+	if c.o.Player != players.CryptoProducer {
+		return true
+	}
+	plan, err := c.s.Plan(c.op)
+	return err != nil || slices.Contains(plan.Players(), c.o.Player)
+}
+
+// whileThere returns a context that ends, with a cause naming peer, once
+// peer has been disconnected for limit: a player with nothing to serve
+// waits that long for a model owner that crashed or restarts.
+func (c *cohortRun) whileThere(ctx context.Context, peer string, limit time.Duration) (context.Context, context.CancelFunc) {
+	wctx, cancel := context.WithCancelCause(ctx)
+	go func() {
+		var gone <-chan time.Time
+		for {
+			changed := c.t.MembershipChanged()
+			switch {
+			case c.t.Connected(peer):
+				gone = nil
+			case gone == nil:
+				gone = time.After(limit)
+			}
+			select {
+			case <-changed:
+			case <-gone:
+				cancel(fmt.Errorf("no word from %q on how the run ended: it has been gone for %v", peer, limit))
+				return
+			case <-wctx.Done():
+				return
+			}
+		}
+	}()
+	return wctx, func() { cancel(nil) }
 }
 
 // awaitOutcome waits for the model owner's word on how the run ended:
