@@ -708,9 +708,13 @@ func (s *gatherStep) exec(ctx context.Context, r *runner) error {
 			peer, rs.number, strings.Join(quoteAll(broken), ", "), r.player)
 	}
 	sums.takeBack(takeBack)
-	rs.sums = map[graph.Ref]pond.Share{}
+	rs.sums, rs.msgs = map[graph.Ref]pond.Share{}, map[graph.Ref][]byte{}
 	for k, u := range s.cp.uploads {
-		rs.sums[u.id] = sums.sums[k]
+		if sums.msgs != nil {
+			rs.msgs[u.id] = sums.msgs[k]
+		} else {
+			rs.sums[u.id] = sums.sums[k]
+		}
 		r.touch(uploadValue, u.id, true)
 	}
 	kept = true
@@ -935,11 +939,28 @@ func (s *aggregateStep) writes() []value { return values(shareValue, s.out()) }
 func (s *aggregateStep) exec(ctx context.Context, r *runner) error {
 	r.touch(uploadValue, s.up.id, false)
 	rs := r.round
+	size := s.up.x.Shape().Size()
+	if msg, ok := rs.msgs[s.up.id]; ok { // Z_2^32: the sum is its message
+		if s.isLast(0) {
+			delete(rs.msgs, s.up.id)
+		} else {
+			msg = append(r.pool.byteBuf(len(msg))[:0], msg...)
+		}
+		if !s.divide {
+			r.setShareMessage(s.out(), msg)
+			return nil
+		}
+		// A division inside the protocol needs Z_2^64 (the compiler
+		// plans it there): widened, should one come here.
+		sum := r.messageShare(size)
+		r.proto.Words(sum, msg[8:])
+		r.pool.putBytes(msg)
+		rs.sums[s.up.id] = sum
+	}
 	sum, ok := rs.sums[s.up.id]
 	if !ok {
 		return fmt.Errorf("session: no sum of %s (compiler bug)", s.up)
 	}
-	size := s.up.x.Shape().Size()
 	if s.isLast(0) {
 		delete(rs.sums, s.up.id) // this step's now
 	} else {

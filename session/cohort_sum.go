@@ -1,6 +1,7 @@
 package session
 
 import (
+	"encoding/binary"
 	"sync"
 	"sync/atomic"
 
@@ -19,6 +20,11 @@ import (
 type roundSums struct {
 	sizes []int
 	sums  []pond.Share
+	// msgs are the sums in Z_2^32, instead of sums: each the message
+	// that will carry it, an 8-byte element count then 4-byte words
+	// (pond.SumWordsAt), so that adding to them reads and writes 4 bytes
+	// an element and sending them packs nothing.
+	msgs [][]byte
 
 	pool  *pool
 	proto *pond.Protocol
@@ -51,6 +57,15 @@ type sumJob struct {
 func newRoundSums(r *runner, sizes []int) *roundSums {
 	s := &roundSums{sizes: sizes, pool: r.pool, proto: r.proto, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	for _, n := range sizes {
+		if r.proto.WordSize() == 4 {
+			b := r.pool.byteBuf(8 + 4*n)[:8+4*n]
+			binary.LittleEndian.PutUint64(b, uint64(n))
+			w := b[8:]
+			parallel(n, func(lo, hi int) { clear(w[4*lo : 4*hi]) })
+			s.msgs = append(s.msgs, b)
+			s.hold(8 + 4*int64(n))
+			continue
+		}
 		sum := r.messageShare(n)
 		parallel(n, func(lo, hi int) { clear(sum[lo:hi]) })
 		s.sums = append(s.sums, sum)
@@ -151,6 +166,25 @@ func (s *roundSums) addJobs(jobs []sumJob) {
 			split = parallel
 		}
 	}
+	for k, msg := range s.msgs { // Z_2^32
+		var words [][]byte
+		var seeded []pond.SeededShare
+		for _, j := range jobs {
+			if j.shares == nil {
+				seeded = append(seeded, j.seeded[k])
+			} else {
+				words = append(words, j.backing[k][8:])
+			}
+		}
+		w := msg[8:]
+		split(s.sizes[k], func(lo, hi int) {
+			part := make([][]byte, len(words))
+			for i, x := range words {
+				part[i] = x[4*lo : 4*hi]
+			}
+			s.proto.SumWordsAt(w[4*lo:4*hi], part, seeded, lo)
+		})
+	}
 	for k, sum := range s.sums {
 		rows := []pond.Share{sum}
 		var seeded []pond.SeededShare
@@ -205,6 +239,14 @@ func (s *roundSums) takeBack(members [][]pond.SeededShare) {
 			}
 		})
 	}
+	for k, msg := range s.msgs {
+		seeded := make([]pond.SeededShare, len(members))
+		for i, m := range members {
+			seeded[i] = m[k]
+		}
+		w := msg[8:]
+		parallel(s.sizes[k], func(lo, hi int) { s.proto.SubStreamsWordsAt(w[4*lo:4*hi], seeded, lo) })
+	}
 }
 
 // release gives the sums back, after stop, when the gather step failed.
@@ -212,5 +254,8 @@ func (s *roundSums) release(r *runner) {
 	for _, sum := range s.sums {
 		r.releaseShare(sum)
 	}
-	s.sums = nil
+	for _, b := range s.msgs {
+		r.pool.putBytes(b)
+	}
+	s.sums, s.msgs = nil, nil
 }

@@ -152,7 +152,7 @@ func (b *base) newRunner(plan *Plan, player string, t *counting, iter uint64, se
 	return &runner{
 		player: player, proto: plan.proto, terms: plan.terms, t: t, rng: b.rand.of(player),
 		session: session, iter: iter,
-		public: map[graph.Ref][]float64{}, shares: map[graph.Ref]pond.Share{}, seeds: map[graph.Ref]pond.SeededShare{}, wired: map[graph.Ref][]byte{},
+		public: map[graph.Ref][]float64{}, shares: map[graph.Ref]pond.Share{}, seeds: map[graph.Ref]pond.SeededShare{}, wired: map[graph.Ref][]byte{}, msgs: map[graph.Ref][]byte{},
 		wire: map[graph.Ref][]byte{}, triples: map[graph.Ref]*pond.TripleShare{}, backing: map[*uint64][]byte{}, pool: b.pool,
 	}
 }

@@ -94,6 +94,7 @@ type roundState struct {
 	agreed  []string
 	dropped map[string]string
 	sums    map[graph.Ref]pond.Share // each upload summed over the survivors, until an aggregate step takes it
+	msgs    map[graph.Ref][]byte     // instead, in Z_2^32: each sum as its message (roundSums.msgs)
 	// record makes the round the server's LastRound; sendResultStep
 	// calls it before the coordinator can learn the result, so that a
 	// coordinator holding both results knows both servers recorded it.
@@ -130,6 +131,10 @@ func (rs *roundState) releaseHeld(r *runner) {
 	for id, s := range rs.sums {
 		r.releaseShare(s)
 		delete(rs.sums, id)
+	}
+	for id, b := range rs.msgs {
+		r.pool.putBytes(b)
+		delete(rs.msgs, id)
 	}
 	if rs.ahead != nil {
 		rs.ahead.release(r)

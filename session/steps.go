@@ -132,6 +132,7 @@ type runner struct {
 	shares  map[graph.Ref]pond.Share
 	seeds   map[graph.Ref]pond.SeededShare  // input shares not yet expanded (see share)
 	wired   map[graph.Ref][]byte            // Z_2^32: masked inputs as their messages' 4-byte words, not yet widened (see share)
+	msgs    map[graph.Ref][]byte            // Z_2^32: shares held as the message that will carry them (a round's sums), not yet widened
 	wire    map[graph.Ref][]byte            // encoded public tensors (views of them, see wireView), sent to several players
 	triples map[graph.Ref]*pond.TripleShare // triples of private products, by product
 	backing map[*uint64][]byte              // messages that shares are views of
@@ -176,6 +177,10 @@ func (r *runner) release() {
 		r.pool.putBytes(b)
 		delete(r.wired, ref)
 	}
+	for ref, b := range r.msgs {
+		r.pool.putBytes(b)
+		delete(r.msgs, ref)
+	}
 	if r.round != nil {
 		r.round.releaseHeld(r)
 	}
@@ -196,6 +201,14 @@ func (r *runner) takePublic(ref graph.Ref) ([]float64, error) {
 	v, err := r.publicTensor(ref)
 	delete(r.public, ref)
 	return v, err
+}
+
+// setShareMessage sets the player's share of ref to the message b (an
+// 8-byte element count, then the 4-byte words of Z_2^32), which the
+// runner now owns.
+func (r *runner) setShareMessage(ref graph.Ref, b []byte) {
+	r.touch(shareValue, ref, true)
+	r.msgs[ref] = b
 }
 
 func (r *runner) setPublic(ref graph.Ref, v []float64) {
@@ -326,6 +339,15 @@ func (r *runner) share(ref graph.Ref) (pond.Share, error) {
 		parallel(len(s), func(lo, hi int) { r.proto.Words(s[lo:hi], b[4*lo:4*hi]) })
 		r.pool.putBytes(b)
 		delete(r.wired, ref)
+		r.shares[ref] = s
+		return s, nil
+	}
+	if b, ok := r.msgs[ref]; ok {
+		s := r.shareBuf(ref.Shape().Size())
+		w := b[8:]
+		parallel(len(s), func(lo, hi int) { r.proto.Words(s[lo:hi], w[4*lo:4*hi]) })
+		r.pool.putBytes(b)
+		delete(r.msgs, ref)
 		r.shares[ref] = s
 		return s, nil
 	}
@@ -965,6 +987,17 @@ func (s *sendShareStep) reads() []value  { return values(shareValue, s.ref) }
 func (s *sendShareStep) writes() []value { return nil }
 
 func (s *sendShareStep) exec(ctx context.Context, r *runner) error {
+	if b, ok := r.msgs[s.ref]; ok { // Z_2^32: the message is made
+		r.touch(shareValue, s.ref, false)
+		if !s.isLast(0) {
+			return r.sendBytes(ctx, s.to, s.edge, b)
+		}
+		delete(r.msgs, s.ref)
+		if err := r.t.SendOwned(ctx, s.to, r.key(s.edge), b); err != nil {
+			return fmt.Errorf("sending to %q: %w", s.to, err)
+		}
+		return nil
+	}
 	sh, err := r.share(s.ref)
 	if err != nil {
 		return err

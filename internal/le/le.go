@@ -221,3 +221,39 @@ func Uint32View(b []byte) (w []uint32, ok bool) {
 	w = asUint32s(b)
 	return w, w != nil
 }
+
+// AddWords32 adds to dst's little-endian 32-bit words those of src, word
+// by word mod 2^32. Both hold the same whole number of words.
+func AddWords32(dst, src []byte) { addWords32(dst, src, false) }
+
+// SubWords32 subtracts from dst's little-endian 32-bit words those of
+// src, word by word mod 2^32. Both hold the same whole number of words.
+func SubWords32(dst, src []byte) { addWords32(dst, src, true) }
+
+func addWords32(dst, src []byte, sub bool) {
+	if len(dst) != len(src) || len(dst)%4 != 0 {
+		panic("le: 32-bit words of unequal or partial length")
+	}
+	d, s := asUint32s(dst), asUint32s(src)
+	if d != nil && s != nil {
+		if n := len(d) &^ 7; useAVX2 && n > 0 {
+			add32sAVX2(&d[0], &s[0], n, sub)
+			d, s = d[n:], s[n:]
+		}
+		for i := range d {
+			if sub {
+				d[i] -= s[i]
+			} else {
+				d[i] += s[i]
+			}
+		}
+		return
+	}
+	for i := 0; i < len(dst); i += 4 {
+		a, b := binary.LittleEndian.Uint32(dst[i:]), binary.LittleEndian.Uint32(src[i:])
+		if sub {
+			b = -b
+		}
+		binary.LittleEndian.PutUint32(dst[i:], a+b)
+	}
+}

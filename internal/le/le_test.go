@@ -66,9 +66,9 @@ func TestViews(t *testing.T) {
 }
 
 // TestWords32 checks the conversions between 64-bit words and 32-bit wire
-// words, with the vector kernels and with the portable loops, on lengths
-// around the kernels' blocks of eight, on aligned and unaligned bytes,
-// and packing in place.
+// words, and the sums and differences of 32-bit words, with the vector
+// kernels and with the portable loops, on lengths around the kernels'
+// blocks of eight, on aligned and unaligned bytes, and packing in place.
 func TestWords32(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for _, vector := range []bool{true, false} {
@@ -93,6 +93,21 @@ func TestWords32(t *testing.T) {
 				for i, v := range src {
 					require.Equal(t, uint64(uint32(v)), got[i], "Uint32sTo64 n=%d shift=%d element %d", n, shift, i)
 					require.Equal(t, v+uint64(uint32(v)), sum[i], "AddUint32sTo64 n=%d shift=%d element %d", n, shift, i)
+				}
+			}
+			for _, shift := range []int{0, 1} {
+				a := make([]byte, 4*n+shift)[shift:]
+				b := make([]byte, 4*n+shift)[shift:]
+				for i := range a {
+					a[i], b[i] = byte(rng.Uint32()), byte(rng.Uint32())
+				}
+				sum, diff := slices.Clone(a), slices.Clone(a)
+				AddWords32(sum, b)
+				SubWords32(diff, b)
+				for i := 0; i < 4*n; i += 4 {
+					x, y := binary.LittleEndian.Uint32(a[i:]), binary.LittleEndian.Uint32(b[i:])
+					require.Equal(t, x+y, binary.LittleEndian.Uint32(sum[i:]), "AddWords32 n=%d shift=%d word %d", n, shift, i/4)
+					require.Equal(t, x-y, binary.LittleEndian.Uint32(diff[i:]), "SubWords32 n=%d shift=%d word %d", n, shift, i/4)
 				}
 			}
 			inPlace := slices.Clone(src)

@@ -20,3 +20,9 @@ func low32sAVX2(dst *uint32, src *uint64, n int)
 //
 //go:noescape
 func widen32sAVX2(dst *uint64, src *uint32, n int, add bool)
+
+// add32sAVX2 sets dst[i] to dst[i] + src[i] (sub false) or dst[i] − src[i]
+// (sub true), mod 2^32, for i < n, which must be a multiple of 8.
+//
+//go:noescape
+func add32sAVX2(dst, src *uint32, n int, sub bool)

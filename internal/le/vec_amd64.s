@@ -65,3 +65,38 @@ addloop:
 
 done:
 	RET
+
+// func add32sAVX2(dst, src *uint32, n int, sub bool)
+TEXT ·add32sAVX2(SB), NOSPLIT, $0-25
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	MOVB sub+24(FP), AL
+	SHRQ $3, CX
+	JZ   done
+	TESTB AL, AL
+	JNZ  subloop
+
+addloop:
+	VMOVDQU (DI), Y0
+	VPADDD  (SI), Y0, Y0
+	VMOVDQU Y0, (DI)
+	ADDQ    $32, SI
+	ADDQ    $32, DI
+	DECQ    CX
+	JNZ     addloop
+	VZEROUPPER
+	RET
+
+subloop:
+	VMOVDQU (DI), Y0
+	VPSUBD  (SI), Y0, Y0
+	VMOVDQU Y0, (DI)
+	ADDQ    $32, SI
+	ADDQ    $32, DI
+	DECQ    CX
+	JNZ     subloop
+	VZEROUPPER
+
+done:
+	RET

@@ -1,6 +1,7 @@
 package pond
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -394,4 +395,59 @@ func TestRing32KernelsMatchLoops(t *testing.T) {
 		}
 		assert.Equal(t, reveal(false), reveal(true), "divisor %v", d)
 	}
+}
+
+// SumWordsAt keeps a sum in wire form and adds to it what SumAt adds to a
+// sum of 8-byte words: masked shares in wire form and seeds' streams,
+// over ranges at block offsets, on aligned and unaligned memory; and
+// SubStreamsWordsAt takes streams back out.
+func TestSumWordsAt(t *testing.T) {
+	p := newProtocol(t, Config{Ring: Ring32})
+	r := rand.New(rand.NewPCG(9, 10))
+	for _, n := range []int{0, 1, 5, 4096 + 3, 3*4096 + 2*maskChunk + 7} {
+		for _, counts := range [][2]int{{0, 1}, {2, 0}, {1, 3}, {5, 2}} {
+			name := fmt.Sprintf("%d elements, %d shares, %d seeds", n, counts[0], counts[1])
+			words := make([][]byte, counts[0])
+			for i := range words {
+				words[i] = make([]byte, 4*n)
+				for j := range words[i] {
+					words[i][j] = byte(r.Uint32())
+				}
+			}
+			seeded := make([]SeededShare, counts[1])
+			for i := range seeded {
+				seeded[i] = SeededShare{Seed: Seed{byte(i), 7}, Domain: p.Domain("words", 3, uint64(i))}
+			}
+			start := make(Share, n)
+			for i := range start {
+				start[i] = uint64(r.Uint32())
+			}
+			want := make(Share, n) // SumAt sets its dst: the sum so far is a row
+			p.SumAt(want, []Share{start}, words, seeded, 0)
+			wantBytes := make([]byte, 4*n)
+			p.PutWords(wantBytes, want)
+
+			for _, shift := range []int{0, 1} {
+				got := make([]byte, 4*n+shift)[shift:]
+				p.PutWords(got, start)
+				for _, rg := range blockRanges(n, 4) {
+					part := make([][]byte, len(words))
+					for i, w := range words {
+						part[i] = w[4*rg[0] : 4*rg[1]]
+					}
+					p.SumWordsAt(got[4*rg[0]:4*rg[1]], part, seeded, rg[0])
+				}
+				require.Equal(t, wantBytes, got, "%s, shift %d", name, shift)
+
+				p.SubStreamsWordsAt(got, seeded, 0)
+				back := make(Share, n)
+				p.SumAt(back, []Share{start}, words, nil, 0)
+				backBytes := make([]byte, 4*n)
+				p.PutWords(backBytes, back)
+				require.Equal(t, backBytes, got, "%s, shift %d, streams taken back", name, shift)
+			}
+		}
+	}
+	assert.Panics(t, func() { newProtocol(t, Config{}).SumWordsAt(make([]byte, 8), nil, nil, 0) }, "Z_2^64")
+	assert.Panics(t, func() { p.SumWordsAt(make([]byte, 8), [][]byte{make([]byte, 4)}, nil, 0) }, "a share of another length")
 }
