@@ -156,7 +156,8 @@
 //     masked server it drops out, and why; its seeds are never used. A
 //     member that drops before it calls its functions sends no seeds and
 //     tells its seed server so.
-//  3. Each server keeps one running sum per upload. As a member's seeds
+//  3. Each server keeps one running sum per upload (in Z_2^32 as the
+//     message it will send, 4 bytes an element). As a member's seeds
 //     arrive, its seed server adds their streams into its sums in the
 //     background, counts the member as arrived from then on, and tells
 //     the masked server so (a seeds-held notice, keyed by the member's
