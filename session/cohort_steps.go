@@ -586,7 +586,7 @@ func (s *contributeStep) exec(ctx context.Context, r *runner) error {
 
 // gatherStep is a server's step that collects a round's uploads into
 // running sums and agrees on its survivors. Each member's seed server
-// receives its seeds (at once: the member sends them when invited), adds
+// receives its seeds (the member sends them as it calls its functions), adds
 // their streams into its sums in the background, counts the member as
 // arrived from then on and tells the other server so (seedsHeld). The
 // member's masked server receives its status and, unless it dropped out,
@@ -800,9 +800,9 @@ func (s *gatherStep) receiveMasked(ctx context.Context, r *runner, sums *roundSu
 			return missing(ctx, r, err)
 		}
 	}
-	// The notice first: the seeds went out when the member was invited,
-	// so their notice is here long before the status and masked tensors,
-	// whose messages wait for it unread; and every notice is read at once,
+	// The notice first: the seeds went out as the member called its
+	// functions, so their notice is here before the status and masked
+	// tensors, whose messages wait for it unread; and every notice is read at once,
 	// so that notices of members that drop out do not pile up unread.
 	notAll := fmt.Sprintf("its shares did not all reach %s", peer)
 	b, err := r.t.Recv(ctx, peer, noticeKey)
@@ -941,21 +941,18 @@ func (s *aggregateStep) exec(ctx context.Context, r *runner) error {
 	rs := r.round
 	size := s.up.x.Shape().Size()
 	if msg, ok := rs.msgs[s.up.id]; ok { // Z_2^32: the sum is its message
+		if s.divide {
+			// A division inside the protocol needs truncation, which
+			// Z_2^32 has no room for: the compiler plans it in Z_2^64.
+			return fmt.Errorf("session: %s divides inside the protocol in Z_2^32 (compiler bug)", s.node)
+		}
 		if s.isLast(0) {
 			delete(rs.msgs, s.up.id)
 		} else {
 			msg = append(r.pool.byteBuf(len(msg))[:0], msg...)
 		}
-		if !s.divide {
-			r.setShareMessage(s.out(), msg)
-			return nil
-		}
-		// A division inside the protocol needs Z_2^64 (the compiler
-		// plans it there): widened, should one come here.
-		sum := r.messageShare(size)
-		r.proto.Words(sum, msg[8:])
-		r.pool.putBytes(msg)
-		rs.sums[s.up.id] = sum
+		r.setShareMessage(s.out(), msg)
+		return nil
 	}
 	sum, ok := rs.sums[s.up.id]
 	if !ok {

@@ -153,9 +153,8 @@ const seedBacklog = 2
 // a member's seeds or two is added on this goroutine: seeds arrive as the
 // members start computing, and their streams have until the masked
 // tensors arrive, while the cores are the members'. A longer backlog of
-// seeds (a large cohort arriving at once) is split too: the other server
-// holds those members' masked tensors until it hears their seeds were
-// added.
+// seeds (a large cohort arriving at once) is split too: the round cannot
+// end (stop) before every queued stream is added.
 func (s *roundSums) addJobs(jobs []sumJob) {
 	split := func(n int, f func(lo, hi int)) { f(0, n) }
 	if len(jobs) > seedBacklog {

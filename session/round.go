@@ -86,7 +86,7 @@ type roundState struct {
 	member    string
 	position  int
 	invited   func(ctx context.Context) error // called once invited, before the round's steps go on; may be nil
-	seedsSent bool                            // its seeds went to its seed server (seedsStep)
+	seedsSent bool                            // its seeds went to its seed server (masksAhead.begin)
 	ahead     *masksAhead                     // its masks, drawn ahead
 
 	// A server's.

@@ -41,9 +41,9 @@ TEXT ·reveal32AVX2(SB), NOSPLIT, $0-40
 	MOVQ         a+8(FP), SI
 	MOVQ         b+16(FP), DX
 	MOVQ         n+24(FP), CX
-	VBROADCASTSD div+32(FP), Y15
 	SHRQ         $2, CX
 	JZ           done
+	VBROADCASTSD div+32(FP), Y15
 
 loop:
 	VMOVDQU   (SI), X0
