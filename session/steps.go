@@ -895,7 +895,8 @@ func (s *linearStep) exec(ctx context.Context, r *runner) error {
 // addN sums the inputs' shares: those held as tensors, those held as the
 // 4-byte words they came in (Z_2^32), and the mask streams of those held
 // as seeds, added in cache-sized chunks so that no seeded share is ever
-// written out whole and no received one widened.
+// written out whole and no received one widened. In Z_2^32, when no input
+// is held widened, the sum itself stays in wire form.
 func (s *linearStep) addN(r *runner) error {
 	var xs []pond.Share
 	var streams []pond.SeededShare
@@ -914,6 +915,25 @@ func (s *linearStep) addN(r *runner) error {
 			return err
 		}
 		xs = append(xs, sh)
+	}
+	if len(xs) == 0 && r.proto.WordSize() == 4 {
+		// Z_2^32, every input as it came: the sum is kept as the message
+		// that will carry it, 4 bytes an element (pond.SumWordsAt), and
+		// widened only for a use other than sending (runner.share).
+		n := s.node.Outputs()[0].Size()
+		b := r.pool.byteBuf(8 + 4*n)[:8+4*n]
+		binary.LittleEndian.PutUint64(b, uint64(n))
+		w := b[8:]
+		parallel(n, func(lo, hi int) {
+			clear(w[4*lo : 4*hi])
+			part := make([][]byte, len(words))
+			for i, x := range words {
+				part[i] = x[4*lo : 4*hi]
+			}
+			r.proto.SumWordsAt(w[4*lo:4*hi], part, streams, lo)
+		})
+		r.setShareMessage(graph.Ref{Node: s.node}, b)
+		return nil
 	}
 	// The result is computed inside a message buffer, so that sending it
 	// to the output player later needs no copy. Each core sums its range
