@@ -1,7 +1,6 @@
 package session
 
 import (
-	"encoding/binary"
 	"sync"
 	"sync/atomic"
 
@@ -58,8 +57,7 @@ func newRoundSums(r *runner, sizes []int) *roundSums {
 	s := &roundSums{sizes: sizes, pool: r.pool, proto: r.proto, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	for _, n := range sizes {
 		if r.proto.WordSize() == 4 {
-			b := r.pool.byteBuf(8 + 4*n)[:8+4*n]
-			binary.LittleEndian.PutUint64(b, uint64(n))
+			b := r.sumMessage(n)
 			w := b[8:]
 			parallel(n, func(lo, hi int) { clear(w[4*lo : 4*hi]) })
 			s.msgs = append(s.msgs, b)
@@ -176,13 +174,7 @@ func (s *roundSums) addJobs(jobs []sumJob) {
 			}
 		}
 		w := msg[8:]
-		split(s.sizes[k], func(lo, hi int) {
-			part := make([][]byte, len(words))
-			for i, x := range words {
-				part[i] = x[4*lo : 4*hi]
-			}
-			s.proto.SumWordsAt(w[4*lo:4*hi], part, seeded, lo)
-		})
+		split(s.sizes[k], func(lo, hi int) { s.proto.SumWordsAt(w[4*lo:4*hi], words, seeded, lo) })
 	}
 	for k, sum := range s.sums {
 		rows := []pond.Share{sum}

@@ -621,6 +621,15 @@ func (r *runner) shareMessage(n int) (b []byte, words pond.Share) {
 	return nil, r.shareBuf(n)
 }
 
+// sumMessage returns a message for a share of n elements in Z_2^32, a
+// sum kept in wire form (pond.SumWordsAt): its element count written, its
+// 4-byte words not.
+func (r *runner) sumMessage(n int) []byte {
+	b := r.pool.byteBuf(8 + 4*n)[:8+4*n]
+	binary.LittleEndian.PutUint64(b, uint64(n))
+	return b
+}
+
 // wordsOf returns the message of a share's 8-byte words without a
 // header (Z_2^64; Z_2^32 writes its words straight into a message, see
 // shareStep.execWords): b, the message the words were computed in
@@ -921,16 +930,11 @@ func (s *linearStep) addN(r *runner) error {
 		// that will carry it, 4 bytes an element (pond.SumWordsAt), and
 		// widened only for a use other than sending (runner.share).
 		n := s.node.Outputs()[0].Size()
-		b := r.pool.byteBuf(8 + 4*n)[:8+4*n]
-		binary.LittleEndian.PutUint64(b, uint64(n))
+		b := r.sumMessage(n)
 		w := b[8:]
 		parallel(n, func(lo, hi int) {
 			clear(w[4*lo : 4*hi])
-			part := make([][]byte, len(words))
-			for i, x := range words {
-				part[i] = x[4*lo : 4*hi]
-			}
-			r.proto.SumWordsAt(w[4*lo:4*hi], part, streams, lo)
+			r.proto.SumWordsAt(w[4*lo:4*hi], words, streams, lo)
 		})
 		r.setShareMessage(graph.Ref{Node: s.node}, b)
 		return nil

@@ -228,16 +228,23 @@ const maskChunk = 2048
 // keystream is the encryption of zeros.
 var zeros [8 * maskChunk]byte
 
+// widen passes the next len(dst) 4-byte elements of the stream to put
+// (le.Uint32sTo64 sets dst, le.AddUint32sTo64 adds to it) a chunk at a
+// time, each drawn into a buffer that stays in the L1 cache.
+func (m maskStream) widen(dst []uint64, put func(dst []uint64, src []byte)) {
+	var buf [4 * maskChunk]byte
+	for len(dst) > 0 {
+		n := min(len(dst), maskChunk)
+		m.keystream(buf[:4*n])
+		put(dst[:n], buf[:4*n])
+		dst = dst[n:]
+	}
+}
+
 // read sets dst to the next len(dst) elements of the stream.
 func (m maskStream) read(dst []uint64) {
 	if m.word32 {
-		var buf [4 * maskChunk]byte // in the L1 cache while it is widened
-		for len(dst) > 0 {
-			n := min(len(dst), maskChunk)
-			m.keystream(buf[:4*n])
-			le.Uint32sTo64(dst[:n], buf[:4*n])
-			dst = dst[n:]
-		}
+		m.widen(dst, le.Uint32sTo64)
 		return
 	}
 	if m.fast != nil {
@@ -310,13 +317,7 @@ func SubExpandAt(dst []uint64, seed Seed, d Domain, off int) {
 // time.
 func (m maskStream) addTo(dst []uint64) {
 	if m.word32 {
-		var buf [4 * maskChunk]byte
-		for len(dst) > 0 {
-			n := min(len(dst), maskChunk)
-			m.keystream(buf[:4*n])
-			le.AddUint32sTo64(dst[:n], buf[:4*n])
-			dst = dst[n:]
-		}
+		m.widen(dst, le.AddUint32sTo64)
 		return
 	}
 	if m.fast != nil {

@@ -9,33 +9,19 @@ import (
 
 // EncodeAndSubtractWordsAt is EncodeAndSubtractAt writing its result in
 // wire form: it sets dst, WordSize·len(x) bytes, to the words (PutWords)
-// of encode(x) − mask for elements [off, off+len(x)), in one pass. In
-// Z_2^32 it writes 4 bytes an element where EncodeAndSubtractAt and then
-// PutWords would write 8, read them back and write 4. dst must not
-// overlap x or mask. It refuses the first bad element of its range with a
+// of encode(x) − mask for elements [off, off+len(x)): the mask's words,
+// then encode(x) − mask over them (EncodeAndSubtractFromWordsAt), so a
+// caller gives it a cache-sized range at a time (EncodeAndMaskWordsAt
+// does). In Z_2^32 it writes 4 bytes an element. dst must not overlap x
+// or mask. It refuses the first bad element of its range with a
 // *RangeError whose Index counts from the start of the tensor, and leaves
 // dst unspecified.
 func (p *Protocol) EncodeAndSubtractWordsAt(dst []byte, x []float64, mask Share, off int) error {
 	if len(mask) != len(x) || len(dst) != p.WordSize()*len(x) {
 		panic(fmt.Sprintf("pond: EncodeAndSubtractWordsAt: dst has %d bytes, x %d elements, mask %d", len(dst), len(x), len(mask)))
 	}
-	d32, ok := le.Uint32View(dst)
-	if !p.ring32 || !ok {
-		// A chunk at a time through a buffer in the L1 cache.
-		var buf [maskChunk]uint64
-		ws := p.WordSize()
-		for lo := 0; lo < len(x); lo += maskChunk {
-			hi := min(lo+maskChunk, len(x))
-			b := buf[:hi-lo]
-			if err := p.EncodeAndSubtractAt(b, x[lo:hi], mask[lo:hi], off+lo); err != nil {
-				return err
-			}
-			p.PutWords(dst[ws*lo:ws*hi], b)
-		}
-		return nil
-	}
-	le.PutLow32s(dst, mask)
-	return p.encodeSub32(d32[:len(x)], x, off)
+	p.PutWords(dst, mask)
+	return p.EncodeAndSubtractFromWordsAt(dst, x, off)
 }
 
 // useAVX2 says whether the 32-bit ring's encoding and reveal run the AVX2
@@ -183,15 +169,18 @@ func (p *Protocol) EncodeAndSubtractFromWordsAt(dst []byte, x []float64, off int
 	}
 	d32, ok := le.Uint32View(dst)
 	if !p.ring32 || !ok {
+		// A chunk at a time through a buffer in the L1 cache: the mask's
+		// words in, encode(x) − mask over them, the words back out.
 		var buf [maskChunk]uint64
 		ws := p.WordSize()
 		for lo := 0; lo < len(x); lo += maskChunk {
 			hi := min(lo+maskChunk, len(x))
 			m := buf[:hi-lo]
 			p.Words(m, dst[ws*lo:ws*hi])
-			if err := p.EncodeAndSubtractWordsAt(dst[ws*lo:ws*hi], x[lo:hi], m, off+lo); err != nil {
+			if err := p.EncodeAndSubtractAt(m, x[lo:hi], m, off+lo); err != nil {
 				return err
 			}
+			p.PutWords(dst[ws*lo:ws*hi], m)
 		}
 		return nil
 	}

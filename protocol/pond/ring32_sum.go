@@ -9,8 +9,8 @@ import (
 
 // SumWordsAt is a server's sum in Z_2^32 kept in wire form: dst holds the
 // 4-byte words (PutWords) of elements [off, off+len(dst)/4) of a running
-// sum, and each of words (the same elements of a share in wire form) and
-// the streams of seeded, read from element off on, are added to it in one
+// sum, and the same elements of each of words (whole shares in wire form,
+// as SumAt takes them) and of the streams of seeded are added to it in one
 // pass over cache-sized blocks. A server that keeps its sums as the
 // messages it will send neither widens what it adds nor packs its result,
 // and its sums take 4 bytes an element. Calls on disjoint ranges together
@@ -31,10 +31,12 @@ func (p *Protocol) sumWordsAt(step string, dst []byte, words [][]byte, seeded []
 	if !p.ring32 || len(dst)%4 != 0 {
 		panic(fmt.Sprintf("pond: %s: %d bytes in Z_2^%d, want 4-byte words of Z_2^32", step, len(dst), p.cfg.Ring))
 	}
+	rows := make([][]byte, len(words)) // the shares' bytes of dst's range
 	for i, w := range words {
-		if len(w) != len(dst) {
-			panic(fmt.Sprintf("pond: %s: share %d has %d bytes, the sum %d", step, i, len(w), len(dst)))
+		if len(w) < 4*off+len(dst) {
+			panic(fmt.Sprintf("pond: %s: share %d has %d bytes, too few for elements [%d, %d)", step, i, len(w), off, off+len(dst)/4))
 		}
+		rows[i] = w[4*off : 4*off+len(dst)]
 	}
 	streams := make([]maskStream, len(seeded))
 	for i, s := range seeded {
@@ -46,7 +48,7 @@ func (p *Protocol) sumWordsAt(step string, dst []byte, words [][]byte, seeded []
 	const block = 4 * ops.SumBlock
 	for lo := 0; lo < len(dst); lo += block {
 		d := dst[lo:min(lo+block, len(dst))]
-		for _, w := range words {
+		for _, w := range rows {
 			le.AddWords32(d, w[lo:lo+len(d)])
 		}
 		for _, m := range streams {

@@ -297,11 +297,14 @@ func TestEncodeAndMaskWordsAt(t *testing.T) {
 		d := p.Domain("s", 4, 5)
 		seed := Seed{9}
 		wantBytes := maskedWords(t, p, x, seed, d)
-		got := make([]byte, p.WordSize()*n)
-		for _, r := range [][2]int{{0, 2048}, {2048, 4096}, {4096, n}} {
-			require.NoError(t, p.EncodeAndMaskWordsAt(got[p.WordSize()*r[0]:p.WordSize()*r[1]], x[r[0]:r[1]], seed, d, r[0]))
+		var got []byte
+		for _, shift := range []int{1, 0} { // unaligned: the words through a buffer
+			got = make([]byte, p.WordSize()*n+shift)[shift:]
+			for _, r := range [][2]int{{0, 2048}, {2048, 4096}, {4096, n}} {
+				require.NoError(t, p.EncodeAndMaskWordsAt(got[p.WordSize()*r[0]:p.WordSize()*r[1]], x[r[0]:r[1]], seed, d, r[0]))
+			}
+			assert.Equal(t, wantBytes, got, "ring %d, shift %d", ring, shift)
 		}
-		assert.Equal(t, wantBytes, got, "ring %d", ring)
 
 		bad := append([]float64(nil), x...)
 		bad[4500] = 1e9
@@ -431,11 +434,7 @@ func TestSumWordsAt(t *testing.T) {
 				got := make([]byte, 4*n+shift)[shift:]
 				p.PutWords(got, start)
 				for _, rg := range blockRanges(n, 4) {
-					part := make([][]byte, len(words))
-					for i, w := range words {
-						part[i] = w[4*rg[0] : 4*rg[1]]
-					}
-					p.SumWordsAt(got[4*rg[0]:4*rg[1]], part, seeded, rg[0])
+					p.SumWordsAt(got[4*rg[0]:4*rg[1]], words, seeded, rg[0])
 				}
 				require.Equal(t, wantBytes, got, "%s, shift %d", name, shift)
 
@@ -449,5 +448,5 @@ func TestSumWordsAt(t *testing.T) {
 		}
 	}
 	assert.Panics(t, func() { newProtocol(t, Config{}).SumWordsAt(make([]byte, 8), nil, nil, 0) }, "Z_2^64")
-	assert.Panics(t, func() { p.SumWordsAt(make([]byte, 8), [][]byte{make([]byte, 4)}, nil, 0) }, "a share of another length")
+	assert.Panics(t, func() { p.SumWordsAt(make([]byte, 8), [][]byte{make([]byte, 4)}, nil, 0) }, "a share too short for the range")
 }
